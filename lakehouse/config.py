@@ -1,0 +1,48 @@
+"""Where the lakehouse keeps its files, derived from one environment variable.
+
+`LAKEHOUSE_DATA_DIR` (default: `data/` at the repository root) holds the landing folder, the Delta
+tables, the MLflow store, the Feast registry and online store, and the Dagster instance. Tests point
+it at a temporary directory; the cluster profile moves the Delta root to object storage instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class LakehousePaths:
+    data_dir: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def delta_root(self) -> str:
+        return os.environ.get("LAKEHOUSE_DELTA_ROOT") or str(self.data_dir / "delta")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.data_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.data_dir / "mlartifacts"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def dbt_duckdb(self) -> Path:
+        return self.data_dir / "dbt.duckdb"
+
+
+def lakehouse_paths() -> LakehousePaths:
+    return LakehousePaths(Path(os.environ.get("LAKEHOUSE_DATA_DIR") or DEFAULT_DATA_DIR).resolve())

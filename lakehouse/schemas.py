@@ -1,0 +1,175 @@
+"""One schema per table, defined once.
+
+Each `TableSchema` is the single source for a table's columns: the Arrow schema deltalake writes,
+the Spark schema Spark writes, the pandera schemas that guard every commit, and the column
+documentation shown in the Dagster UI all derive from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from pandera.api.checks import Check
+
+from lakehouse.generator import EVENT_NAMES, PLATFORMS, VARIANTS
+
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "double": pa.float64(),
+    "date": pa.date32(),
+    # UTC tz-aware microseconds: keeps Delta at protocol 1/2 and is readable by Spark.
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Col:
+    name: str
+    dtype: str
+    description: str
+    nullable: bool = False
+    checks: tuple[Check, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    description: str
+    columns: tuple[Col, ...]
+    unique: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
+    column_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
+
+    def arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _ARROW_TYPES[c.dtype], nullable=c.nullable) for c in self.columns])
+
+    def spark(self):
+        from pyspark.sql import types as T
+
+        spark_types = {
+            "string": T.StringType(),
+            "long": T.LongType(),
+            "int": T.IntegerType(),
+            "double": T.DoubleType(),
+            "date": T.DateType(),
+            "timestamp": T.TimestampType(),
+        }
+        return T.StructType([T.StructField(c.name, spark_types[c.dtype], c.nullable) for c in self.columns])
+
+    def pandera_pyspark(self):
+        import pandera.pyspark as pas
+
+        fields = self.spark().fields
+        return pas.DataFrameSchema(
+            name=self.name,
+            columns={
+                c.name: pas.Column(f.dataType, checks=list(c.checks), nullable=c.nullable)
+                for c, f in zip(self.columns, fields)
+            },
+            unique=list(self.unique) or None,
+            strict=True,
+        )
+
+    def pandera_pandas(self):
+        import pandera.pandas as pdp
+
+        pandas_types = {
+            "string": str,
+            "long": "int64",
+            "int": "int32",
+            "double": "float64",
+            "date": "object",
+            "timestamp": "datetime64[us, UTC]",
+        }
+        return pdp.DataFrameSchema(
+            name=self.name,
+            columns={
+                c.name: pdp.Column(pandas_types[c.dtype], checks=list(c.checks), nullable=c.nullable)
+                for c in self.columns
+            },
+            unique=list(self.unique) or None,
+            strict=True,
+        )
+
+    def column_docs(self) -> dict[str, str]:
+        return {c.name: c.description for c in self.columns}
+
+
+RAW_EVENTS = TableSchema(
+    name="raw_events",
+    description="Every line landed, byte for byte, with where it came from. Nothing is parsed or dropped here.",
+    columns=(
+        Col("ingest_date", "date", "Day folder of the landing area the line was read from."),
+        Col("source_file", "string", "Landing file, relative to the landing root."),
+        Col("line_number", "long", "1-based line number within the source file.", checks=(Check.ge(1),)),
+        Col("raw_line", "string", "The line as landed (without its newline)."),
+    ),
+    unique=("source_file", "line_number"),
+    partition_by=("ingest_date",),
+)
+
+CLEANED_EVENTS = TableSchema(
+    name="cleaned_events",
+    description="One row per event_id, parsed into the canonical event schema, with UTC event times.",
+    columns=(
+        Col("event_id", "string", "Unique event identifier (first delivery wins)."),
+        Col("event_name", "string", "What happened.", checks=(Check.isin(list(EVENT_NAMES)),)),
+        Col("event_ts", "timestamp", "When it happened, UTC."),
+        Col("event_date", "date", "UTC date of event_ts; the partition column."),
+        Col("user_id", "string", "Who did it."),
+        Col("session_id", "string", "App session the event belongs to."),
+        Col("platform", "string", "Client platform.", checks=(Check.isin(list(PLATFORMS)),)),
+        Col("item_id", "string", "Product, for view and cart events.", nullable=True),
+        Col("item_category", "string", "Product category, for view and cart events.", nullable=True),
+        Col("price_usd", "double", "Unit price in USD, for view and cart events.", nullable=True, checks=(Check.ge(0),)),
+        Col("quantity", "int", "Units added, for cart events.", nullable=True, checks=(Check.ge(1),)),
+        Col("order_id", "string", "Order, for purchases.", nullable=True),
+        Col("revenue_usd", "double", "Order value in USD, for purchases.", nullable=True, checks=(Check.ge(0),)),
+        Col("source_page", "string", "Page the product was seen on.", nullable=True),
+        Col("experiment_variant", "string", "Experiment arm of the user.", nullable=True, checks=(Check.isin(list(VARIANTS)),)),
+        Col("ingest_date", "date", "raw_events partition the event was first delivered in."),
+    ),
+    unique=("event_id",),
+    partition_by=("event_date",),
+)
+
+USER_FEATURES = TableSchema(
+    name="user_features",
+    description=(
+        "One row per (user, as-of time): the user's activity in windows that end strictly before the "
+        "as-of time, so a model scoring at that time sees only what was known then."
+    ),
+    columns=(
+        Col("user_id", "string", "The user (Feast entity `user`)."),
+        Col("feature_ts", "timestamp", "As-of time (a UTC midnight): windows cover days strictly before it."),
+        Col("events_7d", "long", "Events in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("sessions_7d", "long", "Sessions started in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("views_7d", "long", "Product views in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("carts_7d", "long", "Cart adds in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("purchases_7d", "long", "Purchases in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("purchases_30d", "long", "Purchases in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("revenue_30d", "double", "Purchase revenue (USD) in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("days_since_last_event", "int", "Whole days from the user's last active day to feature_ts (>= 1).", checks=(Check.ge(1),)),
+    ),
+    unique=("user_id", "feature_ts"),
+)
+
+TRAINING_LABELS = TableSchema(
+    name="training_labels",
+    description=(
+        "One row per (user, prediction time): did the user purchase in the 7 days starting at the "
+        "prediction time. Only prediction times whose whole label window lies inside the data."
+    ),
+    columns=(
+        Col("user_id", "string", "The user (Feast entity `user`)."),
+        Col("event_timestamp", "timestamp", "Prediction time (a UTC midnight)."),
+        Col("label", "int", "1 if a purchase happened in [event_timestamp, event_timestamp + 7 days).", checks=(Check.isin([0, 1]),)),
+    ),
+    unique=("user_id", "event_timestamp"),
+)

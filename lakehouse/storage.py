@@ -1,0 +1,90 @@
+"""Reading and writing Delta tables: the one place that knows where tables live and how they commit.
+
+Both engines go through here: deltalake (Arrow in and out, no JVM) and Spark with delta-spark.
+Partition replacement always uses an explicit predicate over a date range, built from `date`
+objects and a column the table's schema declares as a partition column, never from free text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse.schemas import TableSchema
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of partition dates of one partition column."""
+
+    column: str
+    start: date
+    end: date
+
+    def predicate(self, schema: TableSchema) -> str:
+        if self.column not in schema.partition_by:
+            raise ValueError(f"{self.column!r} is not a partition column of {schema.name}")
+        if not (isinstance(self.start, date) and isinstance(self.end, date)) or self.start > self.end:
+            raise ValueError(f"invalid date range {self.start!r}..{self.end!r}")
+        # Only date.isoformat() output reaches the predicate: digits and dashes.
+        return f"{self.column} >= '{self.start.isoformat()}' AND {self.column} <= '{self.end.isoformat()}'"
+
+
+class DeltaStore:
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None):
+        self.root = root.rstrip("/")
+        self.storage_options = storage_options or None
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    def table(self, table: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
+
+    def version(self, table: str) -> int | None:
+        try:
+            return self.table(table).version()
+        except TableNotFoundError:
+            return None
+
+    def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+        return self.table(table, version).to_pyarrow_table(columns=columns)
+
+    def write_arrow(self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None) -> int:
+        """Commit `data` to `schema`'s table: replacing the partitions in `replace`, or the whole table."""
+        data = data.select(list(schema.column_names)).cast(schema.arrow())
+        exists = self.version(schema.name) is not None
+        write_deltalake(
+            self.uri(schema.name),
+            data,
+            mode="overwrite",
+            predicate=replace.predicate(schema) if (replace and exists) else None,
+            partition_by=list(schema.partition_by) or None,
+            storage_options=self.storage_options,
+        )
+        return self.version(schema.name)
+
+    def read_spark(self, spark, table: str, version: int | None = None):
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", int(version))
+        return reader.load(self.uri(table))
+
+    def write_spark(self, schema: TableSchema, df, replace: DateRange | None = None) -> int:
+        """Commit a Spark DataFrame, with the same replacement rules as `write_arrow`."""
+        from pyspark.sql import functions as F
+
+        df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields])
+        writer = df.write.format("delta").mode("overwrite")
+        if replace is not None:
+            writer = writer.option("replaceWhere", replace.predicate(schema))
+        else:
+            writer = writer.option("overwriteSchema", "true")
+        if schema.partition_by:
+            writer = writer.partitionBy(*schema.partition_by)
+        writer.save(self.uri(schema.name))
+        return self.version(schema.name)

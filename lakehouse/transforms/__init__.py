@@ -1,0 +1,1 @@
+"""Transformations: plain functions from Spark DataFrames to Spark DataFrames (built-in functions only)."""
