@@ -25,7 +25,6 @@ LOCAL_CONF = {
     "spark.sql.adaptive.enabled": "true",
     "spark.driver.memory": "4g",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "false",
 }
 
 _lock = threading.Lock()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -34,6 +35,20 @@ class DateRange:
         return f"{self.column} >= '{self.start.isoformat()}' AND {self.column} <= '{self.end.isoformat()}'"
 
 
+def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
+    """Current version of the Delta table at `uri`, or None if there is no table there."""
+    try:
+        return DeltaTable(uri, storage_options=storage_options).version()
+    except TableNotFoundError:
+        return None
+
+
+def table_row_count(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> int:
+    """Rows in the table at `version`, from the Delta log's file statistics (no data scan)."""
+    adds = pa.table(DeltaTable(uri, version=version, storage_options=storage_options).get_add_actions(flatten=True))
+    return int(pc.sum(adds.column("num_records")).as_py() or 0)
+
+
 class DeltaStore:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
         self.root = root.rstrip("/")
@@ -46,10 +61,10 @@ class DeltaStore:
         return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
 
     def version(self, table: str) -> int | None:
-        try:
-            return self.table(table).version()
-        except TableNotFoundError:
-            return None
+        return table_version(self.uri(table), self.storage_options)
+
+    def row_count(self, table: str, version: int | None = None) -> int:
+        return table_row_count(self.uri(table), version, self.storage_options)
 
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
         return self.table(table, version).to_pyarrow_table(columns=columns)

@@ -1,0 +1,40 @@
+"""Resources by profile, chosen in one place by LAKEHOUSE_PROFILE.
+
+local (default): Delta tables under LAKEHOUSE_DATA_DIR, Spark local[2], dbt-duckdb, Feast with a
+SQLite online store, MLflow with a SQLite tracking store.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lakehouse.config import lakehouse_paths
+from resources.dbt import dbt_cli
+from resources.delta import DeltaStorage
+from resources.feast import FeastResource
+from resources.landing import LandingArea
+from resources.mlflow import MlflowTracking
+from resources.spark import SparkResource
+
+
+def _resources_local() -> dict:
+    paths = lakehouse_paths()
+    return {
+        "delta": DeltaStorage(root=paths.delta_root),
+        "landing": LandingArea(path=str(paths.landing)),
+        "spark": SparkResource(master="local[2]"),
+        "dbt": dbt_cli(),
+        "feast": FeastResource(data_dir=str(paths.data_dir)),
+        "mlflow_tracking": MlflowTracking(tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifacts.as_uri()),
+    }
+
+
+# The cluster profile (S3-API Delta root, Spark master, Redis, MLflow server, Postgres) comes next.
+PROFILES = {"local": _resources_local}
+
+
+def resources_for(profile: str | None = None) -> dict:
+    profile = profile or os.environ.get("LAKEHOUSE_PROFILE", "local")
+    if profile not in PROFILES:
+        raise ValueError(f"LAKEHOUSE_PROFILE={profile!r}: expected one of {sorted(PROFILES)}")
+    return PROFILES[profile]()

@@ -1,0 +1,71 @@
+"""Write-audit-publish for Delta-backed assets, and the metadata every materialization reports.
+
+A batch is validated against its table's pandera schema first; the result is reported as the
+table's blocking schema check, and only a passing batch is committed. A failing batch raises, so
+nothing is written and no downstream asset runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pyarrow as pa
+from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
+
+from lakehouse.schemas import TableSchema as LakehouseTableSchema
+from lakehouse.storage import DateRange, DeltaStore
+from lakehouse.validation import ValidationReport, validate_pandas, validate_spark
+
+
+def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        f"{schema.name}_schema",
+        asset=schema.name,
+        blocking=True,
+        description=f"Each batch passes the {schema.name} pandera schema (types, nullability, allowed values, unique {', '.join(schema.unique)}) before it is committed.",
+    )
+
+
+def column_schema(schema: LakehouseTableSchema) -> TableSchema:
+    return TableSchema(columns=[TableColumn(c.name, c.dtype, description=c.description) for c in schema.columns])
+
+
+def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame) -> dict:
+    return {
+        "delta_uri": MetadataValue.path(store.uri(schema.name)),
+        "delta_version": MetadataValue.int(version),
+        "rows_written": MetadataValue.int(rows_written),
+        "dagster/row_count": MetadataValue.int(store.row_count(schema.name, version)),
+        "dagster/column_schema": column_schema(schema),
+        "preview": MetadataValue.md(preview.head(10).to_markdown(index=False)),
+    }
+
+
+def _audit(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=f"{schema.name}_schema",
+        passed=report.passed,
+        metadata={"rows": report.rows, "failures": MetadataValue.json(report.failures[:20])},
+    )
+
+
+def publish_arrow(store: DeltaStore, schema: LakehouseTableSchema, batch: pa.Table, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
+    report = validate_pandas(schema, batch.to_pandas())
+    yield _audit(schema, report)
+    report.raise_if_failed()
+    version = store.write_arrow(schema, batch, replace)
+    yield MaterializeResult(metadata=delta_metadata(store, schema, version, batch.num_rows, batch.slice(0, 10).to_pandas()) | (extra or {}))
+
+
+def publish_spark(store: DeltaStore, schema: LakehouseTableSchema, df, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
+    df = df.cache()  # validated, counted and written: compute it once
+    try:
+        report = validate_spark(schema, df)
+        yield _audit(schema, report)
+        report.raise_if_failed()
+        version = store.write_spark(schema, df, replace)
+        preview = df.limit(10).toPandas()
+    finally:
+        df.unpersist()
+    yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview) | (extra or {}))

@@ -1,0 +1,31 @@
+"""Raw layer: landed lines, kept as they arrived."""
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, BackfillPolicy, asset
+
+from assets.partitions import daily_partitions, partition_dates
+from assets.publish import publish_arrow, schema_check
+from lakehouse.ingest import landed_lines
+from lakehouse.schemas import RAW_EVENTS
+from lakehouse.storage import DateRange
+from resources.delta import DeltaStorage
+from resources.landing import LandingArea
+
+
+@asset(
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="raw",
+    kinds={"delta", "python"},
+    check_specs=[schema_check(RAW_EVENTS)],
+)
+def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: LandingArea):
+    """Every line that landed in the landing folder, one row per line, partitioned by ingest date.
+
+    A partition is the day folder the lines were read from, not the day the events happened.
+    Nothing is parsed or filtered: broken lines are kept verbatim so that every later count can be
+    reconciled with what arrived. Rematerializing a range replaces exactly those ingest dates.
+    """
+    days = partition_dates(context)
+    batch = pa.concat_tables([landed_lines(landing.root, day) for day in days])
+    yield from publish_arrow(delta.store(), RAW_EVENTS, batch, DateRange("ingest_date", days[0], days[-1]))

@@ -1,0 +1,16 @@
+"""The Dagster code location: every asset, check and resource of the lakehouse for one profile."""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor, load_assets_from_modules
+
+from assets import cleaned, feature_store, features, metrics, ml, raw
+from resources import resources_for
+
+# In-process: one SparkSession serves every step of a run (the multiprocess executor would
+# re-import the code and start a JVM per step).
+defs = Definitions(
+    assets=load_assets_from_modules([raw, cleaned, metrics, features, feature_store, ml]),
+    resources=resources_for(),
+    executor=in_process_executor,
+)

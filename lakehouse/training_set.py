@@ -1,0 +1,54 @@
+"""Training sets pinned to Delta versions: build one now, or rebuild a past one from its lineage.
+
+Both paths run the same function with explicit versions, so a rebuild differs from the original
+only if the data at those versions is gone or the code changed.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from deltalake import DeltaTable
+
+from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, historical_features, service_sources
+from lakehouse.lineage import InputTable, TrainingLineage
+from lakehouse.schemas import TRAINING_LABELS
+from lakehouse.storage import DeltaStore, table_row_count, table_version
+from lakehouse.training import ENTITY_COLUMNS, LABEL, canonical_training_set, content_sha256
+
+LABELS_ROLE = "labels"
+
+
+def current_inputs(delta: DeltaStore, feast_store, service_name: str = FEATURE_SERVICE) -> tuple[InputTable, ...]:
+    """The labels table and every feature view's source table, each at its current version."""
+    labels_uri = delta.uri(TRAINING_LABELS.name)
+    inputs = [_input(LABELS_ROLE, TRAINING_LABELS.name, labels_uri)]
+    for fv in service_sources(feast_store, service_name):
+        uri = fv.batch_source.path
+        inputs.append(_input(fv.name, uri.rstrip("/").rsplit("/", 1)[-1], uri))
+    return tuple(inputs)
+
+
+def _input(role: str, name: str, uri: str) -> InputTable:
+    version = table_version(uri)
+    if version is None:
+        raise FileNotFoundError(f"input table {name} does not exist at {uri}")
+    return InputTable(role=role, name=name, uri=uri, version=version, rows=table_row_count(uri, version))
+
+
+def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
+    """Labels at their pinned version, joined point-in-time to the service's features at theirs."""
+    labels = next(t for t in inputs if t.role == LABELS_ROLE)
+    entity_df = DeltaTable(labels.uri, version=labels.version).to_pandas(columns=ENTITY_COLUMNS + [LABEL])
+    pins = [SourcePin(t.role, t.uri, t.version) for t in inputs if t.role != LABELS_ROLE]
+    joined = historical_features(feast_store, entity_df, pins, service_name)
+    return canonical_training_set(joined, feature_names(feast_store, service_name))
+
+
+def lineage_of(training_set: pd.DataFrame, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingLineage:
+    return TrainingLineage(
+        inputs=inputs,
+        training_set_sha256=content_sha256(training_set),
+        training_set_rows=len(training_set),
+        feature_service=service_name,
+        feast_project=PROJECT,
+    )

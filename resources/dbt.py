@@ -1,0 +1,29 @@
+"""The dbt project and the dbt CLI of this environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+from lakehouse.config import REPO_ROOT
+
+DBT_DIR = REPO_ROOT / "dbt"
+# The dbt next to this interpreter, not whichever one is first on PATH.
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
+# profiles.yml finds the delta_writer plugin through this variable, whatever the working directory.
+os.environ.setdefault("DBT_PROJECT_DIR", str(DBT_DIR))
+
+dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+
+
+def dbt_manifest() -> Path:
+    """dagster-dbt reads the manifest when the code loads: parse the project if it is missing (or under `dagster dev`)."""
+    if not dbt_project.manifest_path.exists() or os.environ.get("DAGSTER_IS_DEV_CLI"):
+        subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--profiles-dir", str(DBT_DIR)], cwd=DBT_DIR, check=True)
+    return dbt_project.manifest_path
+
+
+def dbt_cli() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)

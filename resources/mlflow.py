@@ -1,0 +1,20 @@
+"""MLflow tracking as a Dagster resource: where runs are recorded and their artifacts kept."""
+
+import mlflow
+from dagster import ConfigurableResource
+
+from lakehouse.lineage import EXPERIMENT
+
+
+class MlflowTracking(ConfigurableResource):
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = EXPERIMENT
+
+    def activate(self) -> str:
+        """Point the mlflow client at this store; returns the experiment id (created on first use)."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        existing = mlflow.get_experiment_by_name(self.experiment)
+        experiment_id = existing.experiment_id if existing else mlflow.create_experiment(self.experiment, artifact_location=self.artifact_root)
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
