@@ -1,6 +1,6 @@
 """Feast: register the feature repo and keep the online store current."""
 
-from dagster import MaterializeResult, MetadataValue, asset
+from dagster import BackfillPolicy, MaterializeResult, MetadataValue, asset
 import pyarrow.compute as pc
 
 from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_latest
@@ -9,7 +9,7 @@ from resources.feast import FeastResource
 from resources.spark import SparkResource
 
 
-@asset(deps=["user_features"], group_name="features", kinds={"feast"})
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["user_features"], group_name="features", kinds={"feast"})
 def feast_registry(feast: FeastResource, spark: SparkResource):
     """The Feast registry: entities, feature views and feature services of feature_repo/, as `feast apply` registers them.
 
@@ -21,7 +21,7 @@ def feast_registry(feast: FeastResource, spark: SparkResource):
     return MaterializeResult(metadata={"feature_views": MetadataValue.json(views), "feature_repo": MetadataValue.path(str(FEATURE_REPO))})
 
 
-@asset(deps=["feast_registry", "user_features"], group_name="features", kinds={"feast", "sqlite"})
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["feast_registry", "user_features"], group_name="features", kinds={"feast", "sqlite"})
 def feast_online_store(feast: FeastResource, delta: DeltaStorage, spark: SparkResource):
     """Online feature values: the newest user_activity row of every user, served by `feast serve`.
 

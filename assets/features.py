@@ -1,6 +1,6 @@
 """Feature layer: per-user activity features as of each day."""
 
-from dagster import asset
+from dagster import BackfillPolicy, asset
 from pyspark.sql import functions as F
 
 from assets.publish import publish_spark, schema_check
@@ -10,7 +10,7 @@ from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
 
-@asset(deps=["cleaned_events"], group_name="features", kinds={"delta", "spark"}, check_specs=[schema_check(USER_FEATURES)])
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "spark"}, check_specs=[schema_check(USER_FEATURES)])
 def user_features(delta: DeltaStorage, spark: SparkResource):
     """What each user had done before each UTC midnight: the inputs of the purchase-propensity model.
 

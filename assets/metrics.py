@@ -3,7 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue, Output
+from dagster import BackfillPolicy, AssetExecutionContext, MetadataValue, Output
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from resources.dbt import dbt_manifest
@@ -15,7 +15,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return "metrics"
 
 
-@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=LakehouseDbtTranslator())
+@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=LakehouseDbtTranslator(), backfill_policy=BackfillPolicy.single_run())
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: DeltaStorage):
     """Build the dbt models and run their tests (as asset checks); report each model's Delta version."""
     store = delta.store()

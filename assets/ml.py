@@ -1,7 +1,7 @@
 """ML layer: labels, and the purchase-propensity model trained on a Feast training set and logged to MLflow."""
 
 import mlflow
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import BackfillPolicy, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from pyspark.sql import functions as F
 
 from assets.publish import publish_spark, schema_check
@@ -16,7 +16,7 @@ from resources.mlflow import MlflowTracking
 from resources.spark import SparkResource
 
 
-@asset(deps=["cleaned_events"], group_name="ml", kinds={"delta", "spark"}, check_specs=[schema_check(TRAINING_LABELS)])
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="ml", kinds={"delta", "spark"}, check_specs=[schema_check(TRAINING_LABELS)])
 def training_labels(delta: DeltaStorage, spark: SparkResource):
     """Did the user purchase in the 7 days after the prediction time: the model's target.
 
@@ -30,7 +30,7 @@ def training_labels(delta: DeltaStorage, spark: SparkResource):
     yield from publish_spark(store, TRAINING_LABELS, purchase_labels(cleaned, last_event_day))
 
 
-@asset(deps=["training_labels", "feast_registry", "user_features"], group_name="ml", kinds={"mlflow", "sklearn"})
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["training_labels", "feast_registry", "user_features"], group_name="ml", kinds={"mlflow", "sklearn"})
 def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, spark: SparkResource, mlflow_tracking: MlflowTracking):
     """A gradient-boosted classifier of "purchases within 7 days", with the exact data that trained it.
 
@@ -52,7 +52,12 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
         mlflow.set_tags({"dagster.run_id": context.run_id})
         mlflow.log_params({"model": type(trained.model).__name__, "split_time": trained.split_time.isoformat(), "features": ",".join(trained.feature_names)})
         mlflow.log_metrics(trained.metrics)
-        mlflow.sklearn.log_model(trained.model, name="model", input_example=training_set[trained.feature_names].head(5))
+        mlflow.sklearn.log_model(
+            trained.model,
+            name="model",
+            input_example=training_set[trained.feature_names].head(5),
+            skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+        )
     context.log.info(f"MLflow run {run.info.run_id}: test AUC {trained.metrics['test_auc']:.3f}")
     return MaterializeResult(
         metadata={

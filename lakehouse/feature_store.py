@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -83,6 +84,8 @@ def apply_definitions(store) -> list[str]:
     """What `feast apply` does: register feature_repo/'s objects, remove the ones deleted from it."""
     from feast.repo_operations import apply_total
 
+    if str(FEATURE_REPO) not in sys.path:
+        sys.path.insert(0, str(FEATURE_REPO))  # the feast CLI does the same before importing the repo's files
     with _working_directory(FEATURE_REPO):  # apply_total chdirs into the repo
         apply_total(store.config, FEATURE_REPO, skip_source_validation=False)
     return sorted(fv.name for fv in store.list_feature_views())

@@ -47,7 +47,7 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
         if table_version(t.uri) is None:
             raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}")
         try:
-            DeltaTable(t.uri, version=t.version).files()
+            DeltaTable(t.uri, version=t.version).file_uris()
         except Exception as exc:  # deltalake raises several types for a vacuumed or missing version
             raise ReproductionError(f"input table {t.name} version {t.version} is no longer readable at {t.uri}: {exc}") from exc
 
@@ -70,13 +70,14 @@ def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path) -> Repr
 
 
 def training_runs(tracking_uri: str) -> list[dict]:
-    """Every training run of the experiment, newest first, with its hash and input versions."""
+    """Every finished training run of the experiment, newest first, with its hash and input versions."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         return []
     rows = []
-    for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"]):
+    finished = "attributes.status = 'FINISHED'"
+    for run in client.search_runs([experiment.experiment_id], filter_string=finished, order_by=["attributes.start_time DESC"]):
         try:
             lineage = read_lineage(run)
         except LookupError:
