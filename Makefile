@@ -27,12 +27,13 @@ $(STAMP): $(UV) uv.lock pyproject.toml scripts/fetch_jars.py
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/lakehouse demo
+	$(BIN)/python scripts/demo.py
 
 test: setup
 	$(BIN)/pytest
 
 dev: setup
+	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: setup

@@ -1,0 +1,34 @@
+"""The code location loads, and its asset graph is the one the README describes."""
+
+import warnings
+
+from lakehouse.config import DEFAULT_DATA_DIR
+from lakehouse.feature_store import FEATURE_REPO, render_config
+
+
+def test_definitions_load_with_every_group_and_dependency():
+    warnings.simplefilter("ignore")
+    import definitions
+
+    graph = definitions.defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw_events": "raw",
+        "cleaned_events": "cleaned",
+        "daily_active_users": "metrics",
+        "user_features": "features",
+        "feast_registry": "features",
+        "feast_online_store": "features",
+        "training_labels": "ml",
+        "purchase_propensity_model": "ml",
+    }
+    parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys) for key in graph.get_all_asset_keys()}
+    assert parents["cleaned_events"] == ["raw_events"]
+    assert parents["daily_active_users"] == ["cleaned_events"]
+    assert parents["purchase_propensity_model"] == ["feast_registry", "training_labels", "user_features"]
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"raw_events_schema", "cleaned_events_schema", "user_features_schema", "training_labels_schema"} <= checks
+
+
+def test_committed_feature_store_yaml_is_the_render_for_the_default_data_dir():
+    assert (FEATURE_REPO / "feature_store.yaml").read_text() == render_config(DEFAULT_DATA_DIR)

@@ -1,0 +1,66 @@
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from lakehouse.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
+from lakehouse.storage import DateRange, DeltaStore
+
+
+def _raw(day: date, lines: list[str]) -> pa.Table:
+    n = len(lines)
+    return pa.table(
+        {"ingest_date": [day] * n, "source_file": ["f"] * n, "line_number": list(range(1, n + 1)), "raw_line": lines},
+        schema=RAW_EVENTS.arrow(),
+    )
+
+
+def test_predicate_only_from_dates_and_declared_partition_columns():
+    assert DateRange("ingest_date", date(2026, 3, 1), date(2026, 3, 2)).predicate(RAW_EVENTS) == (
+        "ingest_date >= '2026-03-01' AND ingest_date <= '2026-03-02'"
+    )
+    with pytest.raises(ValueError, match="not a partition column"):
+        DateRange("raw_line", date(2026, 3, 1), date(2026, 3, 1)).predicate(RAW_EVENTS)
+    with pytest.raises(ValueError, match="invalid date range"):
+        DateRange("ingest_date", "2026-03-01' OR '1'='1", date(2026, 3, 1)).predicate(RAW_EVENTS)
+    with pytest.raises(ValueError, match="invalid date range"):
+        DateRange("ingest_date", date(2026, 3, 2), date(2026, 3, 1)).predicate(RAW_EVENTS)
+
+
+def test_replacing_a_partition_leaves_the_others_and_reruns_are_idempotent(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["a", "b"]), DateRange("ingest_date", d1, d1))
+    store.write_arrow(RAW_EVENTS, _raw(d2, ["c"]), DateRange("ingest_date", d2, d2))
+    for _ in range(3):
+        version = store.write_arrow(RAW_EVENTS, _raw(d1, ["a2", "b2", "x"]), DateRange("ingest_date", d1, d1))
+    rows = sorted((r["ingest_date"], r["raw_line"]) for r in store.read_arrow("raw_events").to_pylist())
+    assert rows == [(d1, "a2"), (d1, "b2"), (d1, "x"), (d2, "c")]
+    assert version == 4 and store.row_count("raw_events") == 4
+    assert sorted(r["raw_line"] for r in store.read_arrow("raw_events", version=1).to_pylist()) == ["a", "b", "c"]
+
+
+def test_a_batch_that_violates_the_schema_is_not_committed(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1 = date(2026, 3, 1)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["a"]), DateRange("ingest_date", d1, d1))
+    bad = pa.table({"ingest_date": [d1], "source_file": [None], "line_number": [1], "raw_line": ["b"]})
+    with pytest.raises(Exception):
+        store.write_arrow(RAW_EVENTS, bad, DateRange("ingest_date", d1, d1))
+    assert store.version("raw_events") == 0
+
+
+def test_tables_written_by_spark_and_by_deltalake_are_readable_by_both(spark, tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1 = date(2026, 3, 1)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["a", "b"]), DateRange("ingest_date", d1, d1))
+    assert sorted(r["raw_line"] for r in store.read_spark(spark, "raw_events").collect()) == ["a", "b"]
+
+    schema = TableSchema("spark_written", "test", CLEANED_EVENTS.columns[:4], partition_by=("event_date",))
+    df = spark.createDataFrame([("e1", "product_viewed", None, d1)], "event_id string, event_name string, event_ts timestamp, event_date date")
+    df = df.selectExpr("event_id", "event_name", "timestamp'2026-03-01 10:00:00' as event_ts", "event_date")
+    store.write_spark(schema, df)
+    table = store.read_arrow("spark_written")
+    assert table.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
+    assert table.to_pylist()[0]["event_ts"].isoformat() == "2026-03-01T10:00:00+00:00"
+    assert store.table("spark_written").protocol().min_reader_version == 1

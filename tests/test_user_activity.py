@@ -1,0 +1,87 @@
+"""Features and labels without Dagster, against values worked out by hand (see the comments)."""
+
+from datetime import date, datetime, timezone
+
+import pytest
+
+from lakehouse.schemas import CLEANED_EVENTS
+from lakehouse.transforms.user_activity import purchase_labels, user_activity_features
+
+_N = 0
+
+
+def _ev(user, name, when, revenue=None):
+    global _N
+    _N += 1
+    ts = datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
+    return (f"ev{_N}", name, ts, ts.date(), user, "ses", "web", None, None, None, None, None, revenue, None, "A", ts.date())
+
+
+EVENTS = [
+    # u1: a whole funnel on 03-01, a view on 03-03, a purchase at noon on 03-09.
+    _ev("u1", "session_started", "2026-03-01 10:00"),
+    _ev("u1", "product_viewed", "2026-03-01 10:01"),
+    _ev("u1", "cart_item_added", "2026-03-01 10:02"),
+    _ev("u1", "purchase_completed", "2026-03-01 10:03", revenue=50.0),
+    _ev("u1", "product_viewed", "2026-03-03 09:00"),
+    _ev("u1", "purchase_completed", "2026-03-09 12:00", revenue=20.0),
+    # u2: two views.
+    _ev("u2", "product_viewed", "2026-03-05 08:00"),
+    _ev("u2", "product_viewed", "2026-03-12 08:00"),
+]
+LAST_DAY = date(2026, 3, 12)
+COLUMNS = ["events_7d", "sessions_7d", "views_7d", "carts_7d", "purchases_7d", "purchases_30d", "revenue_30d", "days_since_last_event"]
+
+
+@pytest.fixture(scope="module")
+def features(spark):
+    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
+    rows = user_activity_features(cleaned, LAST_DAY).collect()
+    return {(r["user_id"], r["feature_ts"].date()): tuple(r[c] for c in COLUMNS) for r in rows}
+
+
+@pytest.mark.parametrize(
+    "user, as_of, expected",
+    [
+        # 7-day window 02-23..03-01 holds the whole 03-01 funnel.
+        ("u1", date(2026, 3, 2), (4, 1, 1, 1, 1, 1, 50.0, 1)),
+        ("u1", date(2026, 3, 4), (5, 1, 2, 1, 1, 1, 50.0, 1)),
+        # As of 03-09 00:00 the purchase at 12:00 that day has not happened: not counted.
+        ("u1", date(2026, 3, 9), (1, 0, 1, 0, 0, 1, 50.0, 6)),
+        ("u1", date(2026, 3, 10), (2, 0, 1, 0, 1, 2, 70.0, 1)),
+        # 03-01 has left the 7-day window (03-06..03-12) but not the 30-day one.
+        ("u1", date(2026, 3, 13), (1, 0, 0, 0, 1, 2, 70.0, 4)),
+        ("u2", date(2026, 3, 6), (1, 0, 1, 0, 0, 0, 0.0, 1)),
+        ("u2", date(2026, 3, 12), (1, 0, 1, 0, 0, 0, 0.0, 7)),
+        ("u2", date(2026, 3, 13), (1, 0, 1, 0, 0, 0, 0.0, 1)),
+    ],
+)
+def test_feature_values(features, user, as_of, expected):
+    assert features[(user, as_of)] == expected
+
+
+def test_one_row_per_day_after_the_first_active_day_through_the_day_after_the_data(features):
+    u1 = sorted(d for u, d in features if u == "u1")
+    u2 = sorted(d for u, d in features if u == "u2")
+    assert (u1[0], u1[-1], len(u1)) == (date(2026, 3, 2), date(2026, 3, 13), 12)
+    assert (u2[0], u2[-1], len(u2)) == (date(2026, 3, 6), date(2026, 3, 13), 8)
+
+
+def test_feature_time_is_utc_midnight(spark):
+    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
+    ts = user_activity_features(cleaned, LAST_DAY).toPandas()["feature_ts"]
+    assert ((ts.dt.hour == 0) & (ts.dt.minute == 0)).all()
+
+
+def test_labels_cover_only_days_whose_whole_week_is_in_the_data(spark):
+    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
+    labels = {(r["user_id"], r["event_timestamp"].date()): r["label"] for r in purchase_labels(cleaned, LAST_DAY).collect()}
+    # Last labelled day: 03-12 - 6 = 03-06. u1's purchase at 03-09 is outside 03-02's week (03-02..03-08).
+    assert labels == {
+        ("u1", date(2026, 3, 2)): 0,
+        ("u1", date(2026, 3, 3)): 1,
+        ("u1", date(2026, 3, 4)): 1,
+        ("u1", date(2026, 3, 5)): 1,
+        ("u1", date(2026, 3, 6)): 1,
+        ("u2", date(2026, 3, 6)): 0,
+    }
