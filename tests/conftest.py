@@ -1,10 +1,8 @@
 import os
-import warnings
 
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-warnings.filterwarnings("ignore", message=".*experimental feature in alpha.*")
 
 
 @pytest.fixture(scope="session")
