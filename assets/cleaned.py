@@ -6,7 +6,7 @@ from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish_spark, schema_check
 from lakehouse.schemas import CLEANED_EVENTS
 from lakehouse.storage import DateRange
-from lakehouse.transforms.cleaning import clean_events
+from lakehouse.transforms.cleaning import OUTCOMES, clean_events
 from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
@@ -31,11 +31,16 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     store = delta.store()
     raw = store.read_spark(spark.session(), "raw_events")
     raw = raw.where(raw.ingest_date.between(days[0], days[-1]))
-    result = clean_events(raw, days[0], days[-1])
-    rejected = {row["reason"]: row["count"] for row in result.rejected.groupBy("reason").count().collect()}
-    counts = {
-        "raw_rows": MetadataValue.int(raw.count()),
-        "duplicates_dropped": MetadataValue.int(result.duplicates.count()),
-        "rejected_by_reason": MetadataValue.json(rejected),
-    }
-    yield from publish_spark(store, CLEANED_EVENTS, result.cleaned, DateRange("event_date", days[0], days[-1]), extra=counts)
+    result = clean_events(raw, days[0], days[-1]).persisted()
+    try:
+        counts = result.counts()
+        accounting = {
+            "raw_rows": MetadataValue.int(sum(counts[o] for o in OUTCOMES)),
+            "duplicates_dropped": MetadataValue.int(counts["duplicate"]),
+            "rejected": MetadataValue.int(counts["rejected"]),
+            "rejected_by_reason": MetadataValue.json({k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("rejected:")}),
+            "outside_range": MetadataValue.int(counts["outside_range"]),
+        }
+        yield from publish_spark(store, CLEANED_EVENTS, result.cleaned, DateRange("event_date", days[0], days[-1]), extra=accounting)
+    finally:
+        result.classified.unpersist()

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from lakehouse.feature_store import open_store
 from lakehouse.lineage import EXPERIMENT, TrainingLineage, read_lineage
 from lakehouse.spark import get_spark
-from lakehouse.storage import table_version
+from lakehouse.storage import table_row_count, table_version
 from lakehouse.training import content_sha256
 from lakehouse.training_set import build_training_set
 
@@ -41,15 +41,15 @@ def load_lineage(tracking_uri: str, run_id: str) -> TrainingLineage:
 
 
 def _check_inputs_readable(lineage: TrainingLineage) -> None:
-    from deltalake import DeltaTable
-
     for t in lineage.inputs:
         if table_version(t.uri) is None:
             raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}")
         try:
-            DeltaTable(t.uri, version=t.version).file_uris()
-        except Exception as exc:  # deltalake raises several types for a vacuumed or missing version
+            rows = table_row_count(t.uri, t.version)
+        except Exception as exc:  # deltalake raises several types for a missing or expired version
             raise ReproductionError(f"input table {t.name} version {t.version} is no longer readable at {t.uri}: {exc}") from exc
+        if rows != t.rows:
+            raise ReproductionError(f"input table {t.name} version {t.version} has {rows} rows, the run logged {t.rows}")
 
 
 def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path) -> Reproduction:

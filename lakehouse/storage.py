@@ -49,6 +49,11 @@ def table_row_count(uri: str, version: int | None = None, storage_options: dict[
     return int(pc.sum(adds.column("num_records")).as_py() or 0)
 
 
+def read_table(uri: str, version: int | None = None, columns: list[str] | None = None, storage_options: dict[str, str] | None = None) -> pa.Table:
+    """The table at `uri` as of `version` (latest if None)."""
+    return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_table(columns=columns)
+
+
 class DeltaStore:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
         self.root = root.rstrip("/")
@@ -67,7 +72,7 @@ class DeltaStore:
         return table_row_count(self.uri(table), version, self.storage_options)
 
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
-        return self.table(table, version).to_pyarrow_table(columns=columns)
+        return read_table(self.uri(table), version, columns, self.storage_options)
 
     def write_arrow(self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None) -> int:
         """Commit `data` to `schema`'s table: replacing the partitions in `replace`, or the whole table."""

@@ -7,12 +7,11 @@ only if the data at those versions is gone or the code changed.
 from __future__ import annotations
 
 import pandas as pd
-from deltalake import DeltaTable
 
 from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, historical_features, service_sources
 from lakehouse.lineage import InputTable, TrainingLineage
 from lakehouse.schemas import TRAINING_LABELS
-from lakehouse.storage import DeltaStore, table_row_count, table_version
+from lakehouse.storage import DeltaStore, read_table, table_row_count, table_version
 from lakehouse.training import ENTITY_COLUMNS, LABEL, canonical_training_set, content_sha256
 
 LABELS_ROLE = "labels"
@@ -38,7 +37,7 @@ def _input(role: str, name: str, uri: str) -> InputTable:
 def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
     """Labels at their pinned version, joined point-in-time to the service's features at theirs."""
     labels = next(t for t in inputs if t.role == LABELS_ROLE)
-    entity_df = DeltaTable(labels.uri, version=labels.version).to_pandas(columns=ENTITY_COLUMNS + [LABEL])
+    entity_df = read_table(labels.uri, labels.version, ENTITY_COLUMNS + [LABEL]).to_pandas()
     pins = [SourcePin(t.role, t.uri, t.version) for t in inputs if t.role != LABELS_ROLE]
     joined = historical_features(feast_store, entity_df, pins, service_name)
     return canonical_training_set(joined, feature_names(feast_store, service_name))

@@ -69,3 +69,30 @@ def test_cleaned_batch_passes_its_schema_and_a_broken_one_does_not(spark):
     broken = cleaned.unionByName(cleaned.limit(1))  # a duplicated event_id
     report = validate_spark(CLEANED_EVENTS, broken)
     assert not report.passed and any("event_id" in f for f in report.failures)
+
+
+def test_every_raw_row_has_exactly_one_outcome(spark):
+    counts = _clean(spark).counts()
+    assert counts == {
+        "cleaned": 4,
+        "duplicate": 2,
+        "rejected": 4,
+        "outside_range": 1,
+        "rejected:unparseable_or_missing_event_id": 2,
+        "rejected:unknown_event_name": 1,
+        "rejected:bad_timestamp": 1,
+    }
+    assert sum(counts[o] for o in ("cleaned", "duplicate", "rejected", "outside_range")) == len(RAW)
+
+
+def test_a_broken_earlier_delivery_does_not_make_the_valid_one_a_duplicate(spark):
+    raw = spark.createDataFrame(
+        [
+            (D1, "f", 1, _event("ev9", name="app_crashed")),
+            (D1, "f", 2, _event("ev9")),
+        ],
+        RAW_EVENTS.spark(),
+    )
+    result = clean_events(raw, D1, D2)
+    assert [r["event_id"] for r in result.cleaned.collect()] == ["ev9"]
+    assert result.duplicates.count() == 0

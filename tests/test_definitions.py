@@ -32,3 +32,20 @@ def test_definitions_load_with_every_group_and_dependency():
 
 def test_committed_feature_store_yaml_is_the_render_for_the_default_data_dir():
     assert (FEATURE_REPO / "feature_store.yaml").read_text() == render_config(DEFAULT_DATA_DIR)
+
+
+def test_workspace_yaml_loads_the_code_location(tmp_path):
+    """What `dagster dev` loads from the repo root."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lakehouse.config import REPO_ROOT
+
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path), "LAKEHOUSE_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lakehouse" in result.stdout + result.stderr

@@ -40,11 +40,43 @@ EVENT_JSON = T.StructType(
 )
 
 
+OUTCOMES = ("cleaned", "duplicate", "rejected", "outside_range")
+
+
 @dataclass(frozen=True)
 class CleaningResult:
-    cleaned: DataFrame
-    rejected: DataFrame  # raw rows that are not a valid event, with `reason`
-    duplicates: DataFrame  # raw rows whose event_id was delivered before
+    """Every raw row, classified: `outcome` is one of OUTCOMES, `reason` says why a row was rejected."""
+
+    classified: DataFrame
+
+    def _with(self, outcome: str) -> DataFrame:
+        return self.classified.filter(F.col("outcome") == outcome)
+
+    @property
+    def cleaned(self) -> DataFrame:
+        return self._with("cleaned").select(*CLEANED_EVENTS.column_names)
+
+    @property
+    def rejected(self) -> DataFrame:
+        return self._with("rejected").select("ingest_date", "source_file", "line_number", "raw_line", "reason")
+
+    @property
+    def duplicates(self) -> DataFrame:
+        return self._with("duplicate").select("ingest_date", "source_file", "line_number", "event_id")
+
+    def persisted(self) -> "CleaningResult":
+        """Cache the classification so that the table, the counts and the checks share one parse."""
+        return CleaningResult(self.classified.cache())
+
+    def counts(self) -> dict[str, int]:
+        """Raw rows per outcome, plus rejected rows per reason (`rejected:<reason>`)."""
+        rows = self.classified.groupBy("outcome", "reason").count().collect()
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for row in rows:
+            counts[row["outcome"]] += row["count"]
+            if row["reason"] is not None:
+                counts[f"rejected:{row['reason']}"] = row["count"]
+        return counts
 
 
 def parse_events(raw: DataFrame) -> DataFrame:
@@ -79,18 +111,20 @@ def _rejection_reason() -> F.Column:
 
 
 def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
-    """Valid events with event_date in [start, end], one row per event_id.
+    """Classify raw rows; the cleaned ones are valid events with event_date in [start, end], one per event_id.
 
     The first delivery of an event_id wins, ordered by (ingest_date, source_file, line_number), so
     the choice does not depend on how Spark happens to partition the data.
     """
     parsed = parse_events(raw).withColumn("reason", _rejection_reason())
-    valid = parsed.filter(F.col("reason").isNull())
-    first_seen = Window.partitionBy("event_id").orderBy("ingest_date", "source_file", "line_number")
-    ranked = valid.withColumn("_delivery", F.row_number().over(first_seen))
-    in_range = F.col("event_date").between(F.lit(start), F.lit(end))
-    return CleaningResult(
-        cleaned=ranked.filter((F.col("_delivery") == 1) & in_range).select(*CLEANED_EVENTS.column_names),
-        rejected=parsed.filter(F.col("reason").isNotNull()).select("ingest_date", "source_file", "line_number", "raw_line", "reason"),
-        duplicates=ranked.filter((F.col("_delivery") > 1) & in_range).select("ingest_date", "source_file", "line_number", "event_id"),
+    # Rejected rows are ranked apart: a broken delivery never makes a later valid one a duplicate.
+    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
+    delivery = F.when(F.col("reason").isNull(), F.row_number().over(first_seen))
+    outcome = (
+        F.when(F.col("reason").isNotNull(), F.lit("rejected"))
+        .when(F.col("_delivery") > 1, F.lit("duplicate"))
+        .when(F.col("event_date").between(F.lit(start), F.lit(end)), F.lit("cleaned"))
+        .otherwise(F.lit("outside_range"))
     )
+    classified = parsed.withColumn("_delivery", delivery).withColumn("outcome", outcome).drop("_delivery")
+    return CleaningResult(classified)
