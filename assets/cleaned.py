@@ -6,7 +6,7 @@ from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish_spark, schema_check
 from lakehouse.schemas import CLEANED_EVENTS
 from lakehouse.storage import DateRange
-from lakehouse.transforms.cleaning import OUTCOMES, clean_events
+from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
@@ -35,10 +35,10 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     try:
         counts = result.counts()
         accounting = {
-            "raw_rows": MetadataValue.int(sum(counts[o] for o in OUTCOMES)),
+            "raw_rows": MetadataValue.int(sum(counts.values())),
             "duplicates_dropped": MetadataValue.int(counts["duplicate"]),
             "rejected": MetadataValue.int(counts["rejected"]),
-            "rejected_by_reason": MetadataValue.json({k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("rejected:")}),
+            "rejected_by_reason": MetadataValue.json(result.rejected_by_reason()),
             "outside_range": MetadataValue.int(counts["outside_range"]),
         }
         yield from publish_spark(store, CLEANED_EVENTS, result.cleaned, DateRange("event_date", days[0], days[-1]), extra=accounting)

@@ -69,14 +69,12 @@ class CleaningResult:
         return CleaningResult(self.classified.cache())
 
     def counts(self) -> dict[str, int]:
-        """Raw rows per outcome, plus rejected rows per reason (`rejected:<reason>`)."""
-        rows = self.classified.groupBy("outcome", "reason").count().collect()
-        counts = dict.fromkeys(OUTCOMES, 0)
-        for row in rows:
-            counts[row["outcome"]] += row["count"]
-            if row["reason"] is not None:
-                counts[f"rejected:{row['reason']}"] = row["count"]
-        return counts
+        """Raw rows per outcome; they add up to the raw rows read."""
+        found = {row["outcome"]: row["count"] for row in self.classified.groupBy("outcome").count().collect()}
+        return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        return {row["reason"]: row["count"] for row in self._with("rejected").groupBy("reason").count().collect()}
 
 
 def parse_events(raw: DataFrame) -> DataFrame:
