@@ -1,46 +1,166 @@
-"""Cleaned layer: one canonical, deduplicated row per event."""
+"""Cleaned layer: one canonical row per event, and a quarantine for every line that is not one."""
 
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
+from datetime import date, timedelta
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetSpec,
+    AutomationCondition,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    multi_asset,
+)
 
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import publish_spark, schema_check
-from lakehouse.schemas import CLEANED_EVENTS
+from assets.publish import delta_metadata, schema_check
+from lakehouse.generator import MAX_LATENESS
+from lakehouse.quality import volume_drops
+from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.storage import DateRange
 from lakehouse.transforms.cleaning import clean_events
+from lakehouse.validation import validate_spark
 from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
+# Event date P can arrive up to MAX_LATENESS later, so it is rebuilt from ingest dates P .. P + 3.
+LATE_WINDOW = TimeWindowPartitionMapping(start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True)
+_raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
+# Rebuild an event date whenever one of its ingest dates is (re)materialized: that is how late events
+# reach their own partition. Unlike eager(), it looks back over the whole late window, not only the
+# latest day, and does not wait for ingest dates that have not happened yet.
+_late_data = (
+    AutomationCondition.in_latest_time_window(lookback_delta=MAX_LATENESS + timedelta(days=1))
+    & AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("late_window_eager")
 
-@asset(
-    deps=["raw_events"],
-    partitions_def=daily_partitions,
+
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "cleaned_events",
+            deps=[_raw_dep],
+            partitions_def=daily_partitions,
+            group_name="cleaned",
+            kinds={"delta", "spark"},
+            automation_condition=_late_data,
+            description=CLEANED_EVENTS.description,
+        ),
+        AssetSpec(
+            "quarantined_events",
+            deps=[_raw_dep],
+            partitions_def=daily_partitions,
+            group_name="cleaned",
+            kinds={"delta", "spark"},
+            automation_condition=_late_data,
+            description=QUARANTINE.description,
+        ),
+    ],
+    check_specs=[
+        schema_check(CLEANED_EVENTS),
+        schema_check(QUARANTINE),
+        AssetCheckSpec(
+            "cleaned_events_volume",
+            asset="cleaned_events",
+            blocking=True,
+            description="No event date of the batch falls to 50% or less of the trailing 7-day mean; otherwise nothing is committed.",
+        ),
+        AssetCheckSpec(
+            "cleaned_events_accounting",
+            asset="cleaned_events",
+            blocking=True,
+            description="For every event date: raw lines attributed to it = cleaned rows + quarantined rows (duplicates included), read back after the commit.",
+        ),
+    ],
     backfill_policy=BackfillPolicy.single_run(),
-    group_name="cleaned",
-    kinds={"delta", "spark"},
-    check_specs=[schema_check(CLEANED_EVENTS)],
+    can_subset=False,
 )
 def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: SparkResource):
-    """App events in the canonical schema: one row per event_id, event times in UTC, partitioned by event date.
+    """App events in the canonical schema, partitioned by event date, and their quarantine.
 
-    Each raw line is parsed as an event; lines that are not valid events (broken JSON, no id, unknown
-    event name or platform, unreadable timestamp) are left out and counted by reason. When an event
-    was delivered more than once, its first delivery (earliest ingest date, then file and line) is kept.
-    Limits: events are assumed to land on the day they happen (late arrival is not handled yet).
+    cleaned_events: one row per event_id, with the event time corrected for device clock skew
+    (received_at - (sent_at - timestamp)), drifted price fields mapped to price_usd, and pre-login
+    events attributed to the user the device logged in as. quarantined_events: every other raw line
+    with a reason code (malformed, unknown event, bad timestamp, wrong type, negative price, ...,
+    duplicate). An event date is rebuilt from the ingest dates it can arrive on (the 3-day late
+    window) and replaced whole, so reruns are idempotent and late events reach their own date.
+    Write-audit-publish: both batches pass their schemas and the volume rule before anything is
+    committed. Limits: identities are stitched with the logins seen in the rows read; deliveries
+    more than 3 days late are not picked up.
     """
     days = partition_dates(context)
     store = delta.store()
+    replace = DateRange("event_date", days[0], days[-1])
     raw = store.read_spark(spark.session(), "raw_events")
-    raw = raw.where(raw.ingest_date.between(days[0], days[-1]))
+    raw = raw.where(raw.ingest_date.between(days[0], days[-1] + MAX_LATENESS))
     result = clean_events(raw, days[0], days[-1]).persisted()
+    cleaned, quarantined = result.cleaned.cache(), result.quarantined.cache()
     try:
+        reports = [validate_spark(CLEANED_EVENTS, cleaned), validate_spark(QUARANTINE, quarantined)]
+        for report in reports:
+            yield AssetCheckResult(
+                asset_key=report.table, check_name=f"{report.table}_schema", passed=report.passed,
+                metadata={"rows": report.rows, "failures": MetadataValue.json(report.failures[:20])},
+            )
+        attributed = result.rows_by_event_date()
+        batch_days = {day: 0 for day in days} | {row["event_date"]: row["count"] for row in cleaned.groupBy("event_date").count().collect()}
+        drops = volume_drops(_history(store, days), batch_days)
+        yield AssetCheckResult(
+            asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
+            metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
+        )
+        for report in reports:
+            report.raise_if_failed()
+        if drops:
+            raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
+
+        quarantine_version = store.write_spark(QUARANTINE, quarantined, replace)
+        cleaned_version = store.write_spark(CLEANED_EVENTS, cleaned, replace)
+        gaps = _accounting_gaps(store, days, attributed)
+        yield AssetCheckResult(
+            asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
+        )
         counts = result.counts()
-        accounting = {
-            "raw_rows": MetadataValue.int(sum(counts.values())),
-            "duplicates_dropped": MetadataValue.int(counts["duplicate"]),
-            "rejected": MetadataValue.int(counts["rejected"]),
-            "rejected_by_reason": MetadataValue.json(result.rejected_by_reason()),
-            "outside_range": MetadataValue.int(counts["outside_range"]),
-        }
-        yield from publish_spark(store, CLEANED_EVENTS, result.cleaned, DateRange("event_date", days[0], days[-1]), extra=accounting)
+        yield MaterializeResult(
+            asset_key="quarantined_events",
+            metadata=delta_metadata(store, QUARANTINE, quarantine_version, reports[1].rows, quarantined.limit(10).toPandas())
+            | {"rows_by_reason": MetadataValue.json(result.quarantined_by_reason())},
+        )
+        yield MaterializeResult(
+            asset_key="cleaned_events",
+            metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, reports[0].rows, cleaned.limit(10).toPandas())
+            | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
+        )
     finally:
-        result.classified.unpersist()
+        for df in (cleaned, quarantined, result.classified):
+            df.unpersist()
+
+
+class VolumeDropError(Exception):
+    pass
+
+
+def _history(store, days: list[date]) -> dict[date, int]:
+    if store.version(CLEANED_EVENTS.name) is None:
+        return {}
+    return {date.fromisoformat(d): n for d, n in store.rows_by_partition(CLEANED_EVENTS.name, "event_date").items()}
+
+
+def _accounting_gaps(store, days: list[date], attributed: dict[date, int]) -> list[str]:
+    cleaned = store.rows_by_partition(CLEANED_EVENTS.name, "event_date")
+    quarantined = store.rows_by_partition(QUARANTINE.name, "event_date")
+    gaps = []
+    for day in days:
+        kept = cleaned.get(day.isoformat(), 0) + quarantined.get(day.isoformat(), 0)
+        if kept != attributed.get(day, 0):
+            gaps.append(f"{day}: {attributed.get(day, 0)} raw rows attributed, {kept} in cleaned + quarantine")
+    return gaps

@@ -5,8 +5,21 @@ activity level that rises and falls in a slow cycle. A session is a run of produ
 which become cart adds, and a cart turns into a purchase with the user's propensity. Recent activity
 and past purchases therefore predict purchases in the following week, which is what the model learns.
 
-Output is a pure function of (seed, users, day): each day is drawn from its own random stream, so
-landing 30 days at once or day by day gives the same bytes, and re-landing a day is idempotent.
+The stream carries the data problems real event pipelines see, each with a configurable rate
+(all on by default, recorded in the landing manifest):
+- duplicates: a delivered line is delivered again (client retry);
+- clock skew: a session's device clock is off by minutes to days; every event carries the device's
+  `timestamp` and `sent_at` and the server's `received_at` (true time);
+- late arrival: an offline session is sent up to 3 days later and lands in that day's folder;
+- schema drift: from `drift_from` on, `price_usd` becomes `price` in cents plus `currency`;
+- missing fields: platform, session_id, item_category or experiment_variant is left out;
+- anonymous sessions: events before a login carry only the device's `anonymous_id`;
+- malformed lines: broken JSON, wrong types, unknown event names, negative prices, empty lines, and
+  a UTF-8 byte-order mark at the start of some files.
+
+A landing folder is the UTC day the server received the lines. Output is a pure function of (seed,
+users, rates, day): each day's events come from their own random stream, so landing 30 days at once
+or day by day gives the same bytes, and re-landing a day is idempotent.
 """
 
 from __future__ import annotations
@@ -26,15 +39,24 @@ VARIANTS = ("A", "B")
 CATEGORIES = ("electronics", "home", "fashion", "beauty", "sports", "toys", "books", "grocery")
 SOURCE_PAGES = ("home", "search_results", "category", "recommendations")
 N_ITEMS = 2000
-EVENT_NAMES = ("session_started", "product_viewed", "cart_item_added", "purchase_completed")
+EVENT_NAMES = ("session_started", "user_logged_in", "product_viewed", "cart_item_added", "purchase_completed")
 MANIFEST = "manifest.json"
+MAX_LATENESS = timedelta(days=3)
+MALFORMED_KINDS = ("broken_json", "wrong_type", "unknown_event_name", "negative_price", "empty_line")
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     users: int = 3000
     seed: int = 7
-    duplicate_rate: float = 0.01  # share of events delivered twice (network retries)
+    duplicate_rate: float = 0.01  # share of lines delivered twice
+    clock_skew_rate: float = 0.03  # share of sessions whose device clock is off
+    late_rate: float = 0.02  # share of sessions sent 1 to 71 hours after they ended
+    missing_field_rate: float = 0.01  # share of events missing one optional field
+    anonymous_rate: float = 0.1  # share of sessions that start logged out
+    malformed_rate: float = 0.003  # share of lines corrupted (one of MALFORMED_KINDS)
+    bom_rate: float = 0.2  # share of files that start with a UTF-8 byte-order mark
+    drift_from: str | None = "2026-11-10"  # first day with `price` (cents) + `currency`; None: never
 
 
 def day_folder(landing: Path, day: date) -> Path:
@@ -48,6 +70,7 @@ class _Population:
         rng = np.random.default_rng([config.seed, 0])
         n = config.users
         self.user_ids = [f"usr_{i:07d}" for i in range(n)]
+        self.anonymous_ids = [f"anon_{rng.bytes(6).hex()}" for _ in range(n)]
         self.platform = rng.choice(len(PLATFORMS), size=n, p=PLATFORM_WEIGHTS)
         self.variant = rng.integers(0, len(VARIANTS), size=n)
         self.base_sessions_per_day = rng.gamma(shape=0.9, scale=0.35, size=n)
@@ -70,104 +93,178 @@ def _iso_millis(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
-def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[dict]:
+@dataclass
+class _Wire:
+    """One event as the server received it: `received` orders and places it, `body` is what was sent."""
+
+    received: datetime
+    body: dict
+
+
+def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_Wire]:
+    """Every event that happened on `day`, as delivered (with skewed device times and delivery delays)."""
     rng = np.random.default_rng([config.seed, 2, day.toordinal()])
     midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    drifted = config.drift_from is not None and day >= date.fromisoformat(config.drift_from)
     sessions = rng.poisson(pop.sessions_per_day(day))
-    events: list[dict] = []
-
-    def emit(name: str, ts: datetime, user: int, session_id: str, properties: dict) -> None:
-        events.append(
-            {
-                "event_id": f"evt_{rng.bytes(8).hex()}",
-                "event_name": name,
-                "timestamp": _iso_millis(ts),
-                "user_id": pop.user_ids[user],
-                "session_id": session_id,
-                "platform": PLATFORMS[pop.platform[user]],
-                "properties": properties,
-            }
-        )
+    wires: list[_Wire] = []
 
     for user in np.flatnonzero(sessions):
         variant = VARIANTS[pop.variant[user]]
         for _ in range(sessions[user]):
             session_id = f"ses_{rng.bytes(6).hex()}"
-            # Sessions start before 22:00 so that a whole session stays inside its day's folder.
-            ts = midnight + timedelta(seconds=float(rng.uniform(0, 22 * 3600)))
-            emit("session_started", ts, user, session_id, {"experiment_variant": variant})
-            cart: list[tuple[str, float, int]] = []
-            for _ in range(1 + rng.poisson(3)):
+            skew = timedelta(0)
+            if rng.random() < config.clock_skew_rate:
+                skew = timedelta(seconds=float(np.exp(rng.uniform(np.log(120), np.log(3 * 86400))))) * (1 if rng.random() < 0.5 else -1)
+            late_by = timedelta(hours=float(rng.uniform(1, 71))) if rng.random() < config.late_rate else None
+            logged_in = rng.random() >= config.anonymous_rate
+            login_after = int(rng.integers(1, 4)) if not logged_in and rng.random() < 0.6 else None
+            session: list[tuple[str, datetime, bool, dict]] = []
+
+            def emit(name: str, ts: datetime, properties: dict) -> None:
+                session.append((name, ts, logged_in, properties))
+
+            ts = midnight + timedelta(seconds=float(rng.uniform(0, 86400 - 3600)))
+            emit("session_started", ts, {"experiment_variant": variant})
+            cart: list[tuple[float, int]] = []
+            for view in range(1 + rng.poisson(3)):
+                if login_after is not None and view == login_after:
+                    ts += timedelta(seconds=float(rng.exponential(30)) + 1)
+                    logged_in = True
+                    emit("user_logged_in", ts, {})
                 ts += timedelta(seconds=float(rng.exponential(45)) + 1)
                 if rng.random() < 0.6:
                     candidates = pop.items_by_category[pop.favourite_category[user]]
                     item = int(candidates[rng.integers(0, len(candidates))])
                 else:
                     item = int(rng.integers(0, N_ITEMS))
+                price = float(pop.item_price[item])
+                price_fields = {"price": int(round(price * 100)), "currency": "USD"} if drifted else {"price_usd": price}
                 common = {
                     "item_id": f"prod_{item:04d}",
                     "item_category": CATEGORIES[pop.item_category[item]],
-                    "price_usd": float(pop.item_price[item]),
+                    **price_fields,
                     "source_page": SOURCE_PAGES[int(rng.integers(0, len(SOURCE_PAGES)))],
                     "experiment_variant": variant,
                 }
-                emit("product_viewed", ts, user, session_id, common)
+                emit("product_viewed", ts, common)
                 if rng.random() < 0.25:
                     quantity = 1 + int(rng.poisson(0.3))
                     ts += timedelta(seconds=float(rng.exponential(20)) + 1)
-                    emit("cart_item_added", ts, user, session_id, {**common, "quantity": quantity})
-                    cart.append((common["item_id"], common["price_usd"], quantity))
-            if cart and rng.random() < pop.purchase_propensity[user] * 2.5:
+                    emit("cart_item_added", ts, {**common, "quantity": quantity})
+                    cart.append((price, quantity))
+            if cart and logged_in and rng.random() < pop.purchase_propensity[user] * 2.5:
                 ts += timedelta(seconds=float(rng.exponential(60)) + 1)
-                revenue = round(sum(price * qty for _, price, qty in cart), 2)
                 emit(
                     "purchase_completed",
                     ts,
-                    user,
-                    session_id,
                     {
                         "order_id": f"ord_{rng.bytes(6).hex()}",
-                        "revenue_usd": revenue,
-                        "item_count": sum(qty for _, _, qty in cart),
+                        "revenue_usd": round(sum(p * q for p, q in cart), 2),
+                        "item_count": sum(q for _, q in cart),
                         "experiment_variant": variant,
                     },
                 )
-    events.sort(key=lambda e: (e["timestamp"], e["event_id"]))
-    return events
+
+            session_end = session[-1][1]
+            for name, true_ts, known, properties in session:
+                sent = (session_end + late_by) if late_by else true_ts + timedelta(seconds=float(rng.uniform(0, 2)))
+                received = sent + timedelta(seconds=float(rng.uniform(0.05, 1.5)))
+                body = {
+                    "event_id": f"evt_{rng.bytes(8).hex()}",
+                    "event_name": name,
+                    "timestamp": _iso_millis(true_ts + skew),
+                    "sent_at": _iso_millis(sent + skew),
+                    "received_at": _iso_millis(received),
+                    "user_id": pop.user_ids[user] if known else None,
+                    "anonymous_id": pop.anonymous_ids[user],
+                    "session_id": session_id,
+                    "platform": PLATFORMS[pop.platform[user]],
+                    "properties": properties,
+                }
+                if rng.random() < config.missing_field_rate:
+                    _drop_optional_field(rng, body)
+                wires.append(_Wire(received, body))
+    return wires
 
 
-def _with_redeliveries(rng: np.random.Generator, lines: list[str], rate: float) -> list[str]:
-    """Re-send a share of lines a little later in the stream, as a client retry would."""
-    out: list[str] = []
+def _drop_optional_field(rng: np.random.Generator, body: dict) -> None:
+    field = ("platform", "session_id", "item_category", "experiment_variant")[int(rng.integers(0, 4))]
+    target = body["properties"] if field in ("item_category", "experiment_variant") else body
+    target.pop(field, None)
+
+
+def _corrupt(rng: np.random.Generator, body: dict) -> tuple[str, str]:
+    """A malformed rendering of an event line, and its kind."""
+    kind = MALFORMED_KINDS[int(rng.integers(0, len(MALFORMED_KINDS)))]
+    if kind == "empty_line":
+        return kind, ""
+    body = json.loads(json.dumps(body))
+    if kind == "broken_json":
+        line = json.dumps(body, separators=(",", ":"))
+        return kind, line[: int(rng.integers(1, len(line) - 1))]
+    if kind == "unknown_event_name":
+        body["event_name"] = "screen_rendered"
+    elif kind == "wrong_type":
+        body["timestamp"] = 1700000000  # a number where an ISO string belongs
+    elif kind == "negative_price":
+        props = body["properties"]
+        props["price_usd" if "price_usd" in props or "price" not in props else "price"] = -abs(props.get("price_usd", props.get("price", 10)))
+    return kind, json.dumps(body, separators=(",", ":"))
+
+
+def _land_day(rng: np.random.Generator, wires: list[_Wire], config: GeneratorConfig) -> tuple[str, dict]:
+    """The file content for one landing day, and what it holds."""
+    wires = sorted(wires, key=lambda w: (w.received, w.body["event_id"]))
+    stats = {"events": len(wires), "duplicates": 0} | dict.fromkeys(MALFORMED_KINDS, 0)
+    lines: list[str] = []
     pending: list[tuple[int, str]] = []
-    for i, line in enumerate(lines):
-        out.append(line)
-        if rng.random() < rate:
+    for i, wire in enumerate(wires):
+        if rng.random() < config.malformed_rate:
+            kind, line = _corrupt(rng, wire.body)
+            stats[kind] += 1
+        else:
+            line = json.dumps(wire.body, separators=(",", ":"))
+        lines.append(line)
+        if rng.random() < config.duplicate_rate:
             pending.append((i + int(rng.integers(1, 20)), line))
+            stats["duplicates"] += 1
         due = [p for p in pending if p[0] <= i]
         for p in due:
-            out.append(p[1])
+            lines.append(p[1])
             pending.remove(p)
-    out.extend(line for _, line in pending)
-    return out
+    lines.extend(line for _, line in pending)
+    stats["lines"] = len(lines)
+    bom = "\ufeff" if rng.random() < config.bom_rate else ""
+    stats["bom"] = bool(bom)
+    return bom + "".join(line + "\n" for line in lines), stats
 
 
 def generate(landing: Path, start: date, days: int, config: GeneratorConfig = GeneratorConfig()) -> dict:
-    """Land `days` days of events from `start` under `landing`; returns the manifest."""
+    """Land the lines received on `days` days from `start` under `landing`; returns the manifest."""
     pop = _Population(config)
     landing.mkdir(parents=True, exist_ok=True)
     manifest_path = landing / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"days": {}}
+    if manifest.get("generator", asdict(config)) != asdict(config):
+        raise ValueError(f"{landing} was landed with other generator settings {manifest['generator']}; use another folder")
     manifest["generator"] = asdict(config)
+    by_day: dict[date, list[_Wire]] = {}
     for offset in range(days):
         day = start + timedelta(days=offset)
-        events = _day_events(pop, config, day)
-        lines = [json.dumps(e, separators=(",", ":")) for e in events]
-        lines = _with_redeliveries(np.random.default_rng([config.seed, 3, day.toordinal()]), lines, config.duplicate_rate)
+        received: list[_Wire] = []
+        # Lines received on `day` happened on it or up to MAX_LATENESS before.
+        for back in range(MAX_LATENESS.days + 1):
+            origin = day - timedelta(days=back)
+            if origin not in by_day:
+                by_day[origin] = _day_events(pop, config, origin)
+            received.extend(w for w in by_day[origin] if w.received.date() == day)
+        by_day.pop(day - MAX_LATENESS, None)
+        text, stats = _land_day(np.random.default_rng([config.seed, 3, day.toordinal()]), received, config)
         folder = day_folder(landing, day)
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(folder / "events.jsonl", "".join(line + "\n" for line in lines))
-        manifest["days"][day.isoformat()] = {"lines": len(lines), "events": len(events)}
+        _atomic_write(folder / "events.jsonl", text)
+        manifest["days"][day.isoformat()] = stats
     manifest["days"] = dict(sorted(manifest["days"].items()))
     _atomic_write(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return manifest

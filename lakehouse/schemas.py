@@ -14,6 +14,21 @@ from pandera.api.checks import Check
 
 from lakehouse.generator import EVENT_NAMES, PLATFORMS, VARIANTS
 
+IDENTITIES = ("logged_in", "stitched", "anonymous")
+QUARANTINE_REASONS = (
+    "empty_line",
+    "malformed_json",
+    "missing_event_id",
+    "unknown_event_name",
+    "bad_timestamp",
+    "wrong_type",
+    "negative_price",
+    "unsupported_currency",
+    "unknown_platform",
+    "missing_identity",
+    "duplicate",
+)
+
 _ARROW_TYPES = {
     "string": pa.string(),
     "long": pa.int64(),
@@ -116,26 +131,48 @@ RAW_EVENTS = TableSchema(
 
 CLEANED_EVENTS = TableSchema(
     name="cleaned_events",
-    description="One row per event_id, parsed into the canonical event schema, with UTC event times.",
+    description="One row per event_id in the canonical event schema, event times corrected to UTC server time, user ids stitched.",
     columns=(
         Col("event_id", "string", "Unique event identifier (first delivery wins)."),
         Col("event_name", "string", "What happened.", checks=(Check.isin(list(EVENT_NAMES)),)),
-        Col("event_ts", "timestamp", "When it happened, UTC."),
+        Col("event_ts", "timestamp", "When it happened, UTC: received_at - (sent_at - device timestamp), which removes device clock skew."),
         Col("event_date", "date", "UTC date of event_ts; the partition column."),
-        Col("user_id", "string", "Who did it."),
-        Col("session_id", "string", "App session the event belongs to."),
-        Col("platform", "string", "Client platform.", checks=(Check.isin(list(PLATFORMS)),)),
+        Col("device_ts", "timestamp", "The device's own timestamp, as sent (may be skewed)."),
+        Col("received_at", "timestamp", "When the server received the event."),
+        Col("user_id", "string", "The user: the logged-in id, else the id the device's anonymous_id logged in as, else the anonymous_id."),
+        Col("anonymous_id", "string", "Device-scoped id sent with every event.", nullable=True),
+        Col("identity", "string", "How user_id was resolved.", checks=(Check.isin(list(IDENTITIES)),)),
+        Col("session_id", "string", "App session the event belongs to (missing on some events).", nullable=True),
+        Col("platform", "string", "Client platform; 'unknown' when the event did not say.", checks=(Check.isin([*PLATFORMS, "unknown"]),)),
         Col("item_id", "string", "Product, for view and cart events.", nullable=True),
         Col("item_category", "string", "Product category, for view and cart events.", nullable=True),
-        Col("price_usd", "double", "Unit price in USD, for view and cart events.", nullable=True, checks=(Check.ge(0),)),
+        Col("price_usd", "double", "Unit price in USD (from price_usd, or price in cents with currency USD after the drift).", nullable=True, checks=(Check.ge(0),)),
         Col("quantity", "int", "Units added, for cart events.", nullable=True, checks=(Check.ge(1),)),
         Col("order_id", "string", "Order, for purchases.", nullable=True),
         Col("revenue_usd", "double", "Order value in USD, for purchases.", nullable=True, checks=(Check.ge(0),)),
         Col("source_page", "string", "Page the product was seen on.", nullable=True),
         Col("experiment_variant", "string", "Experiment arm of the user.", nullable=True, checks=(Check.isin(list(VARIANTS)),)),
-        Col("ingest_date", "date", "raw_events partition the event was first delivered in."),
+        Col("ingest_date", "date", "raw_events partition of the delivery kept."),
+        Col("source_file", "string", "Landing file of the delivery kept."),
+        Col("line_number", "long", "Line of the delivery kept.", checks=(Check.ge(1),)),
     ),
     unique=("event_id",),
+    partition_by=("event_date",),
+)
+
+QUARANTINE = TableSchema(
+    name="quarantined_events",
+    description="Raw lines that did not become a cleaned event, each with the reason; with cleaned_events it accounts for every raw line.",
+    columns=(
+        Col("event_date", "date", "Event date the line is attributed to (its ingest date when it has no readable time); the partition column."),
+        Col("ingest_date", "date", "raw_events partition of the line."),
+        Col("source_file", "string", "Landing file of the line."),
+        Col("line_number", "long", "Line within the file.", checks=(Check.ge(1),)),
+        Col("raw_line", "string", "The line as landed."),
+        Col("reason", "string", "Why the line was not kept.", checks=(Check.isin(list(QUARANTINE_REASONS)),)),
+        Col("event_id", "string", "The event id, when the line had one.", nullable=True),
+    ),
+    unique=("source_file", "line_number"),
     partition_by=("event_date",),
 )
 

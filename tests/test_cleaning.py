@@ -1,92 +1,156 @@
-"""Cleaning without Dagster: hand-built raw lines with the answers worked out by hand."""
+"""Cleaning without Dagster: the five data problems on hand-built raw lines, answers worked out by hand."""
 
 import json
 from datetime import date, datetime, timezone
 
-from lakehouse.schemas import CLEANED_EVENTS, RAW_EVENTS
+import pytest
+
+from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from lakehouse.validation import validate_spark
 
-
-def _event(event_id, name="product_viewed", ts="2026-03-01T10:00:00.000Z", user="usr_1", **props):
-    return json.dumps(
-        {"event_id": event_id, "event_name": name, "timestamp": ts, "user_id": user, "session_id": "ses_1", "platform": "ios", "properties": props}
-    )
+D1, D2, D4 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 4)
 
 
-D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
+def _line(event_id, name="product_viewed", ts="2026-03-01T10:00:00.000Z", sent=None, received=None, user="usr_1", anon="anon_1", drop=(), **props):
+    body = {
+        "event_id": event_id,
+        "event_name": name,
+        "timestamp": ts,
+        "sent_at": sent or ts,
+        "received_at": received or ts,
+        "user_id": user,
+        "anonymous_id": anon,
+        "session_id": "ses_1",
+        "platform": "ios",
+        "properties": props,
+    }
+    for field in drop:
+        body.pop(field)
+    return json.dumps(body)
+
+
+def _utc(text):
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+F1, F4 = "date=2026-03-01/events.jsonl", "date=2026-03-04/events.jsonl"
 RAW = [
-    # (ingest_date, file, line, raw_line)
-    (D1, "date=2026-03-01/events.jsonl", 1, _event("ev1", item_id="prod_1", price_usd=9.5)),
-    (D1, "date=2026-03-01/events.jsonl", 2, _event("ev1", item_id="prod_1", price_usd=9.5)),  # retry: dropped
-    (D1, "date=2026-03-01/events.jsonl", 3, _event("ev2", ts="2026-03-01T23:30:00-02:00")),  # 01:30 UTC on the 2nd
-    (D1, "date=2026-03-01/events.jsonl", 4, "{not json"),
-    (D1, "date=2026-03-01/events.jsonl", 5, _event("ev3", name="app_crashed")),
-    (D1, "date=2026-03-01/events.jsonl", 6, ""),
-    (D1, "date=2026-03-01/events.jsonl", 7, _event("ev4", name="purchase_completed", order_id="ord_1", revenue_usd=42.0)),
-    (D1, "date=2026-03-01/events.jsonl", 8, _event("ev5", ts="yesterday")),
-    (D1, "date=2026-03-01/events.jsonl", 9, _event("ev6", ts="2026-02-27T08:00:00Z")),  # outside the range
-    (D2, "date=2026-03-02/events.jsonl", 1, _event("ev7", ts="2026-03-02T08:00:00Z", quantity=2)),
-    (D1, "date=2026-03-01/events.jsonl", 10, _event("ev7", ts="2026-03-02T08:00:00Z", quantity=2)),  # earlier ingest: wins
+    # ingest_date, file, line, raw_line
+    (D1, F1, 1, "\ufeff" + _line("ok1", price_usd=9.5)),  # byte-order mark at the start of the file
+    (D1, F1, 2, _line("ok1", price_usd=9.5)),  # network retry -> duplicate
+    # Device clock 2 days fast: received_at - (sent_at - timestamp) = 10:00:00.500 on 03-01.
+    (D1, F1, 3, _line("skew", ts="2026-03-03T10:00:00.000Z", sent="2026-03-03T10:00:01.000Z", received="2026-03-01T10:00:01.500Z")),
+    # Schema drift: price in cents with a currency.
+    (D1, F1, 4, _line("drift", name="cart_item_added", price=1999, currency="USD", quantity=2)),
+    (D1, F1, 5, _line("eur", name="cart_item_added", price=500, currency="EUR", quantity=1)),
+    # Missing fields: no platform, no session.
+    (D1, F1, 6, _line("noplat", drop=("platform", "session_id"))),
+    # Identity: anon_7 browses logged out, then logs in as usr_7; anon_8 never logs in.
+    (D1, F1, 7, _line("pre_login", user=None, anon="anon_7")),
+    (D1, F1, 8, _line("login", name="user_logged_in", user="usr_7", anon="anon_7")),
+    (D1, F1, 9, _line("never", user=None, anon="anon_8")),
+    # Malformed lines.
+    (D1, F1, 10, ""),
+    (D1, F1, 11, '{"event_id": "broken", "event_na'),
+    (D1, F1, 12, _line("unknown", name="screen_rendered")),
+    (D1, F1, 13, _line("qty", name="cart_item_added", price_usd=3.0, quantity="two")),
+    (D1, F1, 14, _line("neg", price_usd=-4.0)),
+    (D1, F1, 15, _line("numts").replace('"timestamp": "2026-03-01T10:00:00.000Z"', '"timestamp": 1772359200')),
+    (D1, F1, 16, _line("noid", user=None, anon=None)),
+    (D1, F1, 17, _line(None)),
+    # Outside the range [03-01, 03-02].
+    (D1, F1, 18, _line("later", ts="2026-03-05T08:00:00Z")),
+    # Late: happened 03-01 23:00, sent and received on 03-04, landed in 03-04's folder.
+    (D4, F4, 1, _line("late", ts="2026-03-01T23:00:00.000Z", sent="2026-03-04T08:00:00.000Z", received="2026-03-04T08:00:00.300Z")),
 ]
 
 
-def _clean(spark):
+@pytest.fixture(scope="module")
+def result(spark):
     raw = spark.createDataFrame(RAW, RAW_EVENTS.spark())
-    return clean_events(raw, D1, D2)
+    return clean_events(raw, D1, D2).persisted()
 
 
-def test_valid_events_are_kept_once_with_utc_times(spark):
-    cleaned = {r["event_id"]: r for r in _clean(spark).cleaned.collect()}
-    assert sorted(cleaned) == ["ev1", "ev2", "ev4", "ev7"]
-    assert cleaned["ev2"]["event_ts"].replace(tzinfo=timezone.utc) == datetime(2026, 3, 2, 1, 30, tzinfo=timezone.utc)
-    assert cleaned["ev2"]["event_date"] == D2
-    assert cleaned["ev1"]["price_usd"] == 9.5 and cleaned["ev4"]["revenue_usd"] == 42.0
-    assert cleaned["ev7"]["quantity"] == 2
+@pytest.fixture(scope="module")
+def cleaned(result):
+    return {r["event_id"]: r.asDict() for r in result.cleaned.collect()}
 
 
-def test_first_delivery_wins_by_ingest_date_then_file_then_line(spark):
-    result = _clean(spark)
-    cleaned = {r["event_id"]: r for r in result.cleaned.collect()}
-    assert cleaned["ev7"]["ingest_date"] == D1
-    dropped = sorted((r["event_id"], r["ingest_date"], r["line_number"]) for r in result.duplicates.collect())
-    assert dropped == [("ev1", D1, 2), ("ev7", D2, 1)]
+def test_kept_events(cleaned):
+    assert sorted(cleaned) == ["drift", "late", "login", "never", "noplat", "ok1", "pre_login", "skew"]
 
 
-def test_invalid_lines_are_rejected_with_a_reason(spark):
-    rejected = {r["line_number"]: r["reason"] for r in _clean(spark).rejected.collect()}
-    assert rejected == {
-        4: "unparseable_or_missing_event_id",
-        5: "unknown_event_name",
-        6: "unparseable_or_missing_event_id",
-        8: "bad_timestamp",
+def test_duplicates_first_delivery_wins(cleaned, result):
+    assert cleaned["ok1"]["line_number"] == 1
+    duplicates = [(r["event_id"], r["line_number"]) for r in result.quarantined.collect() if r["reason"] == "duplicate"]
+    assert duplicates == [("ok1", 2)]
+
+
+def test_clock_skew_is_corrected_with_server_time(cleaned):
+    assert cleaned["skew"]["event_ts"].replace(tzinfo=timezone.utc) == _utc("2026-03-01 10:00:00.500")
+    assert cleaned["skew"]["device_ts"].replace(tzinfo=timezone.utc) == _utc("2026-03-03 10:00:00")
+    assert cleaned["skew"]["event_date"] == D1
+
+
+def test_late_event_lands_in_its_own_event_date(cleaned):
+    late = cleaned["late"]
+    assert late["event_date"] == D1 and late["ingest_date"] == D4
+    assert late["event_ts"].replace(tzinfo=timezone.utc) == _utc("2026-03-01 23:00:00.300")
+
+
+def test_schema_drift_maps_cents_and_currency_to_price_usd(cleaned, result):
+    assert cleaned["drift"]["price_usd"] == 19.99 and cleaned["drift"]["quantity"] == 2
+    assert cleaned["ok1"]["price_usd"] == 9.5
+    reasons = {r["event_id"]: r["reason"] for r in result.quarantined.collect()}
+    assert reasons["eur"] == "unsupported_currency"
+
+
+def test_missing_fields_get_defaults(cleaned):
+    assert cleaned["noplat"]["platform"] == "unknown" and cleaned["noplat"]["session_id"] is None
+
+
+def test_identity_stitching(cleaned):
+    assert (cleaned["pre_login"]["user_id"], cleaned["pre_login"]["identity"]) == ("usr_7", "stitched")
+    assert (cleaned["login"]["user_id"], cleaned["login"]["identity"]) == ("usr_7", "logged_in")
+    assert (cleaned["never"]["user_id"], cleaned["never"]["identity"]) == ("anon_8", "anonymous")
+
+
+def test_malformed_lines_are_quarantined_with_their_reason(result):
+    reasons = {r["line_number"]: r["reason"] for r in result.quarantined.collect() if r["ingest_date"] == D1}
+    assert reasons == {
+        2: "duplicate",
+        5: "unsupported_currency",
+        10: "empty_line",
+        11: "malformed_json",
+        12: "unknown_event_name",
+        13: "wrong_type",
+        14: "negative_price",
+        15: "bad_timestamp",
+        16: "missing_identity",
+        17: "missing_event_id",
     }
+    raw_lines = {r["line_number"]: r["raw_line"] for r in result.quarantined.collect()}
+    assert raw_lines[11] == RAW[10][3]
 
 
-def test_cleaned_batch_passes_its_schema_and_a_broken_one_does_not(spark):
-    cleaned = _clean(spark).cleaned
-    assert validate_spark(CLEANED_EVENTS, cleaned).passed
-    broken = cleaned.unionByName(cleaned.limit(1))  # a duplicated event_id
+def test_every_raw_row_is_accounted_for(result):
+    counts = result.counts()
+    assert counts == {"cleaned": 8, "quarantined": 10, "outside_range": 1}
+    assert sum(counts.values()) == len(RAW)
+    assert result.rows_by_event_date() == {D1: 18}
+
+
+def test_batches_pass_their_schemas_and_a_broken_one_does_not(result):
+    assert validate_spark(CLEANED_EVENTS, result.cleaned).passed
+    assert validate_spark(QUARANTINE, result.quarantined).passed
+    broken = result.cleaned.unionByName(result.cleaned.limit(1))
     report = validate_spark(CLEANED_EVENTS, broken)
     assert not report.passed and any("event_id" in f for f in report.failures)
 
 
-def test_every_raw_row_has_exactly_one_outcome(spark):
-    result = _clean(spark)
-    counts = result.counts()
-    assert counts == {"cleaned": 4, "duplicate": 2, "rejected": 4, "outside_range": 1}
-    assert sum(counts.values()) == len(RAW)
-    assert result.rejected_by_reason() == {"unparseable_or_missing_event_id": 2, "unknown_event_name": 1, "bad_timestamp": 1}
-
-
 def test_a_broken_earlier_delivery_does_not_make_the_valid_one_a_duplicate(spark):
-    raw = spark.createDataFrame(
-        [
-            (D1, "f", 1, _event("ev9", name="app_crashed")),
-            (D1, "f", 2, _event("ev9")),
-        ],
-        RAW_EVENTS.spark(),
-    )
+    raw = spark.createDataFrame([(D1, F1, 1, _line("ev9", name="app_crashed")), (D1, F1, 2, _line("ev9"))], RAW_EVENTS.spark())
     result = clean_events(raw, D1, D2)
     assert [r["event_id"] for r in result.cleaned.collect()] == ["ev9"]
-    assert result.duplicates.count() == 0
+    assert [r["reason"] for r in result.quarantined.collect()] == ["unknown_event_name"]

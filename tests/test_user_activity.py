@@ -14,7 +14,10 @@ def _ev(user, name, when, revenue=None):
     global _N
     _N += 1
     ts = datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
-    return (f"ev{_N}", name, ts, ts.date(), user, "ses", "web", None, None, None, None, None, revenue, None, "A", ts.date())
+    row = dict.fromkeys(CLEANED_EVENTS.column_names)
+    row |= {"event_id": f"ev{_N}", "event_name": name, "event_ts": ts, "event_date": ts.date(), "device_ts": ts, "received_at": ts}
+    row |= {"user_id": user, "identity": "logged_in", "platform": "web", "revenue_usd": revenue, "ingest_date": ts.date(), "source_file": "f", "line_number": _N}
+    return tuple(row.values())
 
 
 EVENTS = [

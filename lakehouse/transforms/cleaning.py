@@ -1,51 +1,58 @@
-"""raw_events -> cleaned_events: parse, validate, deduplicate, normalise time to UTC."""
+"""raw_events -> cleaned_events + quarantined_events: every raw line ends in exactly one of them.
+
+Rules, in order (the first that applies is the line's quarantine reason):
+- empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
+- malformed_json: not a JSON object;
+- missing_event_id, unknown_event_name;
+- bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time;
+- wrong_type: a numeric property that is not a number;
+- negative_price: price or revenue below zero;
+- unsupported_currency: a drifted price in a currency other than USD;
+- unknown_platform: a platform other than ios, android, web (a missing one becomes 'unknown');
+- missing_identity: neither user_id nor anonymous_id;
+- duplicate: a later delivery of an event_id already seen (the first delivery, by ingest date,
+  file and line, wins).
+
+Event time: devices' clocks can be off by minutes to days, the server's is not. Each event carries
+the device time it happened (`timestamp`), the device time it was sent (`sent_at`) and the server
+time it arrived (`received_at`). The device's offset cancels in `sent_at - timestamp`, so
+event_ts = received_at - (sent_at - timestamp): the true time give or take the network delay, for
+skewed clocks and for sessions sent days later alike.
+
+Schema drift: `price_usd` (dollars) and, after the drift, `price` (cents) with `currency` map to
+price_usd.
+
+Identity: events before a login carry only the device's anonymous_id. Every event that has both
+ids ties the device to a user; user_id is the event's own id, else the user the device logged in as
+(the smallest such id if a device is shared), else the anonymous_id. Only logins in the rows read
+(the partition range plus the late window) are seen.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.generator import EVENT_NAMES, PLATFORMS
-from lakehouse.schemas import CLEANED_EVENTS
+from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 
-# The landed event shape (the seed's `cart_item_added`); properties vary by event name.
-EVENT_JSON = T.StructType(
-    [
-        T.StructField("event_id", T.StringType()),
-        T.StructField("event_name", T.StringType()),
-        T.StructField("timestamp", T.StringType()),
-        T.StructField("user_id", T.StringType()),
-        T.StructField("session_id", T.StringType()),
-        T.StructField("platform", T.StringType()),
-        T.StructField(
-            "properties",
-            T.StructType(
-                [
-                    T.StructField("item_id", T.StringType()),
-                    T.StructField("item_category", T.StringType()),
-                    T.StructField("price_usd", T.DoubleType()),
-                    T.StructField("quantity", T.IntegerType()),
-                    T.StructField("order_id", T.StringType()),
-                    T.StructField("revenue_usd", T.DoubleType()),
-                    T.StructField("source_page", T.StringType()),
-                    T.StructField("experiment_variant", T.StringType()),
-                ]
-            ),
-        ),
-    ]
+WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
+# Everything is read as text first, so that a value of the wrong type is seen, not silently nulled.
+WIRE_JSON = T.StructType(
+    [T.StructField(name, T.StringType()) for name in WIRE_FIELDS]
+    + [T.StructField("properties", T.MapType(T.StringType(), T.StringType()))]
 )
-
-
-OUTCOMES = ("cleaned", "duplicate", "rejected", "outside_range")
+NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
+OUTCOMES = ("cleaned", "quarantined", "outside_range")
 
 
 @dataclass(frozen=True)
 class CleaningResult:
-    """Every raw row, classified: `outcome` is one of OUTCOMES, `reason` says why a row was rejected."""
+    """Every raw row read, classified: `outcome` is one of OUTCOMES; `reason` says why a row is quarantined."""
 
     classified: DataFrame
 
@@ -57,15 +64,11 @@ class CleaningResult:
         return self._with("cleaned").select(*CLEANED_EVENTS.column_names)
 
     @property
-    def rejected(self) -> DataFrame:
-        return self._with("rejected").select("ingest_date", "source_file", "line_number", "raw_line", "reason")
+    def quarantined(self) -> DataFrame:
+        return self._with("quarantined").select(*QUARANTINE.column_names)
 
-    @property
-    def duplicates(self) -> DataFrame:
-        return self._with("duplicate").select("ingest_date", "source_file", "line_number", "event_id")
-
-    def persisted(self) -> "CleaningResult":
-        """Cache the classification so that the table, the counts and the checks share one parse."""
+    def persisted(self) -> CleaningResult:
+        """Cache the classification so that the tables, the counts and the checks share one parse."""
         return CleaningResult(self.classified.cache())
 
     def counts(self) -> dict[str, int]:
@@ -73,56 +76,103 @@ class CleaningResult:
         found = {row["outcome"]: row["count"] for row in self.classified.groupBy("outcome").count().collect()}
         return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
 
-    def rejected_by_reason(self) -> dict[str, int]:
-        return {row["reason"]: row["count"] for row in self._with("rejected").groupBy("reason").count().collect()}
+    def quarantined_by_reason(self) -> dict[str, int]:
+        return {row["reason"]: row["count"] for row in self._with("quarantined").groupBy("reason").count().collect()}
+
+    def rows_by_event_date(self) -> dict[date, int]:
+        """Raw rows attributed to each event date of the range (cleaned + quarantined)."""
+        kept = self.classified.filter(F.col("outcome") != "outside_range")
+        return {row["event_date"]: row["count"] for row in kept.groupBy("event_date").count().collect()}
+
+
+def _utc(text: Column) -> Column:
+    return F.try_to_timestamp(text)
 
 
 def parse_events(raw: DataFrame) -> DataFrame:
-    """Parse each raw line into canonical columns; unparseable fields come back null."""
-    e = F.from_json("raw_line", EVENT_JSON)
-    # ISO-8601 with a zone ('Z' or an offset) is converted to UTC; the session time zone is UTC.
-    event_ts = F.try_to_timestamp(e["timestamp"])
+    """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
+    line = F.regexp_replace("raw_line", "^\ufeff", "")
+    e = F.from_json(line, WIRE_JSON)
+    props = e["properties"]
+    device_ts, sent_at, received_at = _utc(e["timestamp"]), _utc(e["sent_at"]), _utc(e["received_at"])
+    event_ts = F.timestamp_micros(F.unix_micros(received_at) - (F.unix_micros(sent_at) - F.unix_micros(device_ts)))
+    typed = {name: props[name].try_cast(kind) for name, kind in NUMERIC_PROPERTIES.items()}
+    price_usd = F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100))
+    wrong_type = F.lit(False)
+    for name in NUMERIC_PROPERTIES:
+        wrong_type = wrong_type | (props[name].isNotNull() & typed[name].isNull())
     return raw.select(
         "ingest_date",
         "source_file",
         "line_number",
         "raw_line",
-        e["event_id"].alias("event_id"),
-        e["event_name"].alias("event_name"),
+        line.alias("_line"),
+        F.json_object_keys(line).isNotNull().alias("_is_object"),
+        *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
+        F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
         event_ts.alias("event_ts"),
-        F.to_date(event_ts).alias("event_date"),
-        e["user_id"].alias("user_id"),
-        e["session_id"].alias("session_id"),
-        e["platform"].alias("platform"),
-        *[e["properties"][name].alias(name) for name in ("item_id", "item_category", "price_usd", "quantity", "order_id", "revenue_usd", "source_page", "experiment_variant")],
+        F.to_date(event_ts).alias("_event_date"),
+        device_ts.alias("device_ts"),
+        received_at.alias("received_at"),
+        props["item_id"].alias("item_id"),
+        props["item_category"].alias("item_category"),
+        F.round(price_usd, 2).alias("price_usd"),
+        typed["quantity"].alias("quantity"),
+        props["order_id"].alias("order_id"),
+        typed["revenue_usd"].alias("revenue_usd"),
+        props["source_page"].alias("source_page"),
+        props["experiment_variant"].alias("experiment_variant"),
+        wrong_type.alias("_wrong_type"),
+        (props["currency"].isNotNull() & (props["currency"] != "USD")).alias("_foreign_currency"),
     )
 
 
-def _rejection_reason() -> F.Column:
+def _reason() -> Column:
+    c = F.col
     return (
-        F.when(F.col("event_id").isNull(), F.lit("unparseable_or_missing_event_id"))
-        .when(F.col("event_ts").isNull(), F.lit("bad_timestamp"))
-        .when(~F.col("event_name").isin(*EVENT_NAMES) | F.col("event_name").isNull(), F.lit("unknown_event_name"))
-        .when(F.col("user_id").isNull() | F.col("session_id").isNull(), F.lit("missing_identity"))
-        .when(~F.col("platform").isin(*PLATFORMS) | F.col("platform").isNull(), F.lit("unknown_platform"))
+        F.when(F.trim(c("_line")) == "", F.lit("empty_line"))
+        .when(~c("_is_object"), F.lit("malformed_json"))
+        .when(c("event_id").isNull(), F.lit("missing_event_id"))
+        .when(~c("event_name").isin(*EVENT_NAMES) | c("event_name").isNull(), F.lit("unknown_event_name"))
+        .when(c("event_ts").isNull(), F.lit("bad_timestamp"))
+        .when(c("_wrong_type"), F.lit("wrong_type"))
+        .when((c("price_usd") < 0) | (c("revenue_usd") < 0), F.lit("negative_price"))
+        .when(c("_foreign_currency"), F.lit("unsupported_currency"))
+        .when(~c("platform").isin(*PLATFORMS, "unknown"), F.lit("unknown_platform"))
+        .when(c("user_id").isNull() & c("anonymous_id").isNull(), F.lit("missing_identity"))
     )
+
+
+def _stitched(valid: DataFrame) -> DataFrame:
+    """user_id resolved through the anonymous_id -> user_id links seen in `valid`."""
+    links = (
+        valid.filter(F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
+        .groupBy("anonymous_id")
+        .agg(F.min("user_id").alias("_linked_user"))
+    )
+    resolved = valid.join(F.broadcast(links), "anonymous_id", "left")
+    return resolved.withColumn(
+        "identity",
+        F.when(F.col("user_id").isNotNull(), F.lit("logged_in")).when(F.col("_linked_user").isNotNull(), F.lit("stitched")).otherwise(F.lit("anonymous")),
+    ).withColumn("user_id", F.coalesce("user_id", "_linked_user", "anonymous_id"))
 
 
 def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
-    """Classify raw rows; the cleaned ones are valid events with event_date in [start, end], one per event_id.
+    """Classify the raw rows read; the cleaned and quarantined ones are those attributed to [start, end].
 
-    The first delivery of an event_id wins, ordered by (ingest_date, source_file, line_number), so
-    the choice does not depend on how Spark happens to partition the data.
+    A row is attributed to the UTC date of its corrected event time, or to its ingest date when it has
+    none. Rows attributed to other dates are `outside_range`: they belong to another partition's run.
     """
-    parsed = parse_events(raw).withColumn("reason", _rejection_reason())
-    # Rejected rows are ranked apart: a broken delivery never makes a later valid one a duplicate.
+    parsed = parse_events(raw).withColumn("reason", _reason())
+    parsed = parsed.withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
+    # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one.
     first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
-    delivery = F.when(F.col("reason").isNull(), F.row_number().over(first_seen))
-    outcome = (
-        F.when(F.col("reason").isNotNull(), F.lit("rejected"))
-        .when(F.col("_delivery") > 1, F.lit("duplicate"))
-        .when(F.col("event_date").between(F.lit(start), F.lit(end)), F.lit("cleaned"))
-        .otherwise(F.lit("outside_range"))
+    parsed = parsed.withColumn(
+        "reason", F.when(F.col("reason").isNull() & (F.row_number().over(first_seen) > 1), F.lit("duplicate")).otherwise(F.col("reason"))
     )
-    classified = parsed.withColumn("_delivery", delivery).withColumn("outcome", outcome).drop("_delivery")
-    return CleaningResult(classified)
+    valid = _stitched(parsed.filter(F.col("reason").isNull()))
+    invalid = parsed.filter(F.col("reason").isNotNull()).withColumn("identity", F.lit(None).cast("string"))
+    classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
+    in_range = F.col("event_date").between(F.lit(start), F.lit(end))
+    outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
+    return CleaningResult(classified.withColumn("outcome", outcome))
