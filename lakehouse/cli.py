@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from lakehouse.config import lakehouse_paths
+
+RATES = ("duplicate_rate", "clock_skew_rate", "late_rate", "missing_field_rate", "anonymous_rate", "malformed_rate", "bom_rate")
 
 
 def default_window(days: int = 30) -> tuple[date, int]:
@@ -22,7 +25,13 @@ def _generate(args: argparse.Namespace) -> int:
 
     start = args.start or default_window(args.days)[0]
     landing = args.landing or lakehouse_paths().landing
-    manifest = generate(landing, start, args.days, GeneratorConfig(users=args.users, seed=args.seed, duplicate_rate=args.duplicate_rate))
+    rates = {name: getattr(args, name) for name in RATES if getattr(args, name) is not None}
+    if args.clean:
+        rates = dict.fromkeys(RATES, 0.0) | {"drift_from": None}
+    config = replace(GeneratorConfig(users=args.users, seed=args.seed), **rates)
+    if args.drift_from is not None:
+        config = replace(config, drift_from=None if args.drift_from == "never" else args.drift_from)
+    manifest = generate(landing, start, args.days, config)
     landed = sum(manifest["days"][(start + timedelta(days=i)).isoformat()]["lines"] for i in range(args.days))
     print(f"landed {landed} lines for {start}..{start + timedelta(days=args.days - 1)} in {landing}")
     return 0
@@ -66,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--days", type=int, default=30)
     gen.add_argument("--users", type=int, default=3000)
     gen.add_argument("--seed", type=int, default=7)
-    gen.add_argument("--duplicate-rate", type=float, default=0.01, help="share of events delivered twice")
+    for rate in RATES:
+        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.generator.GeneratorConfig for the default")
+    gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never')")
+    gen.add_argument("--clean", action="store_true", help="land events without any of the data problems")
     gen.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")
     gen.set_defaults(func=_generate)
 

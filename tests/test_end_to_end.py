@@ -37,8 +37,13 @@ def _run(env, *args, check=True):
     return result
 
 
+DRIFT_FROM = START + timedelta(days=5)
+# More of every problem than the defaults, so that a small window shows each of them.
+PROBLEMS = ["--drift-from", DRIFT_FROM.isoformat(), "--malformed-rate", "0.01", "--late-rate", "0.05", "--clock-skew-rate", "0.05", "--duplicate-rate", "0.02"]
+
+
 def _land_and_materialize(env, start, days):
-    _run(env, BIN / "lakehouse", "generate", "--start", start.isoformat(), "--days", str(days), "--users", str(USERS))
+    _run(env, BIN / "lakehouse", "generate", "--start", start.isoformat(), "--days", str(days), "--users", str(USERS), *PROBLEMS)
     end = start + timedelta(days=days - 1)
     _run(env, BIN / "dagster", "asset", "materialize", "-f", "definitions.py", "--select", "*", "--partition-range", f"{start}...{end}")
 
@@ -74,13 +79,51 @@ def test_raw_rows_equal_landed_lines_per_day(lake):
     assert sorted(raw["raw_line"]) == sorted(line for v in landed.values() for line in v)
 
 
-def test_cleaned_holds_each_landed_event_exactly_once(lake):
+def _attributed_date(line: str, ingest_date: date) -> date:
+    """Independent of the Spark code: the corrected event date, or the ingest date if the line has no usable times."""
+    try:
+        event = json.loads(line.lstrip("\ufeff"))
+        ts, sent, received = (datetime.fromisoformat(event[k].replace("Z", "+00:00")) for k in ("timestamp", "sent_at", "received_at"))
+    except Exception:
+        return ingest_date
+    return (received - (sent - ts)).date()
+
+
+def _keys(frame: pd.DataFrame) -> set:
+    return set(zip(frame["source_file"], frame["line_number"]))
+
+
+def test_every_landed_line_is_cleaned_or_quarantined_exactly_once(lake):
+    data, _ = lake
+    raw = _table(data, "raw_events")
+    cleaned, quarantined = _table(data, "cleaned_events"), _table(data, "quarantined_events")
+    end = START + timedelta(days=DAYS - 1)
+    expected = {
+        (r.source_file, r.line_number)
+        for r in raw.itertuples()
+        if START <= _attributed_date(r.raw_line, r.ingest_date) <= end
+    }
+    assert not _keys(cleaned) & _keys(quarantined)
+    assert _keys(cleaned) | _keys(quarantined) == expected
+    assert cleaned["event_id"].is_unique
+    reasons = set(quarantined["reason"])
+    assert {"duplicate", "malformed_json", "empty_line", "unknown_event_name", "negative_price", "bad_timestamp"} <= reasons
+
+
+def test_late_skewed_drifted_and_anonymous_events_are_repaired(lake):
     data, _ = lake
     cleaned = _table(data, "cleaned_events")
-    assert cleaned["event_id"].is_unique
-    landed_ids = {json.loads(line)["event_id"] for v in _landed_lines(data).values() for line in v}
-    assert set(cleaned["event_id"]) == landed_ids
-    assert len(_table(data, "raw_events")) > len(cleaned)  # the generator delivered some events twice
+    assert (cleaned["event_ts"].dt.date == cleaned["event_date"]).all()
+    late = cleaned[cleaned["ingest_date"] > cleaned["event_date"]]
+    assert (late["ingest_date"] - late["event_date"]).max() >= timedelta(days=1)
+    # Skewed device clocks: the corrected time is within seconds of the server's receipt for on-time events.
+    skewed = cleaned[(cleaned["device_ts"] - cleaned["event_ts"]).abs() > pd.Timedelta(minutes=1)]
+    assert len(skewed) > 0 and ((skewed["received_at"] - skewed["event_ts"]) < pd.Timedelta(days=3, hours=1)).all()
+    drifted = cleaned[(cleaned["event_date"] >= DRIFT_FROM) & (cleaned["event_name"] == "product_viewed")]
+    assert len(drifted) > 0 and drifted["price_usd"].notna().all()
+    assert {"logged_in", "stitched", "anonymous"} <= set(cleaned["identity"])
+    stitched = cleaned[cleaned["identity"] == "stitched"]
+    assert stitched["user_id"].str.startswith("usr_").all()
 
 
 def _recompute_features(events: pd.DataFrame, user: str, as_of: datetime) -> tuple:
@@ -130,7 +173,7 @@ def test_daily_active_users_metric_matches_a_recount(lake):
     assert {(r.event_date, r.platform): r.active_users for r in metric.itertuples()} == expected
 
 
-TABLES = ["raw_events", "cleaned_events", "daily_active_users", "user_features", "training_labels"]
+TABLES = ["raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "user_features", "training_labels"]
 
 
 def _content(data, name) -> pd.DataFrame:
