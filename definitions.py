@@ -12,5 +12,6 @@ from resources import resources_for
 defs = Definitions(
     assets=load_assets_from_modules([raw, cleaned, metrics, features, feature_store, ml]),
     resources=resources_for(),
+    sensors=[raw.landing_sensor, cleaned.late_data_sensor],
     executor=in_process_executor,
 )

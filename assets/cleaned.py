@@ -8,7 +8,10 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetSelection,
     AssetSpec,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
     AutomationCondition,
     BackfillPolicy,
     MaterializeResult,
@@ -32,10 +35,11 @@ from resources.spark import SparkResource
 LATE_WINDOW = TimeWindowPartitionMapping(start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True)
 _raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
 # Rebuild an event date whenever one of its ingest dates is (re)materialized: that is how late events
-# reach their own partition. Unlike eager(), it looks back over the whole late window, not only the
-# latest day, and does not wait for ingest dates that have not happened yet.
+# reach their own partition. Unlike eager(), it looks back beyond the latest day (a week: the 3-day
+# late window plus slack for an ingest day materialized a few days after it ended), and does not
+# wait for ingest dates that have not happened yet. Older event dates are rebuilt by backfills.
 _late_data = (
-    AutomationCondition.in_latest_time_window(lookback_delta=MAX_LATENESS + timedelta(days=1))
+    AutomationCondition.in_latest_time_window(lookback_delta=timedelta(days=7))
     & AutomationCondition.any_deps_updated().since_last_handled()
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
@@ -143,6 +147,15 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     finally:
         for df in (cleaned, quarantined, result.classified):
             df.unpersist()
+
+
+late_data_sensor = AutomationConditionSensorDefinition(
+    "late_data_sensor",
+    target=AssetSelection.assets("cleaned_events", "quarantined_events"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the late-window automation of cleaned_events: rebuilds event dates whose ingest dates changed.",
+)
 
 
 class VolumeDropError(Exception):

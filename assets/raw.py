@@ -1,11 +1,13 @@
 """Raw layer: landed lines, kept as they arrived."""
 
+import json
+
 import pyarrow as pa
-from dagster import AssetExecutionContext, BackfillPolicy, asset
+from dagster import AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish_arrow, schema_check
-from lakehouse.ingest import landed_lines
+from lakehouse.ingest import landed_days, landed_lines
 from lakehouse.schemas import RAW_EVENTS
 from lakehouse.storage import DateRange
 from resources.delta import DeltaStorage
@@ -29,3 +31,17 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     days = partition_dates(context)
     batch = pa.concat_tables([landed_lines(landing.root, day) for day in days])
     yield from publish_arrow(delta.store(), RAW_EVENTS, batch, DateRange("ingest_date", days[0], days[-1]))
+
+
+@sensor(target=[raw_events], default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
+def landing_sensor(context: SensorEvaluationContext, landing: LandingArea):
+    """Ingest a landing day folder when it appears or its files change (new lines, late lines)."""
+    seen = json.loads(context.cursor) if context.cursor else {}
+    partitions = set(daily_partitions.get_partition_keys())
+    current = {day.isoformat(): signature for day, signature in landed_days(landing.root).items() if day.isoformat() in partitions}
+    requests = [
+        RunRequest(run_key=f"{day}:{signature}", partition_key=day)
+        for day, signature in sorted(current.items())
+        if seen.get(day) != signature
+    ]
+    return SensorResult(run_requests=requests, cursor=json.dumps(current))

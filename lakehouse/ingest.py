@@ -11,6 +11,19 @@ from lakehouse.generator import day_folder
 from lakehouse.schemas import RAW_EVENTS
 
 
+def landed_days(landing: Path) -> dict[date, str]:
+    """Each landed day folder with a signature of its files (names, sizes, modification times)."""
+    days = {}
+    for folder in sorted(landing.glob("date=*")):
+        try:
+            day = date.fromisoformat(folder.name.removeprefix("date="))
+        except ValueError:
+            continue
+        files = sorted(folder.glob("*.jsonl"))
+        days[day] = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return days
+
+
 def landed_lines(landing: Path, day: date) -> pa.Table:
     """All lines of one landing day folder, with their file and line number, as raw_events rows."""
     folder = day_folder(landing, day)
