@@ -18,9 +18,16 @@ os.environ.setdefault("DBT_PROJECT_DIR", str(DBT_DIR))
 dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 
 
+def _sources_changed_since(path: Path) -> bool:
+    sources = [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml", *DBT_DIR.glob("models/**/*"), *DBT_DIR.glob("macros/**/*")]
+    built = path.stat().st_mtime
+    return any(p.stat().st_mtime > built for p in sources if p.is_file())
+
+
 def dbt_manifest() -> Path:
-    """dagster-dbt reads the manifest when the code loads: parse the project if it is missing (or under `dagster dev`)."""
-    if not dbt_project.manifest_path.exists() or os.environ.get("DAGSTER_IS_DEV_CLI"):
+    """dagster-dbt reads the manifest when the code loads: parse the project if the manifest is missing or stale."""
+    manifest = dbt_project.manifest_path
+    if not manifest.exists() or _sources_changed_since(manifest) or os.environ.get("DAGSTER_IS_DEV_CLI"):
         subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--profiles-dir", str(DBT_DIR)], cwd=DBT_DIR, check=True)
     return dbt_project.manifest_path
 
