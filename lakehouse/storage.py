@@ -7,15 +7,45 @@ objects and a column the table's schema declares as a partition column, never fr
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakehouse.schemas import TableSchema
+
+
+T = TypeVar("T")
+COMMIT_ATTEMPTS = 8
+# Conflicts Spark's Delta writer reports when another writer committed first.
+_SPARK_CONFLICTS = ("DELTA_CONCURRENT", "ConcurrentAppendException", "ConcurrentModificationException", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+
+def _is_commit_conflict(exc: Exception) -> bool:
+    return isinstance(exc, CommitFailedError) or any(marker in f"{type(exc).__name__} {exc}" for marker in _SPARK_CONFLICTS)
+
+
+def with_commit_retries(commit: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
+    """Run a Delta commit, retrying with jittered backoff when a concurrent writer won the race.
+
+    Writers of different partitions (explicit predicates) do not conflict logically; the engines
+    retry internally too, but under contention their own retries can run out.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return commit()
+        except Exception as exc:
+            if attempt == attempts or not _is_commit_conflict(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -85,15 +115,19 @@ class DeltaStore:
     def write_arrow(self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None) -> int:
         """Commit `data` to `schema`'s table: replacing the partitions in `replace`, or the whole table."""
         data = data.select(list(schema.column_names)).cast(schema.arrow())
-        exists = self.version(schema.name) is not None
-        write_deltalake(
-            self.uri(schema.name),
-            data,
-            mode="overwrite",
-            predicate=replace.predicate(schema) if (replace and exists) else None,
-            partition_by=list(schema.partition_by) or None,
-            storage_options=self.storage_options,
-        )
+        def commit() -> None:
+            exists = self.version(schema.name) is not None
+            write_deltalake(
+                self.uri(schema.name),
+                data,
+                mode="overwrite",
+                predicate=replace.predicate(schema) if (replace and exists) else None,
+                partition_by=list(schema.partition_by) or None,
+                storage_options=self.storage_options,
+                commit_properties=CommitProperties(max_commit_retries=25),
+            )
+
+        with_commit_retries(commit)
         return self.version(schema.name)
 
     def read_spark(self, spark, table: str, version: int | None = None):
@@ -114,5 +148,5 @@ class DeltaStore:
             writer = writer.option("overwriteSchema", "true")
         if schema.partition_by:
             writer = writer.partitionBy(*schema.partition_by)
-        writer.save(self.uri(schema.name))
+        with_commit_retries(lambda: writer.save(self.uri(schema.name)))
         return self.version(schema.name)
