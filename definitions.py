@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
-from assets import cleaned, feature_store, features, metrics, ml, raw
+from assets import cleaned, feature_store, features, freshness, metrics, ml, raw
 from resources import resources_for
 
 # In-process: one SparkSession serves every step of a run (the multiprocess executor would
@@ -12,6 +12,7 @@ from resources import resources_for
 defs = Definitions(
     assets=load_assets_from_modules([raw, cleaned, metrics, features, feature_store, ml]),
     resources=resources_for(),
-    sensors=[raw.landing_sensor, cleaned.late_data_sensor],
+    asset_checks=freshness.freshness_checks,
+    sensors=[raw.landing_sensor, cleaned.late_data_sensor, freshness.freshness_sensor],
     executor=in_process_executor,
 )

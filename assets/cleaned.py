@@ -115,7 +115,7 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
             )
         attributed = result.rows_by_event_date()
         batch_days = {day: 0 for day in days} | {row["event_date"]: row["count"] for row in cleaned.groupBy("event_date").count().collect()}
-        drops = volume_drops(_history(store, days), batch_days)
+        drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
         yield AssetCheckResult(
             asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
             metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
@@ -162,18 +162,12 @@ class VolumeDropError(Exception):
     pass
 
 
-def _history(store, days: list[date]) -> dict[date, int]:
-    if store.version(CLEANED_EVENTS.name) is None:
-        return {}
-    return {date.fromisoformat(d): n for d, n in store.rows_by_partition(CLEANED_EVENTS.name, "event_date").items()}
-
-
 def _accounting_gaps(store, days: list[date], attributed: dict[date, int]) -> list[str]:
-    cleaned = store.rows_by_partition(CLEANED_EVENTS.name, "event_date")
-    quarantined = store.rows_by_partition(QUARANTINE.name, "event_date")
+    cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date")
+    quarantined = store.daily_rows(QUARANTINE.name, "event_date")
     gaps = []
     for day in days:
-        kept = cleaned.get(day.isoformat(), 0) + quarantined.get(day.isoformat(), 0)
+        kept = cleaned.get(day, 0) + quarantined.get(day, 0)
         if kept != attributed.get(day, 0):
             gaps.append(f"{day}: {attributed.get(day, 0)} raw rows attributed, {kept} in cleaned + quarantine")
     return gaps

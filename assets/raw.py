@@ -3,11 +3,12 @@
 import json
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, MetadataValue, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish_arrow, schema_check
 from lakehouse.ingest import landed_days, landed_lines
+from lakehouse.quality import volume_drops
 from lakehouse.schemas import RAW_EVENTS
 from lakehouse.storage import DateRange
 from resources.delta import DeltaStorage
@@ -19,7 +20,14 @@ from resources.landing import LandingArea
     backfill_policy=BackfillPolicy.single_run(),
     group_name="raw",
     kinds={"delta", "python"},
-    check_specs=[schema_check(RAW_EVENTS)],
+    check_specs=[
+        schema_check(RAW_EVENTS),
+        AssetCheckSpec(
+            "raw_events_volume",
+            asset="raw_events",
+            description="Warns when an ingest date has 50% or fewer lines than the trailing 7-day mean (raw keeps them all regardless).",
+        ),
+    ],
 )
 def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: LandingArea):
     """Every line that landed in the landing folder, one row per line, partitioned by ingest date.
@@ -29,13 +37,20 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     reconciled with what arrived. Rematerializing a range replaces exactly those ingest dates.
     """
     days = partition_dates(context)
-    batch = pa.concat_tables([landed_lines(landing.root, day) for day in days])
-    yield from publish_arrow(delta.store(), RAW_EVENTS, batch, DateRange("ingest_date", days[0], days[-1]))
+    store = delta.store()
+    batches = {day: landed_lines(landing.root, day) for day in days}
+    drops = volume_drops(store.daily_rows(RAW_EVENTS.name, "ingest_date"), {day: batch.num_rows for day, batch in batches.items()})
+    yield AssetCheckResult(check_name="raw_events_volume", passed=not drops, severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(drops)})
+    yield from publish_arrow(store, RAW_EVENTS, pa.concat_tables(batches.values()), DateRange("ingest_date", days[0], days[-1]))
 
 
-@sensor(target=[raw_events], default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60)
+@sensor(target=[raw_events], default_status=DefaultSensorStatus.STOPPED, minimum_interval_seconds=60)
 def landing_sensor(context: SensorEvaluationContext, landing: LandingArea):
-    """Ingest a landing day folder when it appears or its files change (new lines, late lines)."""
+    """Ingest a landing day folder when it appears or its files change (new lines, late lines).
+
+    Stopped by default: turn it on in the UI (Automation) for continuous ingestion. Its first tick
+    requests every landed day, so a data engineer chooses when that happens.
+    """
     seen = json.loads(context.cursor) if context.cursor else {}
     partitions = set(daily_partitions.get_partition_keys())
     current = {day.isoformat(): signature for day, signature in landed_days(landing.root).items() if day.isoformat() in partitions}

@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 
-def volume_drops(history: dict[date, int], batch: dict[date, int], threshold: float = 0.5, window_days: int = 7, min_days: int = 3) -> list[str]:
+def volume_drops(
+    history: dict[date, int],
+    batch: dict[date, int],
+    threshold: float = 0.5,
+    window_days: int = 7,
+    min_days: int = 3,
+    min_mean_rows: float = 500,
+) -> list[str]:
     """Days of the batch whose row count fell to `threshold` or less of the mean of the `window_days` before them.
 
-    The trailing days are taken from the batch where it covers them, else from the table's history;
-    a day with fewer than `min_days` trailing days known is not judged (a new table has no baseline).
+    The trailing days are taken from the batch where it covers them, else from the table's history.
+    A day is not judged with fewer than `min_days` trailing days known (a new table has no baseline)
+    or a trailing mean under `min_mean_rows` (small volumes swing by half on ordinary days).
     """
     known = history | batch
     failures = []
@@ -18,6 +26,6 @@ def volume_drops(history: dict[date, int], batch: dict[date, int], threshold: fl
         if len(trailing) < min_days:
             continue
         mean = sum(trailing) / len(trailing)
-        if mean > 0 and batch[day] <= threshold * mean:
+        if mean >= min_mean_rows and batch[day] <= threshold * mean:
             failures.append(f"{day}: {batch[day]} rows, {batch[day] / mean:.0%} of the trailing {len(trailing)}-day mean {mean:.0f}")
     return failures

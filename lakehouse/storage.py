@@ -101,12 +101,15 @@ class DeltaStore:
     def row_count(self, table: str, version: int | None = None) -> int:
         return table_row_count(self.uri(table), version, self.storage_options)
 
-    def rows_by_partition(self, table: str, column: str, version: int | None = None) -> dict[str, int]:
-        """Rows per value of a partition column (as the text Delta stores), from the log's statistics."""
+    def daily_rows(self, table: str, column: str, version: int | None = None) -> dict[date, int]:
+        """Rows per day of a date partition column, from the log's statistics; empty if there is no table."""
+        if self.version(table) is None:
+            return {}
         adds = pa.table(self.table(table, version).get_add_actions(flatten=True)).to_pydict()
-        counts: dict[str, int] = {}
+        counts: dict[date, int] = {}
         for value, rows in zip(adds[f"partition.{column}"], adds["num_records"]):
-            counts[str(value)] = counts.get(str(value), 0) + (rows or 0)
+            day = value if isinstance(value, date) else date.fromisoformat(str(value))
+            counts[day] = counts.get(day, 0) + (rows or 0)
         return counts
 
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:

@@ -44,7 +44,7 @@ def test_writers_of_different_partitions_all_commit(tmp_path):
         out, err = w.communicate(timeout=600)
         assert w.returncode == 0, err[-2000:]
     store = DeltaStore(str(tmp_path))
-    assert store.rows_by_partition(RAW_EVENTS.name, "ingest_date") == {day.isoformat(): 1000 + i for i, day in enumerate(days)}
+    assert store.daily_rows(RAW_EVENTS.name, "ingest_date") == {day: 1000 + i for i, day in enumerate(days)}
     assert store.version(RAW_EVENTS.name) == 1 + 4 * 5 - 1
 
 
@@ -64,12 +64,12 @@ def test_a_writer_killed_mid_commit_leaves_the_previous_version_and_the_rerun_is
         writer.wait()
         # Whatever was half-written, a reader sees a complete committed version: the previous one, or the new one whole.
         version = store.version(RAW_EVENTS.name)
-        rows = store.rows_by_partition(RAW_EVENTS.name, "ingest_date")[day.isoformat()]
+        rows = store.daily_rows(RAW_EVENTS.name, "ingest_date")[day]
         assert version in committed or rows == 2_000_000, (version, rows)
         assert rows == committed.get(version, 2_000_000)
         assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == rows
         committed[version] = rows
     assert killed_mid_write >= 3
     assert _writer(tmp_path, day, 2_000_000).wait() == 0
-    assert store.rows_by_partition(RAW_EVENTS.name, "ingest_date") == {day.isoformat(): 2_000_000}
+    assert store.daily_rows(RAW_EVENTS.name, "ingest_date") == {day: 2_000_000}
     assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == 2_000_000

@@ -1,0 +1,55 @@
+"""A batch that fails a batch-level check commits nothing and stops everything downstream."""
+
+import warnings
+from datetime import date, timedelta
+
+from dagster import AssetKey, materialize
+
+from assets.cleaned import cleaned_events
+from assets.features import user_features
+from assets.raw import raw_events
+from lakehouse.generator import GeneratorConfig, day_folder, generate
+from lakehouse.storage import DeltaStore
+from resources.delta import DeltaStorage
+from resources.landing import LandingArea
+from resources.spark import SparkResource
+
+warnings.simplefilter("ignore")
+START = date(2026, 3, 1)
+CLEAN = GeneratorConfig(
+    users=600, seed=3, duplicate_rate=0, clock_skew_rate=0, late_rate=0, missing_field_rate=0,
+    anonymous_rate=0, malformed_rate=0, bom_rate=0, drift_from=None,
+)
+
+
+def _run(tmp_path, first: date, last: date):
+    resources = {
+        "delta": DeltaStorage(root=str(tmp_path / "delta")),
+        "landing": LandingArea(path=str(tmp_path / "landing")),
+        "spark": SparkResource(),
+    }
+    tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+    return materialize([raw_events, cleaned_events, user_features], resources=resources, tags=tags, raise_on_error=False)
+
+
+def test_a_volume_drop_commits_nothing_and_nothing_downstream_runs(spark, tmp_path):
+    generate(tmp_path / "landing", START, 9, CLEAN)
+    assert _run(tmp_path, START, START + timedelta(days=7)).success
+    store = DeltaStore(str(tmp_path / "delta"))
+    versions = {t: store.version(t) for t in ("cleaned_events", "quarantined_events", "user_features")}
+    assert min(store.daily_rows("cleaned_events", "event_date").values()) > 500
+
+    # The ninth day arrives with 90% of its lines missing.
+    day9 = START + timedelta(days=8)
+    landed = day_folder(tmp_path / "landing", day9) / "events.jsonl"
+    lines = landed.read_text().splitlines(keepends=True)
+    landed.write_text("".join(lines[: len(lines) // 10]))
+    result = _run(tmp_path, day9, day9)
+
+    assert not result.success
+    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "cleaned_events_volume"]
+    assert len(volume) == 1 and not volume[0].passed
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {AssetKey("raw_events")}  # raw keeps what landed; nothing after it
+    assert {t: store.version(t) for t in versions} == versions
+    assert day9 not in store.daily_rows("cleaned_events", "event_date")
