@@ -26,12 +26,13 @@ from lakehouse.generator import MAX_LATENESS
 from lakehouse.quality import volume_drops
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.storage import DateRange
-from lakehouse.transforms.cleaning import clean_events
+from lakehouse.transforms.cleaning import clean_events, ingest_window
 from lakehouse.validation import validate_spark
 from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
-# Event date P can arrive up to MAX_LATENESS later, so it is rebuilt from ingest dates P .. P + 3.
+# Event date P can arrive up to MAX_LATENESS later, so it is rebuilt from ingest dates P .. P + 3 (identity
+# ties are also read from the 30 days before, as far as they are ingested; they do not gate the rebuild).
 LATE_WINDOW = TimeWindowPartitionMapping(start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True)
 _raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
 # Rebuild an event date whenever one of its ingest dates is (re)materialized: that is how late events
@@ -96,14 +97,14 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     duplicate). An event date is rebuilt from the ingest dates it can arrive on (the 3-day late
     window) and replaced whole, so reruns are idempotent and late events reach their own date.
     Write-audit-publish: both batches pass their schemas and the volume rule before anything is
-    committed. Limits: identities are stitched with the logins seen in the rows read; deliveries
-    more than 3 days late are not picked up.
+    committed. Limits: identities are stitched with the logins seen from 30 days before to 3 days
+    after an event; deliveries more than 3 days late are not picked up.
     """
     days = partition_dates(context)
     store = delta.store()
     replace = DateRange("event_date", days[0], days[-1])
     raw = store.read_spark(spark.session(), "raw_events")
-    raw = raw.where(raw.ingest_date.between(days[0], days[-1] + MAX_LATENESS))
+    raw = raw.where(raw.ingest_date.between(*ingest_window(days[0], days[-1])))
     result = clean_events(raw, days[0], days[-1]).persisted()
     cleaned, quarantined = result.cleaned.cache(), result.quarantined.cache()
     try:

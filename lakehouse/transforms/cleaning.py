@@ -24,20 +24,21 @@ price_usd.
 
 Identity: events before a login carry only the device's anonymous_id. Every event that has both
 ids ties the device to a user; user_id is the event's own id, else the user the device logged in as
-(the smallest such id if a device is shared), else the anonymous_id. Only logins in the rows read
-(the partition range plus the late window) are seen.
+(the smallest such id if a device is shared), else the anonymous_id. For an event dated P, the ties
+seen on ingest dates P - 30 days .. P + 3 days count: a window fixed by the event's own date, so a
+partition comes out the same whichever range it is rebuilt in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse.generator import EVENT_NAMES, PLATFORMS
+from lakehouse.generator import EVENT_NAMES, MAX_LATENESS, PLATFORMS
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 
 WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
@@ -48,6 +49,13 @@ WIRE_JSON = T.StructType(
 )
 NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
+IDENTITY_LOOKBACK = timedelta(days=30)
+
+
+def ingest_window(start: date, end: date) -> tuple[date, date]:
+    """The raw ingest dates clean_events needs for event dates [start, end]: identity ties from 30 days
+    before, late deliveries up to 3 days after."""
+    return start - IDENTITY_LOOKBACK, end + MAX_LATENESS
 
 
 @dataclass(frozen=True)
@@ -143,14 +151,18 @@ def _reason() -> Column:
     )
 
 
-def _stitched(valid: DataFrame) -> DataFrame:
-    """user_id resolved through the anonymous_id -> user_id links seen in `valid`."""
-    links = (
-        valid.filter(F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
-        .groupBy("anonymous_id")
-        .agg(F.min("user_id").alias("_linked_user"))
+def _stitched(valid: DataFrame, ties: DataFrame) -> DataFrame:
+    """user_id resolved through the anonymous_id -> user_id ties seen near each event's date."""
+    near = (F.col("t.tie_ingest_date") >= F.date_sub(F.col("e.event_date"), IDENTITY_LOOKBACK.days)) & (
+        F.col("t.tie_ingest_date") <= F.date_add(F.col("e.event_date"), MAX_LATENESS.days)
     )
-    resolved = valid.join(F.broadcast(links), "anonymous_id", "left")
+    anonymous = valid.filter(F.col("user_id").isNull()).select("source_file", "line_number", "anonymous_id", "event_date").alias("e")
+    linked = (
+        anonymous.join(ties.alias("t"), (F.col("e.anonymous_id") == F.col("t.tie_anonymous_id")) & near)
+        .groupBy("e.source_file", "e.line_number")
+        .agg(F.min("t.tie_user_id").alias("_linked_user"))
+    )
+    resolved = valid.join(linked, ["source_file", "line_number"], "left")
     return resolved.withColumn(
         "identity",
         F.when(F.col("user_id").isNotNull(), F.lit("logged_in")).when(F.col("_linked_user").isNotNull(), F.lit("stitched")).otherwise(F.lit("anonymous")),
@@ -158,19 +170,27 @@ def _stitched(valid: DataFrame) -> DataFrame:
 
 
 def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
-    """Classify the raw rows read; the cleaned and quarantined ones are those attributed to [start, end].
+    """Classify raw rows; the cleaned and quarantined ones are those attributed to [start, end].
 
-    A row is attributed to the UTC date of its corrected event time, or to its ingest date when it has
-    none. Rows attributed to other dates are `outside_range`: they belong to another partition's run.
+    `raw` should cover `ingest_window(start, end)`. Rows ingested before `start` only contribute
+    identity ties (nothing ingested before an event happened can be that event). A row is attributed
+    to the UTC date of its corrected event time, or to its ingest date when it has none; rows
+    attributed to other dates are `outside_range`: they belong to another partition's run.
     """
     parsed = parse_events(raw).withColumn("reason", _reason())
     parsed = parsed.withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
+    ties = (
+        parsed.filter(F.col("reason").isNull() & F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
+        .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
+        .distinct()
+    )
+    parsed = parsed.filter(F.col("ingest_date") >= F.lit(start))
     # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one.
     first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
     parsed = parsed.withColumn(
         "reason", F.when(F.col("reason").isNull() & (F.row_number().over(first_seen) > 1), F.lit("duplicate")).otherwise(F.col("reason"))
     )
-    valid = _stitched(parsed.filter(F.col("reason").isNull()))
+    valid = _stitched(parsed.filter(F.col("reason").isNull()), ties)
     invalid = parsed.filter(F.col("reason").isNotNull()).withColumn("identity", F.lit(None).cast("string"))
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
     in_range = F.col("event_date").between(F.lit(start), F.lit(end))
