@@ -47,27 +47,20 @@ _late_data = (
 ).with_label("late_window_eager")
 
 
+def _daily_spec(schema) -> AssetSpec:
+    return AssetSpec(
+        schema.name,
+        deps=[_raw_dep],
+        partitions_def=daily_partitions,
+        group_name="cleaned",
+        kinds={"delta", "spark"},
+        automation_condition=_late_data,
+        description=schema.description,
+    )
+
+
 @multi_asset(
-    specs=[
-        AssetSpec(
-            "cleaned_events",
-            deps=[_raw_dep],
-            partitions_def=daily_partitions,
-            group_name="cleaned",
-            kinds={"delta", "spark"},
-            automation_condition=_late_data,
-            description=CLEANED_EVENTS.description,
-        ),
-        AssetSpec(
-            "quarantined_events",
-            deps=[_raw_dep],
-            partitions_def=daily_partitions,
-            group_name="cleaned",
-            kinds={"delta", "spark"},
-            automation_condition=_late_data,
-            description=QUARANTINE.description,
-        ),
-    ],
+    specs=[_daily_spec(CLEANED_EVENTS), _daily_spec(QUARANTINE)],
     check_specs=[
         schema_check(CLEANED_EVENTS),
         schema_check(QUARANTINE),

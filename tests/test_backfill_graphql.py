@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
 from lakehouse.storage import DeltaStore
 
@@ -39,12 +39,6 @@ query Status($id: String!) {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _graphql(url, query, variables):
     response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
     response.raise_for_status()
@@ -61,22 +55,14 @@ def test_thirty_day_backfill_through_graphql_runs_once_per_asset_and_accounts_fo
     env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
     subprocess.run([BIN / "lakehouse", "generate", "--start", START.isoformat(), "--days", str(DAYS), "--users", "60"], env=env, check=True, capture_output=True)
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=REPO_ROOT, env=env, stdout=open(tmp_path / "dev.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
-            time.sleep(2)
+        wait_for_http(f"{url}/server_info", server, timeout=180, what="dagster dev")
 
         partitions = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
         params = {

@@ -7,10 +7,8 @@ landed files or with plain Python, not with the project's own transformations.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 import requests
 from deltalake import DeltaTable
 
+from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
 from lakehouse.training import content_sha256
 
@@ -211,15 +210,9 @@ def test_online_features_equal_the_latest_offline_values(lake):
         assert online[feature].tolist() == pytest.approx(latest[feature].tolist()), feature
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_feast_serve_answers_over_http_with_the_latest_values(lake):
     data, env = lake
-    port = _free_port()
+    port = free_port()
     config = data / "feast" / "feature_store.yaml"
     server = subprocess.Popen(
         [BIN / "feast", "-c", "feature_repo", "-f", str(config), "serve", "-h", "127.0.0.1", "-p", str(port)],
@@ -227,15 +220,7 @@ def test_feast_serve_answers_over_http_with_the_latest_values(lake):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "feast serve did not come up"
-            time.sleep(1)
+        wait_for_http(f"{url}/health", server, timeout=120, what="feast serve")
         latest = _latest_offline(data, _table(data, "user_features")["user_id"].drop_duplicates().head(5).tolist())
         users = latest.index.tolist()
         response = requests.post(
