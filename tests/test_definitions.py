@@ -15,6 +15,7 @@ def test_definitions_load_with_every_group_and_dependency():
     assert groups == {
         "raw_events": "raw",
         "cleaned_events": "cleaned",
+        "quarantined_events": "cleaned",
         "daily_active_users": "metrics",
         "user_features": "features",
         "feast_registry": "features",
@@ -27,7 +28,17 @@ def test_definitions_load_with_every_group_and_dependency():
     assert parents["daily_active_users"] == ["cleaned_events"]
     assert parents["purchase_propensity_model"] == ["feast_registry", "training_labels", "user_features"]
     checks = {key.name for key in graph.asset_check_keys}
-    assert {"raw_events_schema", "cleaned_events_schema", "user_features_schema", "training_labels_schema"} <= checks
+    assert {
+        "raw_events_schema",
+        "raw_events_volume",
+        "cleaned_events_schema",
+        "quarantined_events_schema",
+        "cleaned_events_volume",
+        "cleaned_events_accounting",
+        "user_features_schema",
+        "training_labels_schema",
+    } <= checks
+    assert {"landing_sensor", "late_data_sensor", "freshness_checks_sensor"} <= {s.name for s in definitions.defs.sensors}
 
 
 def test_committed_feature_store_yaml_is_the_render_for_the_default_data_dir():
