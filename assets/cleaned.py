@@ -4,7 +4,6 @@ from datetime import date, timedelta
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
@@ -21,7 +20,7 @@ from dagster import (
 )
 
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import delta_metadata, schema_check
+from assets.publish import delta_metadata, schema_check, schema_check_result
 from lakehouse.generator import MAX_LATENESS
 from lakehouse.quality import volume_drops
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
@@ -102,11 +101,8 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     cleaned, quarantined = result.cleaned.cache(), result.quarantined.cache()
     try:
         reports = [validate_spark(CLEANED_EVENTS, cleaned), validate_spark(QUARANTINE, quarantined)]
-        for report in reports:
-            yield AssetCheckResult(
-                asset_key=report.table, check_name=f"{report.table}_schema", passed=report.passed,
-                metadata={"rows": report.rows, "failures": MetadataValue.json(report.failures[:20])},
-            )
+        yield schema_check_result(CLEANED_EVENTS, reports[0])
+        yield schema_check_result(QUARANTINE, reports[1])
         attributed = result.rows_by_event_date()
         batch_days = {day: 0 for day in days} | {row["event_date"]: row["count"] for row in cleaned.groupBy("event_date").count().collect()}
         drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
@@ -124,7 +120,6 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
         gaps = _accounting_gaps(store, days, attributed)
         yield AssetCheckResult(
             asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
-            severity=AssetCheckSeverity.ERROR,
             metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
         )
         counts = result.counts()

@@ -42,8 +42,9 @@ def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int
     }
 
 
-def _audit(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheckResult:
+def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheckResult:
     return AssetCheckResult(
+        asset_key=schema.name,
         check_name=f"{schema.name}_schema",
         passed=report.passed,
         metadata={"rows": report.rows, "failures": MetadataValue.json(report.failures[:20])},
@@ -52,7 +53,7 @@ def _audit(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheck
 
 def publish_arrow(store: DeltaStore, schema: LakehouseTableSchema, batch: pa.Table, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
     report = validate_pandas(schema, batch.to_pandas())
-    yield _audit(schema, report)
+    yield schema_check_result(schema, report)
     report.raise_if_failed()
     version = store.write_arrow(schema, batch, replace)
     yield MaterializeResult(metadata=delta_metadata(store, schema, version, batch.num_rows, batch.slice(0, 10).to_pandas()) | (extra or {}))
@@ -62,7 +63,7 @@ def publish_spark(store: DeltaStore, schema: LakehouseTableSchema, df, replace: 
     df = df.cache()  # validated, counted and written: compute it once
     try:
         report = validate_spark(schema, df)
-        yield _audit(schema, report)
+        yield schema_check_result(schema, report)
         report.raise_if_failed()
         version = store.write_spark(schema, df, replace)
         preview = df.limit(10).toPandas()
