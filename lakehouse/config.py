@@ -35,13 +35,6 @@ class LakehousePaths:
     def mlflow_artifacts(self) -> Path:
         return self.data_dir / "mlartifacts"
 
-    @property
-    def feast_dir(self) -> Path:
-        return self.data_dir / "feast"
-
-    @property
-    def dbt_duckdb(self) -> Path:
-        return self.data_dir / "dbt.duckdb"
 
 
 def lakehouse_paths() -> LakehousePaths:
