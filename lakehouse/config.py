@@ -36,6 +36,5 @@ class LakehousePaths:
         return self.data_dir / "mlartifacts"
 
 
-
 def lakehouse_paths() -> LakehousePaths:
     return LakehousePaths(Path(os.environ.get("LAKEHOUSE_DATA_DIR") or DEFAULT_DATA_DIR).resolve())
