@@ -10,7 +10,7 @@ The stream carries the data problems real event pipelines see, each with a confi
 - duplicates: a delivered line is delivered again (client retry);
 - clock skew: a session's device clock is off by minutes to days; every event carries the device's
   `timestamp` and `sent_at` and the server's `received_at` (true time);
-- late arrival: an offline session is sent up to 3 days later and lands in that day's folder;
+- late arrival: an offline session is sent 1 to 71 hours after it started and lands in that day's folder;
 - schema drift: from `drift_from` on, `price_usd` becomes `price` in cents plus `currency`;
 - missing fields: platform, session_id, item_category or experiment_variant is left out;
 - anonymous sessions: events before a login carry only the device's `anonymous_id`;
@@ -51,7 +51,7 @@ class GeneratorConfig:
     seed: int = 7
     duplicate_rate: float = 0.01  # share of lines delivered twice
     clock_skew_rate: float = 0.03  # share of sessions whose device clock is off
-    late_rate: float = 0.02  # share of sessions sent 1 to 71 hours after they ended
+    late_rate: float = 0.02  # share of sessions sent 1 to 71 hours after they started
     missing_field_rate: float = 0.01  # share of events missing one optional field
     anonymous_rate: float = 0.1  # share of sessions that start logged out
     malformed_rate: float = 0.003  # share of lines corrupted (one of MALFORMED_KINDS)
@@ -166,9 +166,10 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
                     },
                 )
 
-            session_end = session[-1][1]
+            session_start, session_end = session[0][1], session[-1][1]
             for name, true_ts, known, properties in session:
-                sent = (session_end + late_by) if late_by else true_ts + timedelta(seconds=float(rng.uniform(0, 2)))
+                # A late session is sent 1 to 71 hours after it started (never before it ended): within MAX_LATENESS.
+                sent = max(session_start + late_by, session_end) if late_by else true_ts + timedelta(seconds=float(rng.uniform(0, 2)))
                 received = sent + timedelta(seconds=float(rng.uniform(0.05, 1.5)))
                 body = {
                     "event_id": f"evt_{rng.bytes(8).hex()}",

@@ -60,9 +60,11 @@ RAW = [
     (D1, F1, 16, _line("noid", user=None, anon=None)),
     (D1, F1, 17, _line(None)),
     # Outside the range [03-01, 03-02].
-    (D1, F1, 18, _line("later", ts="2026-03-05T08:00:00Z")),
+    (date(2026, 3, 5), "date=2026-03-05/events.jsonl", 1, _line("later", ts="2026-03-05T08:00:00Z")),
     # Late: happened 03-01 23:00, sent and received on 03-04, landed in 03-04's folder.
     (D4, F4, 1, _line("late", ts="2026-03-01T23:00:00.000Z", sent="2026-03-04T08:00:00.000Z", received="2026-03-04T08:00:00.300Z")),
+    # Too late (5 days): no partition's late window reads it there, so it is quarantined on its ingest date.
+    (D2, "date=2026-03-02/events.jsonl", 1, _line("too_late", ts="2026-02-25T10:00:00Z", sent="2026-03-02T10:00:00Z", received="2026-03-02T10:00:00Z")),
 ]
 
 
@@ -118,6 +120,8 @@ def test_identity_stitching(cleaned):
 
 def test_malformed_lines_are_quarantined_with_their_reason(result):
     reasons = {r["line_number"]: r["reason"] for r in result.quarantined.collect() if r["ingest_date"] == D1}
+    too_late = [(r["event_date"], r["reason"]) for r in result.quarantined.collect() if r["event_id"] == "too_late"]
+    assert too_late == [(D2, "bad_timestamp")]
     assert reasons == {
         2: "duplicate",
         5: "unsupported_currency",
@@ -136,9 +140,9 @@ def test_malformed_lines_are_quarantined_with_their_reason(result):
 
 def test_every_raw_row_is_accounted_for(result):
     counts = result.counts()
-    assert counts == {"cleaned": 8, "quarantined": 10, "outside_range": 1}
+    assert counts == {"cleaned": 8, "quarantined": 11, "outside_range": 1}
     assert sum(counts.values()) == len(RAW)
-    assert result.rows_by_event_date() == {D1: 18}
+    assert result.rows_by_event_date() == {D1: 18, D2: 1}
 
 
 def test_batches_pass_their_schemas_and_a_broken_one_does_not(result):

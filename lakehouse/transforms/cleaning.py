@@ -4,7 +4,8 @@ Rules, in order (the first that applies is the line's quarantine reason):
 - empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
 - malformed_json: not a JSON object;
 - missing_event_id, unknown_event_name;
-- bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time;
+- bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time, or a corrected
+  event time that is not on the ingest day or the 3 days before (it would belong to no partition);
 - wrong_type: a numeric property that is not a number;
 - negative_price: price or revenue below zero;
 - unsupported_currency: a drifted price in a currency other than USD;
@@ -93,8 +94,12 @@ class CleaningResult:
         return {row["event_date"]: row["count"] for row in kept.groupBy("event_date").count().collect()}
 
 
+# ISO-8601 with a zone; Spark alone would also read "1115" as the year 1115.
+_ISO_8601 = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+
+
 def _utc(text: Column) -> Column:
-    return F.try_to_timestamp(text)
+    return F.when(text.rlike(_ISO_8601), F.try_to_timestamp(text))
 
 
 def parse_events(raw: DataFrame) -> DataFrame:
@@ -103,7 +108,11 @@ def parse_events(raw: DataFrame) -> DataFrame:
     e = F.from_json(line, WIRE_JSON)
     props = e["properties"]
     device_ts, sent_at, received_at = _utc(e["timestamp"]), _utc(e["sent_at"]), _utc(e["received_at"])
-    event_ts = F.timestamp_micros(F.unix_micros(received_at) - (F.unix_micros(sent_at) - F.unix_micros(device_ts)))
+    corrected = F.timestamp_micros(F.unix_micros(received_at) - (F.unix_micros(sent_at) - F.unix_micros(device_ts)))
+    # An event dates from its ingest day or the MAX_LATENESS days before; any other time is not
+    # believable, and would attribute the line to a partition that never reads it.
+    believable = F.to_date(corrected).between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
+    event_ts = F.when(believable, corrected)
     typed = {name: props[name].try_cast(kind) for name, kind in NUMERIC_PROPERTIES.items()}
     price_usd = F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100))
     wrong_type = F.lit(False)
