@@ -103,37 +103,31 @@ def _utc(text: Column) -> Column:
 
 
 def parse_events(raw: DataFrame) -> DataFrame:
-    """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
-    line = F.regexp_replace("raw_line", "^\ufeff", "")
-    e = F.from_json(line, WIRE_JSON)
-    props = e["properties"]
-    device_ts, sent_at, received_at = _utc(e["timestamp"]), _utc(e["sent_at"]), _utc(e["received_at"])
-    corrected = F.timestamp_micros(F.unix_micros(received_at) - (F.unix_micros(sent_at) - F.unix_micros(device_ts)))
-    # An event dates from its ingest day or the MAX_LATENESS days before; any other time is not
-    # believable, and would attribute the line to a partition that never reads it.
-    believable = F.to_date(corrected).between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
-    event_ts = F.when(believable, corrected)
+    """Each raw row with its fields read as text, typed where they can be, and the corrected event time.
+
+    Built in stages, each naming its results, so that the JSON is parsed once per row: in one
+    expression tree Spark would repeat the parse for every field it reads.
+    """
+    raw_columns = ("ingest_date", "source_file", "line_number", "raw_line")
+    lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
+    wire = lines.select("*", F.from_json("_line", WIRE_JSON).alias("_e"), F.json_object_keys("_line").isNotNull().alias("_is_object"))
+    e, props = F.col("_e"), F.col("_e")["properties"]
     typed = {name: props[name].try_cast(kind) for name, kind in NUMERIC_PROPERTIES.items()}
-    price_usd = F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100))
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
         wrong_type = wrong_type | (props[name].isNotNull() & typed[name].isNull())
-    return raw.select(
-        "ingest_date",
-        "source_file",
-        "line_number",
-        "raw_line",
-        line.alias("_line"),
-        F.json_object_keys(line).isNotNull().alias("_is_object"),
+    fields = wire.select(
+        *raw_columns,
+        "_line",
+        "_is_object",
         *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
         F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
-        event_ts.alias("event_ts"),
-        F.to_date(event_ts).alias("_event_date"),
-        device_ts.alias("device_ts"),
-        received_at.alias("received_at"),
+        _utc(e["timestamp"]).alias("device_ts"),
+        _utc(e["sent_at"]).alias("_sent_at"),
+        _utc(e["received_at"]).alias("received_at"),
         props["item_id"].alias("item_id"),
         props["item_category"].alias("item_category"),
-        F.round(price_usd, 2).alias("price_usd"),
+        F.round(F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100)), 2).alias("price_usd"),
         typed["quantity"].alias("quantity"),
         props["order_id"].alias("order_id"),
         typed["revenue_usd"].alias("revenue_usd"),
@@ -142,6 +136,13 @@ def parse_events(raw: DataFrame) -> DataFrame:
         wrong_type.alias("_wrong_type"),
         (props["currency"].isNotNull() & (props["currency"] != "USD")).alias("_foreign_currency"),
     )
+    micros = F.unix_micros
+    corrected = fields.withColumn("_corrected", F.timestamp_micros(micros("received_at") - (micros("_sent_at") - micros("device_ts"))))
+    # An event dates from its ingest day or the MAX_LATENESS days before; any other time is not
+    # believable, and would attribute the line to a partition that never reads it.
+    believable = F.to_date("_corrected").between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
+    timed = corrected.withColumn("event_ts", F.when(believable, F.col("_corrected")))
+    return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected")
 
 
 def _reason() -> Column:
