@@ -134,8 +134,9 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
             | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
         )
     finally:
-        for df in (cleaned, quarantined, result.classified):
+        for df in (cleaned, quarantined):
             df.unpersist()
+        result.release()
 
 
 late_data_sensor = AutomationConditionSensorDefinition(

@@ -68,4 +68,4 @@ def test_cleaning_accounts_for_every_line_and_yields_valid_batches(spark, lines)
     assert len({r["event_id"] for r in cleaned}) == len(cleaned)
     assert validate_spark(CLEANED_EVENTS, result.cleaned).passed, validate_spark(CLEANED_EVENTS, result.cleaned).failures
     assert validate_spark(QUARANTINE, result.quarantined).passed, validate_spark(QUARANTINE, result.quarantined).failures
-    result.classified.unpersist()
+    result.release()

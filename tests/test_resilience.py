@@ -73,3 +73,89 @@ def test_a_writer_killed_mid_commit_leaves_the_previous_version_and_the_rerun_is
     assert _writer(tmp_path, day, 2_000_000).wait() == 0
     assert store.daily_rows(RAW_EVENTS.name, "ingest_date") == {day: 2_000_000}
     assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == 2_000_000
+
+
+# Through Dagster: the same guarantees for real materializations of cleaned_events, launched as a
+# data engineer launches them from a shell (`dagster asset materialize`, one process, one JVM each).
+CLEANED = "cleaned_events,quarantined_events"
+
+
+def _dagster_env(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return os.environ | {"LAKEHOUSE_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def _materialize(env, select, first, last, log):
+    from lakehouse.config import REPO_ROOT
+
+    command = [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m", "definitions", "--select", select, "--partition-range", f"{first}...{last}"]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _landed(tmp_path, env, start, days, users):
+    bin_dir = os.path.dirname(sys.executable)
+    subprocess.run([os.path.join(bin_dir, "lakehouse"), "generate", "--start", start.isoformat(), "--days", str(days), "--users", str(users)], env=env, check=True, capture_output=True)
+
+
+def _cleaned_state(store):
+    return {t: store.daily_rows(t, "event_date") for t in ("cleaned_events", "quarantined_events")}
+
+
+def _data_files(table_dir):
+    return set(table_dir.glob("event_date=*/*.parquet"))
+
+
+def test_a_materialization_killed_mid_write_leaves_the_previous_version_and_the_rerun_is_exact(tmp_path):
+    start, days = date(2026, 3, 1), 4
+    first, last = start, start + timedelta(days=days - 1)
+    env = _dagster_env(tmp_path)
+    _landed(tmp_path, env, start, days, users=6000)
+    assert _materialize(env, "raw_events," + CLEANED, first, last, tmp_path / "first.log").wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    store = DeltaStore(str(tmp_path / "data" / "delta"))
+    before = _cleaned_state(store)
+    version = store.version("cleaned_events")
+    table_dir = tmp_path / "data" / "delta" / "cleaned_events"
+    committed_files = _data_files(table_dir)
+
+    # Rebuild the range and SIGKILL the run (its Python process and Spark's JVM) as soon as the first
+    # new data file of cleaned_events is on disk: the write has started and is not yet committed.
+    run = _materialize(env, CLEANED, first, last, tmp_path / "killed.log")
+    deadline = time.monotonic() + 900
+    while not (_data_files(table_dir) - committed_files):
+        assert run.poll() is None, "the run ended before it wrote:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+    assert store.version("cleaned_events") == version, "the killed run committed; nothing was tested"
+    assert _data_files(table_dir) - committed_files  # its orphaned files are there, and unread:
+    assert _cleaned_state(store) == before
+    assert len(store.read_arrow("cleaned_events", columns=["event_id"])) == sum(before["cleaned_events"].values())
+
+    rerun = _materialize(env, CLEANED, first, last, tmp_path / "rerun.log")
+    assert rerun.wait(timeout=900) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    assert store.version("cleaned_events") > version
+    assert _cleaned_state(store) == before  # the accounting check passed too, or the run would have failed
+
+
+def test_two_materializations_of_different_partitions_both_commit(tmp_path):
+    start, days = date(2026, 3, 1), 8
+    env = _dagster_env(tmp_path)
+    _landed(tmp_path, env, start, days, users=2000)
+    last = start + timedelta(days=days - 1)
+    assert _materialize(env, "raw_events", start, last, tmp_path / "raw.log").wait(timeout=900) == 0
+    halves = [(start, start + timedelta(days=3)), (start + timedelta(days=4), last)]
+    runs = [_materialize(env, CLEANED, a, b, tmp_path / f"half{i}.log") for i, (a, b) in enumerate(halves)]
+    for i, run in enumerate(runs):
+        assert run.wait(timeout=900) == 0, (tmp_path / f"half{i}.log").read_text()[-3000:]
+    store = DeltaStore(str(tmp_path / "data" / "delta"))
+    together = _cleaned_state(store)
+    assert store.version("cleaned_events") == 1  # created by one run, the other's commit on top
+
+    # The same range in one sequential run gives the same rows per day.
+    assert _materialize(env, CLEANED, start, last, tmp_path / "whole.log").wait(timeout=900) == 0
+    assert _cleaned_state(store) == together
+    assert sorted(together["cleaned_events"]) == [start + timedelta(days=i) for i in range(days)]

@@ -1,11 +1,18 @@
 """dbt-duckdb plugin: commit each `external` model to a Delta table with deltalake.
 
 The `external` materialization first writes the model to a parquet file (target_config.location);
-store() then replaces the Delta table <data dir>/delta/<model name> with its rows, timestamps as UTC
-microseconds, so the table stays at Delta protocol 1/2 and readable by Spark and deltalake alike.
+store() then commits its rows to the Delta table <data dir>/delta/<model name>, timestamps as UTC
+microseconds, so the table stays readable by Spark and deltalake alike.
+
+Incremental by partition: a model declares its date `partition_column` and `partition_grain` (day or
+week), and the run its range (`replace_start` / `replace_end`, from the start_date / end_date vars).
+With a range, exactly the partitions of that range are replaced (a predicate built from parsed
+dates); rows outside it fail the write instead of leaking into other partitions. Without one, the
+whole table is replaced.
 """
 
 import os
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 
 def _utc_micros(table: pa.Table) -> pa.Table:
@@ -21,9 +29,38 @@ def _utc_micros(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
+def _without_empty_marker(table: pa.Table) -> pa.Table:
+    """The rows of the model: for an empty result, dbt-duckdb stages one all-null row to keep the schema."""
+    if table.num_rows == 1 and all(column.null_count == 1 for column in table.columns):
+        return table.slice(0, 0)
+    return table
+
+
 def delta_table_path(model_name: str) -> str:
     data_dir = os.environ.get("LAKEHOUSE_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "data")
     return str(Path(data_dir) / "delta" / model_name)
+
+
+def _date_or_none(value: Any) -> date | None:
+    if value is None or str(value).strip() in ("", "None", "null"):
+        return None
+    return date.fromisoformat(str(value))
+
+
+def replace_predicate(column: str, grain: str, start: Any, end: Any) -> str | None:
+    """The Delta predicate for the partitions a run over [start, end] rebuilds; None for the whole table."""
+    first, last = _date_or_none(start), _date_or_none(end)
+    if first is None and last is None:
+        return None
+    if first is None or last is None or first > last:
+        raise ValueError(f"replace range must be two ordered dates, got {start!r}..{end!r}")
+    if not column.isidentifier():
+        raise ValueError(f"partition_column must be a column name, got {column!r}")
+    if grain == "week":
+        first, last = first - timedelta(days=first.weekday()), last - timedelta(days=last.weekday())
+    elif grain != "day":
+        raise ValueError(f"partition_grain must be day or week, got {grain!r}")
+    return f"{column} >= '{first.isoformat()}' AND {column} <= '{last.isoformat()}'"
 
 
 class Plugin(BasePlugin):
@@ -33,8 +70,22 @@ class Plugin(BasePlugin):
             os.makedirs(self.creds.external_root, exist_ok=True)
 
     def store(self, target_config: TargetConfig) -> None:
-        location = target_config.location
+        location, config = target_config.location, target_config.config
         if location is None or location.format != "parquet":
             raise ValueError(f"delta_writer needs a parquet staging location, got {location}")
-        table = _utc_micros(pq.read_table(location.path))
-        write_deltalake(delta_table_path(target_config.relation.identifier), table, mode="overwrite", schema_mode="overwrite")
+        path = delta_table_path(target_config.relation.identifier)
+        column = config.get("partition_column")
+        predicate = replace_predicate(column, config.get("partition_grain", "day"), config.get("replace_start"), config.get("replace_end"))
+        try:
+            DeltaTable(path)
+            exists = True
+        except TableNotFoundError:
+            exists = False
+        write_deltalake(
+            path,
+            _utc_micros(_without_empty_marker(pq.read_table(location.path))),
+            mode="overwrite",
+            predicate=predicate if exists else None,
+            partition_by=[column] if column else None,
+            schema_mode=None if (exists and predicate) else "overwrite",
+        )

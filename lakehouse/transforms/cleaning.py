@@ -43,13 +43,16 @@ from lakehouse.generator import EVENT_NAMES, MAX_LATENESS, PLATFORMS
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 
 WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
-# Everything is read as text first, so that a value of the wrong type is seen, not silently nulled.
+NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
+PROPERTIES = ("item_id", "item_category", "currency", "order_id", "source_page", "experiment_variant", *NUMERIC_PROPERTIES)
+# Everything is read as text first, so that a value of the wrong type is seen, not silently nulled
+# (a JSON number or object in a string field comes back as its text). Properties not listed are ignored.
 WIRE_JSON = T.StructType(
     [T.StructField(name, T.StringType()) for name in WIRE_FIELDS]
-    + [T.StructField("properties", T.MapType(T.StringType(), T.StringType()))]
+    + [T.StructField("properties", T.StructType([T.StructField(name, T.StringType()) for name in PROPERTIES]))]
 )
-NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
+LINE_KEY = ("ingest_date", "source_file", "line_number")  # identifies a raw line
 IDENTITY_LOOKBACK = timedelta(days=30)
 
 
@@ -61,9 +64,16 @@ def ingest_window(start: date, end: date) -> tuple[date, date]:
 
 @dataclass(frozen=True)
 class CleaningResult:
-    """Every raw row read, classified: `outcome` is one of OUTCOMES; `reason` says why a row is quarantined."""
+    """Every raw row read, classified: `outcome` is one of OUTCOMES; `reason` says why a row is quarantined.
+
+    `parsed` is the one parse of the raw rows that the classification reads three times (identity
+    ties, valid and invalid rows); persisted() caches it so each line is parsed once. The
+    classification itself carries no raw line (the widest column): only quarantined rows need it,
+    and they get it back from `parsed`.
+    """
 
     classified: DataFrame
+    parsed: DataFrame
 
     def _with(self, outcome: str) -> DataFrame:
         return self.classified.filter(F.col("outcome") == outcome)
@@ -74,11 +84,17 @@ class CleaningResult:
 
     @property
     def quarantined(self) -> DataFrame:
-        return self._with("quarantined").select(*QUARANTINE.column_names)
+        lines = self.parsed.select(*LINE_KEY, "raw_line")
+        return self._with("quarantined").join(lines, list(LINE_KEY)).select(*QUARANTINE.column_names)
 
     def persisted(self) -> CleaningResult:
-        """Cache the classification so that the tables, the counts and the checks share one parse."""
-        return CleaningResult(self.classified.cache())
+        """Cache the parse and the classification, so that the tables, the counts and the checks share them."""
+        self.parsed.cache()
+        return CleaningResult(self.classified.cache(), self.parsed)
+
+    def release(self) -> None:
+        self.classified.unpersist()
+        self.parsed.unpersist()
 
     def counts(self) -> dict[str, int]:
         """Raw rows per outcome; they add up to the raw rows read."""
@@ -119,6 +135,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
     fields = wire.select(
         *raw_columns,
         "_line",
+        (F.trim("_line") == "").alias("_blank"),
         "_is_object",
         *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
         F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
@@ -142,13 +159,13 @@ def parse_events(raw: DataFrame) -> DataFrame:
     # believable, and would attribute the line to a partition that never reads it.
     believable = F.to_date("_corrected").between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
     timed = corrected.withColumn("event_ts", F.when(believable, F.col("_corrected")))
-    return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected")
+    return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected", "_line")
 
 
 def _reason() -> Column:
     c = F.col
     return (
-        F.when(F.trim(c("_line")) == "", F.lit("empty_line"))
+        F.when(c("_blank"), F.lit("empty_line"))
         .when(~c("_is_object"), F.lit("malformed_json"))
         .when(c("event_id").isNull(), F.lit("missing_event_id"))
         .when(~c("event_name").isin(*EVENT_NAMES) | c("event_name").isNull(), F.lit("unknown_event_name"))
@@ -187,14 +204,13 @@ def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
     to the UTC date of its corrected event time, or to its ingest date when it has none; rows
     attributed to other dates are `outside_range`: they belong to another partition's run.
     """
-    parsed = parse_events(raw).withColumn("reason", _reason())
-    parsed = parsed.withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
+    parsed_all = parse_events(raw).withColumn("reason", _reason()).withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
     ties = (
-        parsed.filter(F.col("reason").isNull() & F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
+        parsed_all.filter(F.col("reason").isNull() & F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
         .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
         .distinct()
     )
-    parsed = parsed.filter(F.col("ingest_date") >= F.lit(start))
+    parsed = parsed_all.drop("raw_line").filter(F.col("ingest_date") >= F.lit(start))
     # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one.
     first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
     parsed = parsed.withColumn(
@@ -205,4 +221,4 @@ def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
     in_range = F.col("event_date").between(F.lit(start), F.lit(end))
     outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
-    return CleaningResult(classified.withColumn("outcome", outcome))
+    return CleaningResult(classified.withColumn("outcome", outcome), parsed_all)
