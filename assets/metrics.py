@@ -1,13 +1,26 @@
-"""Metrics layer: the dbt project in dbt/, one Dagster asset per model, each landed as a Delta table."""
+"""Metrics layer: the dbt project in dbt/, one Dagster asset per model, each landed as a Delta table.
 
+The models' business definitions live once, in dbt/models/schema.yml; dagster-dbt shows them as the
+asset descriptions and runs their dbt tests as asset checks. A run rebuilds exactly its partition
+range (the start_date / end_date vars) from one pinned version of cleaned_events.
+"""
+
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import BackfillPolicy, AssetExecutionContext, MetadataValue, Output
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
+from dbt.adapters.base.column import Column
 
-from resources.dbt import dbt_manifest
+from assets.partitions import daily_partitions, partition_dates
+from resources.dbt import dbt_manifest, dbt_project
+from lakehouse.schemas import CLEANED_EVENTS, TableSchema
 from resources.delta import DeltaStorage
+
+# The DuckDB types the delta_source plugin's pyarrow datasets come back as.
+_DUCKDB_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE", "date": "DATE", "double": "DOUBLE", "int": "INTEGER", "long": "BIGINT"}
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
@@ -15,17 +28,51 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return "metrics"
 
 
-@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=LakehouseDbtTranslator(), backfill_policy=BackfillPolicy.single_run())
+@dbt_assets(
+    manifest=dbt_manifest(),
+    project=dbt_project,
+    dagster_dbt_translator=LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)),
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+)
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: DeltaStorage):
-    """Build the dbt models and run their tests (as asset checks); report each model's Delta version."""
+    """Build the dbt models for the partition range and run their tests; report each model's Delta table."""
+    days = partition_dates(context)
     store = delta.store()
-    for event in dbt.cli(["build"], context=context).stream():
-        if isinstance(event, Output) and store.version(event.output_name) is not None:
-            event = event.with_metadata(
-                {
-                    **event.metadata,
-                    "delta_uri": MetadataValue.path(store.uri(event.output_name)),
-                    "delta_version": MetadataValue.int(store.version(event.output_name)),
-                }
-            )
+    source_version = store.version("cleaned_events")
+    dbt_vars = {"start_date": days[0].isoformat(), "end_date": days[-1].isoformat(), "cleaned_events_version": source_version}
+    invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
+    _declare_source_schema(invocation, CLEANED_EVENTS)
+    for event in invocation.stream().fetch_column_metadata():
+        if isinstance(event, Output):
+            table = context.asset_key_for_output(event.output_name).path[-1]
+            version = store.version(table)
+            if version is not None:
+                event = event.with_metadata({**event.metadata, **_delta_metadata(store, table, version, source_version)})
         yield event
+
+
+def _declare_source_schema(invocation: DbtCliInvocation, schema: TableSchema) -> None:
+    """Give dagster-dbt's column lineage the columns of a Delta source.
+
+    dagster-dbt asks the database for each parent's columns, but a Delta source is a DuckDB view over
+    a dataset registered only in the dbt process, so the lookup finds none and column lineage to
+    cleaned_events is lost. The schema is known (lakehouse.schemas), so it is put in the invocation's
+    relation cache (a private detail of dagster-dbt, pinned by uv.lock) before the lookup happens.
+    """
+    for source in invocation.manifest["sources"].values():
+        if source["identifier"] == schema.name:
+            key = RelationKey(database=source["database"], schema=source["schema"], identifier=source["identifier"])
+            columns = [Column(column=c.name, dtype=_DUCKDB_TYPES[c.dtype]) for c in schema.columns]
+            invocation._relation_column_metadata_cache[key] = RelationData(name=source["relation_name"], columns=columns)  # noqa: SLF001
+
+
+def _delta_metadata(store, table: str, version: int, source_version: int | None) -> dict:
+    preview = store.read_arrow(table, version).slice(0, 10).to_pandas()
+    return {
+        "delta_uri": MetadataValue.path(store.uri(table)),
+        "delta_version": MetadataValue.int(version),
+        "dagster/row_count": MetadataValue.int(store.row_count(table, version)),
+        "cleaned_events_version": MetadataValue.int(source_version) if source_version is not None else MetadataValue.text("none"),
+        "preview": MetadataValue.md(preview.to_markdown(index=False)),
+    }
