@@ -14,6 +14,7 @@ import requests
 from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
 from lakehouse.storage import DeltaStore
+from test_definitions import dbt_model_docs
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -28,6 +29,9 @@ mutation Launch($params: LaunchBackfillParams!) {
     ... on InvalidSubsetError { message }
   }
 }
+"""
+DESCRIPTIONS = """
+query Descriptions { assetNodes { assetKey { path } description groupName } }
 """
 STATUS = """
 query Status($id: String!) {
@@ -75,6 +79,12 @@ def test_thirty_day_backfill_through_graphql_runs_once_per_asset_and_accounts_fo
                 break
             time.sleep(3)
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+        # What a data engineer reads in the UI for each metric is its dbt schema.yml definition.
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(url, DESCRIPTIONS, {})["assetNodes"]}
+        for name, model in dbt_model_docs().items():
+            assert nodes[name]["description"].strip() == model["description"].strip(), name
+            assert nodes[name]["groupName"] == "metrics"
 
         deadline = time.monotonic() + 900
         while True:

@@ -2,8 +2,16 @@
 
 import warnings
 
+from dagster import AssetKey
+
 from lakehouse.config import DEFAULT_DATA_DIR
 from lakehouse.feature_store import FEATURE_REPO, render_config
+
+
+METRICS = [
+    "daily_active_users", "daily_active_users_by_platform", "daily_revenue", "daily_revenue_by_platform",
+    "daily_funnel", "weekly_retention", "experiment_conversion", "platforms",
+]
 
 
 def test_definitions_load_with_every_group_and_dependency():
@@ -16,7 +24,7 @@ def test_definitions_load_with_every_group_and_dependency():
         "raw_events": "raw",
         "cleaned_events": "cleaned",
         "quarantined_events": "cleaned",
-        "daily_active_users": "metrics",
+        **dict.fromkeys(METRICS, "metrics"),
         "user_features": "features",
         "feast_registry": "features",
         "feast_online_store": "features",
@@ -25,7 +33,9 @@ def test_definitions_load_with_every_group_and_dependency():
     }
     parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys) for key in graph.get_all_asset_keys()}
     assert parents["cleaned_events"] == ["raw_events"]
-    assert parents["daily_active_users"] == ["cleaned_events"]
+    for model in METRICS[:-1]:
+        assert "cleaned_events" in parents[model], model
+    assert parents["daily_revenue_by_platform"] == ["cleaned_events", "platforms"]
     assert parents["purchase_propensity_model"] == ["feast_registry", "training_labels", "user_features"]
     checks = {key.name for key in graph.asset_check_keys}
     assert {
@@ -37,8 +47,32 @@ def test_definitions_load_with_every_group_and_dependency():
         "cleaned_events_accounting",
         "user_features_schema",
         "training_labels_schema",
+        "revenue_by_platform_reconciles",
+        "unique_daily_revenue_event_date",
     } <= checks
     assert {"landing_sensor", "late_data_sensor", "freshness_checks_sensor"} <= {s.name for s in definitions.defs.sensors}
+
+
+def dbt_model_docs() -> dict[str, dict]:
+    import yaml
+
+    from resources.dbt import DBT_DIR
+
+    return {m["name"]: m for m in yaml.safe_load((DBT_DIR / "models" / "schema.yml").read_text())["models"]}
+
+
+def test_every_metric_is_documented_once_and_its_definition_is_the_asset_description():
+    import definitions
+
+    graph = definitions.defs.resolve_asset_graph()
+    docs = dbt_model_docs()
+    assert set(docs) == set(METRICS) - {"platforms"}
+    for name, model in docs.items():
+        text = model["description"]
+        for part in ("Meaning:", "Computed", "Limits:", "Owner:"):
+            assert part in text, (name, part)
+        assert model["meta"]["owner"]
+        assert graph.get(AssetKey(name)).description.strip() == text.strip()
 
 
 def test_committed_feature_store_yaml_is_the_render_for_the_default_data_dir():

@@ -164,15 +164,21 @@ def test_feature_windows_hold_only_events_before_the_as_of_time(lake):
     assert same_day_activity > 30
 
 
-def test_daily_active_users_metric_matches_a_recount(lake):
+def test_metrics_match_a_recount_from_cleaned_events(lake):
     data, _ = lake
     events = _table(data, "cleaned_events")
+    by_platform = _table(data, "daily_active_users_by_platform")
     expected = events.groupby(["event_date", "platform"])["user_id"].nunique().to_dict()
-    metric = _table(data, "daily_active_users")
-    assert {(r.event_date, r.platform): r.active_users for r in metric.itertuples()} == expected
+    assert {(r.event_date, r.platform): r.active_users for r in by_platform.itertuples()} == expected
+    dau = _table(data, "daily_active_users")
+    assert {r.event_date: r.active_users for r in dau.itertuples()} == events.groupby("event_date")["user_id"].nunique().to_dict()
+    purchases = events[events["event_name"] == "purchase_completed"]
+    revenue = _table(data, "daily_revenue")
+    expected_revenue = purchases.groupby("event_date")["revenue_usd"].sum().round(2).to_dict()
+    assert {r.event_date: r.revenue_usd for r in revenue.itertuples()} == pytest.approx(expected_revenue)
 
 
-TABLES = ["raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "user_features", "training_labels"]
+TABLES = ["raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "training_labels"]
 
 
 def _content(data, name) -> pd.DataFrame:

@@ -166,3 +166,30 @@ def test_a_source_pinned_to_version_zero_reads_version_zero(lake):
     assert_known_answers(store)
     build(data_dir, version=1)
     assert store.read_arrow("daily_revenue").num_rows == 0
+
+
+def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, monkeypatch):
+    """A purchase on a platform the platforms seed does not know drops out of the breakdown only."""
+    from dagster import materialize
+
+    from assets.metrics import dbt_metrics
+    from resources.dbt import dbt_cli
+    from resources.delta import DeltaStorage
+
+    data_dir, store = lake
+    broken = EVENTS + [("u8", "purchase_completed", "2026-03-03 12:00", "tvos", {"order": "o9", "revenue": 99.0})]
+    store.write_arrow(CLEANED_EVENTS, _table(broken))
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data_dir))
+    result = materialize(
+        [dbt_metrics],
+        resources={"dbt": dbt_cli(), "delta": DeltaStorage(root=str(data_dir / "delta"))},
+        tags={"dagster/asset_partition_range_start": D1.isoformat(), "dagster/asset_partition_range_end": D2.isoformat()},
+        raise_on_error=False,
+    )
+    checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
+    reconciliation = checks[("daily_revenue", "revenue_by_platform_reconciles")]
+    assert not reconciliation.passed
+    assert reconciliation.metadata["dagster/failed_row_count"].value == 1  # D2 only: 15.25 + 99.0 against 15.25
+    # Everything else about the day is still right: the other checks on daily_revenue pass.
+    assert all(c.passed for (asset, name), c in checks.items() if asset == "daily_revenue" and name != "revenue_by_platform_reconciles")
+    assert rows(store, "daily_revenue", ["event_date"], ["revenue_usd"])[D2] == (114.25,)
