@@ -31,7 +31,7 @@ def training_labels(delta: DeltaStorage, spark: SparkResource):
 
 
 @asset(backfill_policy=BackfillPolicy.single_run(), deps=["training_labels", "feast_registry", "user_features"], group_name="ml", kinds={"mlflow", "sklearn"})
-def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, spark: SparkResource, mlflow_tracking: MlflowTracking):
+def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, mlflow_tracking: MlflowTracking):
     """A gradient-boosted classifier of "purchases within 7 days", with the exact data that trained it.
 
     The training set is training_labels joined point-in-time to the purchase_propensity_v1 feature
@@ -40,7 +40,6 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     URI, version and rows, the training set's SHA-256, the feature service and the git commit, so
     `lakehouse reproduce RUN_ID` can rebuild the same training set later.
     """
-    spark.session()
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
     training_set = build_training_set(feast_store, inputs)

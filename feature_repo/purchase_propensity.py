@@ -1,7 +1,7 @@
 """Feast definitions for the purchase-propensity model: who (entity), where (source), what (views, service).
 
 The source is the `user_features` Delta table written by the Dagster asset of the same name; Feast
-reads it through the Delta log with Spark. Paths follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
+reads it through the Delta log (lakehouse.feast_delta). Paths follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
 """
 
 import os
@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
-from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-from feast.table_format import DeltaFormat
 from feast.types import Float64, Int32, Int64
+
+from lakehouse.feast_delta import DeltaSource
 
 _DATA_DIR = Path(os.environ.get("LAKEHOUSE_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 
@@ -19,10 +19,9 @@ _DATA_DIR = Path(os.environ.get("LAKEHOUSE_DATA_DIR") or Path(__file__).resolve(
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="An app user.", tags={"owner": "ml-platform"})
 
 # One row per (user, as-of midnight); windows end strictly before feature_ts.
-user_features_source = SparkSource(
+user_features_source = DeltaSource(
     name="user_features_delta",
     path=str(_DATA_DIR / "delta" / "user_features"),
-    table_format=DeltaFormat(),
     timestamp_field="feature_ts",
     description="Delta table written by the user_features asset.",
 )

@@ -10,7 +10,6 @@ from mlflow.tracking import MlflowClient
 
 from lakehouse.feature_store import open_store
 from lakehouse.lineage import EXPERIMENT, TrainingLineage, read_lineage
-from lakehouse.spark import get_spark
 from lakehouse.storage import table_row_count, table_version
 from lakehouse.training import content_sha256
 from lakehouse.training_set import build_training_set
@@ -56,7 +55,6 @@ def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path) -> Repr
     """Write the run's training set to `out` (parquet) if its SHA-256 equals the one logged."""
     lineage = load_lineage(tracking_uri, run_id)
     _check_inputs_readable(lineage)
-    get_spark()  # Feast reuses the active session, so start the Delta-configured one first
     training_set = build_training_set(open_store(data_dir), lineage.inputs, lineage.feature_service)
     sha256 = content_sha256(training_set)
     if sha256 != lineage.training_set_sha256 or len(training_set) != lineage.training_set_rows:

@@ -24,8 +24,8 @@ LABEL = "label"
 def canonical_training_set(df: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
     """Entity columns, label, then features in service order; sorted by (event_timestamp, user_id).
 
-    Timestamps become UTC microseconds (Spark hands them back tz-naive) and features float64 (Spark
-    turns integer features with nulls into floats; one dtype for all keeps the hash stable).
+    Timestamps become UTC microseconds and features float64 (an integer feature with nulls comes back
+    as float from some engines; one dtype for all keeps the hash stable).
     """
     missing = [c for c in ENTITY_COLUMNS + [LABEL] + feature_names if c not in df.columns]
     if missing:

@@ -13,8 +13,10 @@ from deltalake import DeltaTable, write_deltalake
 from feast import Entity, FeatureStore, FeatureView, Field, ValueType
 from feast.repo_config import RegistryConfig, RepoConfig
 from feast.types import Int64, String
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from lakehouse.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, pinned
+from lakehouse.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
 
 
 def at(hhmmss: str, day: str = "2026-03-02") -> datetime:
@@ -139,3 +141,37 @@ def test_clear_errors_for_a_missing_table_a_missing_column_and_a_type_mismatch(t
     store = store_for(tmp_path / "b", [wrong])
     with pytest.raises(DeltaSourceError, match="declared STRING but column 'value'"):
         retrieve(store, [("u1", at("12:00:00"), "")])
+
+
+def reference_join(feature_rows: list[dict], entity_rows: list[tuple], ttl: timedelta | None) -> list:
+    """The slow, obviously correct join: for each entity row, scan every feature row."""
+    values = []
+    for user, when in entity_rows:
+        candidates = [r for r in feature_rows if r["user_id"] == user and r["ts"] <= when and (ttl is None or r["ts"] >= when - ttl)]
+        best = max(candidates, key=lambda r: (r["ts"], r["created"]), default=None)
+        values.append(None if best is None else best["value"])
+    return values
+
+
+minutes = st.integers(min_value=0, max_value=90)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.dictionaries(st.tuples(st.sampled_from("abc"), minutes, st.integers(0, 3)), st.integers(-1000, 1000), max_size=40),
+    entities=st.lists(st.tuples(st.sampled_from("abcz"), st.integers(0, 120)), max_size=30),
+    ttl_minutes=st.none() | st.integers(1, 60),
+)
+def test_the_store_agrees_with_a_reference_join_on_random_data(tmp_path, rows, entities, ttl_minutes):
+    base = at("00:00:00")
+    feature_rows = [{"user_id": u, "ts": base + timedelta(minutes=m), "created": base + timedelta(minutes=m, seconds=c), "value": v} for (u, m, c), v in rows.items()]
+    entity_rows = [(u, base + timedelta(minutes=m)) for u, m in entities]
+    ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
+    path = tmp_path / f"random_{abs(hash((tuple(rows.items()), tuple(entities), ttl_minutes)))}"
+    write(path, feature_rows)
+    source = DeltaSource(name="random", path=str(path), timestamp_field="ts", created_timestamp_column="created")
+    read = ViewRead(name="random", source=source, join_keys=("user_id",), entity_keys=("user_id",), features=("value",), outputs=("value",), ttl=ttl)
+    entity = pa.table({"user_id": pa.array([u for u, _ in entity_rows], pa.string()), "event_timestamp": pa.array([t for _, t in entity_rows], pa.timestamp("us", tz="UTC"))})
+    result = point_in_time_join(entity, "event_timestamp", [read])
+    assert result.column("user_id").to_pylist() == [u for u, _ in entity_rows]
+    assert result.column("value").to_pylist() == reference_join(feature_rows, entity_rows, ttl)
