@@ -189,7 +189,7 @@ def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, 
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
     reconciliation = checks[("daily_revenue", "revenue_by_platform_reconciles")]
     assert not reconciliation.passed
-    assert reconciliation.metadata["dagster/failed_row_count"].value == 1  # D2 only: 15.25 + 99.0 against 15.25
+    assert reconciliation.metadata["dagster_dbt/failed_row_count"].value == 1  # D2 only: 15.25 + 99.0 against 15.25
     # Everything else about the day is still right: the other checks on daily_revenue pass.
     assert all(c.passed for (asset, name), c in checks.items() if asset == "daily_revenue" and name != "revenue_by_platform_reconciles")
     assert rows(store, "daily_revenue", ["event_date"], ["revenue_usd"])[D2] == (114.25,)
