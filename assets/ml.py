@@ -1,10 +1,11 @@
 """ML layer: labels, and the purchase-propensity model trained on a Feast training set and logged to MLflow."""
 
 import mlflow
-from dagster import BackfillPolicy, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 from pyspark.sql import functions as F
 
 from assets.publish import publish_spark, schema_check
+from lakehouse.leakage import LeakageError
 from lakehouse.lineage import log_lineage
 from lakehouse.schemas import TRAINING_LABELS
 from lakehouse.training import train_purchase_model
@@ -30,7 +31,20 @@ def training_labels(delta: DeltaStorage, spark: SparkResource):
     yield from publish_spark(store, TRAINING_LABELS, purchase_labels(cleaned, last_event_day))
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["training_labels", "feast_registry", "user_features"], group_name="ml", kinds={"mlflow", "sklearn"})
+@asset(
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=["training_labels", "feast_registry", "user_features"],
+    group_name="ml",
+    kinds={"mlflow", "sklearn"},
+    check_specs=[
+        AssetCheckSpec(
+            "training_set_point_in_time",
+            asset="purchase_propensity_model",
+            blocking=True,
+            description="No training row got a feature row from after its prediction time or older than the feature view's TTL; otherwise nothing is trained or logged.",
+        )
+    ],
+)
 def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, mlflow_tracking: MlflowTracking):
     """A gradient-boosted classifier of "purchases within 7 days", with the exact data that trained it.
 
@@ -42,7 +56,11 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     """
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
-    training_set = build_training_set(feast_store, inputs)
+    built = build_training_set(feast_store, inputs)
+    yield AssetCheckResult(check_name="training_set_point_in_time", passed=not built.leakage, metadata={"violations": MetadataValue.json(built.leakage)})
+    if built.leakage:
+        raise LeakageError(f"training set leaks: {built.leakage}; nothing trained")
+    training_set = built.frame
     lineage = lineage_of(training_set, inputs)
     trained = train_purchase_model(training_set, list(training_set.columns[3:]))
     mlflow_tracking.activate()
@@ -58,7 +76,7 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
             skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
         )
     context.log.info(f"MLflow run {run.info.run_id}: test AUC {trained.metrics['test_auc']:.3f}")
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "mlflow_run_id": run.info.run_id,
             "training_set_sha256": lineage.training_set_sha256,

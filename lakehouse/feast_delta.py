@@ -48,6 +48,7 @@ from feast.value_type import ValueType
 from pydantic import StrictStr
 
 SOURCE_CLASS = "lakehouse.feast_delta.DeltaSource"
+FEATURE_TIMESTAMP_SUFFIX = "__feature_timestamp"
 
 
 class DeltaSourceError(ValueError):
@@ -219,6 +220,7 @@ class ViewRead:
     features: tuple[str, ...]  # source columns
     outputs: tuple[str, ...]  # output column names, one per feature
     ttl: timedelta | None
+    timestamp_output: str | None = None  # if set, also output the matched feature row's event time
 
 
 def _q(identifier: str) -> str:
@@ -282,11 +284,12 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
                 tie_break = f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {_q(created)} DESC NULLS LAST) = 1"
             steps.append(f"view_{i} AS (SELECT {', '.join(columns)}, {_q(ts)} AS __ts FROM __view_{i} WHERE {_q(ts)} <= $newest{tie_break})")
             on = [f"s.{_q(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [f"s.{_q(timestamp_column)} >= v.__ts"]
+            matched = [(f"v.__f{j}", out) for j, out in enumerate(read.outputs)] + ([("v.__ts", read.timestamp_output)] if read.timestamp_output else [])
             if read.ttl:
                 params[f"ttl_{i}"] = read.ttl
-                values = [f"CASE WHEN v.__ts >= s.{_q(timestamp_column)} - $ttl_{i} THEN v.__f{j} END AS {_q(out)}" for j, out in enumerate(read.outputs)]
+                values = [f"CASE WHEN v.__ts >= s.{_q(timestamp_column)} - $ttl_{i} THEN {value} END AS {_q(out)}" for value, out in matched]
             else:
-                values = [f"v.__f{j} AS {_q(out)}" for j, out in enumerate(read.outputs)]
+                values = [f"{value} AS {_q(out)}" for value, out in matched]
             steps.append(f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})")
         sql = f"WITH {', '.join(steps)} SELECT * EXCLUDE ({row_id}) FROM step_{len(reads)} ORDER BY {row_id}"
         return con.execute(sql, params).to_arrow_table()
@@ -304,8 +307,11 @@ class DeltaOfflineStore(OfflineStore):
         registry,
         project: str,
         full_feature_names: bool = False,
+        feature_timestamps: bool = False,
         **kwargs,
     ) -> RetrievalJob:
+        """Feast's historical retrieval; `feature_timestamps=True` adds `<view>__feature_timestamp`,
+        the event time of the feature row each entity row got (for leakage audits)."""
         if not isinstance(entity_df, pd.DataFrame):
             raise DeltaSourceError("the Delta offline store needs entity rows as a pandas DataFrame (SQL entity queries and entity-less retrieval are not supported)")
         timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
@@ -320,7 +326,7 @@ class DeltaOfflineStore(OfflineStore):
             name = view.projection.name_to_use()
             if name not in requested:
                 continue
-            reads.append(_view_read(view, registry, project, requested[name], full_feature_names))
+            reads.append(_view_read(view, registry, project, requested[name], full_feature_names, feature_timestamps))
             _check_types(reads[-1], view)
         entity = pa.Table.from_pandas(entity_df, preserve_index=False)
         timestamps = pd.to_datetime(entity_df[timestamp_column], utc=True)
@@ -342,7 +348,7 @@ class DeltaOfflineStore(OfflineStore):
         return DeltaRetrievalJob(lambda: _pull(data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=False))
 
 
-def _view_read(view: FeatureView, registry, project: str, features: list[str], full_feature_names: bool) -> ViewRead:
+def _view_read(view: FeatureView, registry, project: str, features: list[str], full_feature_names: bool, feature_timestamps: bool) -> ViewRead:
     source = view.batch_source
     if not isinstance(source, DeltaSource):
         raise DeltaSourceError(f"feature view {view.name!r}: the Delta offline store reads DeltaSource batch sources, not {type(source).__name__}")
@@ -358,6 +364,7 @@ def _view_read(view: FeatureView, registry, project: str, features: list[str], f
         features=tuple(to_source.get(f, f) for f in features),
         outputs=tuple(f"{prefix}__{f}" if full_feature_names else f for f in features),
         ttl=view.ttl if view.ttl else None,
+        timestamp_output=f"{prefix}{FEATURE_TIMESTAMP_SUFFIX}" if feature_timestamps else None,
     )
 
 

@@ -115,7 +115,8 @@ def service_sources(store, service_name: str = FEATURE_SERVICE) -> list:
 
 def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
     """Point-in-time join of `entity_df` (user_id, event_timestamp, ...) with the service's features,
-    each feature view read at the Delta version its pin names. Rows come back in entity order."""
+    each feature view read at the Delta version its pin names. Rows come back in entity order, with
+    `<view>__feature_timestamp` (the event time of the feature row each got) for the leakage audit."""
     from lakehouse.feast_delta import DeltaOfflineStore, pinned
 
     by_view = {p.feature_view: p for p in pins}
@@ -134,6 +135,7 @@ def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], s
         registry=store.registry,
         project=store.project,
         full_feature_names=False,
+        feature_timestamps=True,
     )
     return job.to_df()
 

@@ -55,7 +55,7 @@ def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path) -> Repr
     """Write the run's training set to `out` (parquet) if its SHA-256 equals the one logged."""
     lineage = load_lineage(tracking_uri, run_id)
     _check_inputs_readable(lineage)
-    training_set = build_training_set(open_store(data_dir), lineage.inputs, lineage.feature_service)
+    training_set = build_training_set(open_store(data_dir), lineage.inputs, lineage.feature_service).frame
     sha256 = content_sha256(training_set)
     if sha256 != lineage.training_set_sha256 or len(training_set) != lineage.training_set_rows:
         raise ReproductionError(

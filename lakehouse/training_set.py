@@ -6,9 +6,12 @@ only if the data at those versions is gone or the code changed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, historical_features, service_sources
+from lakehouse.leakage import leakage_violations
 from lakehouse.lineage import InputTable, TrainingLineage
 from lakehouse.schemas import TRAINING_LABELS
 from lakehouse.storage import DeltaStore, read_table, table_row_count, table_version
@@ -34,13 +37,20 @@ def _input(role: str, name: str, uri: str) -> InputTable:
     return InputTable(role=role, name=name, uri=uri, version=version, rows=table_row_count(uri, version))
 
 
-def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
-    """Labels at their pinned version, joined point-in-time to the service's features at theirs."""
+@dataclass(frozen=True)
+class TrainingSet:
+    frame: pd.DataFrame  # canonical form: entity columns, label, features (see canonical_training_set)
+    leakage: dict[str, dict[str, int]]  # per feature view, rows that saw a future or stale feature row
+
+
+def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingSet:
+    """Labels at their pinned version, joined point-in-time to the service's features at theirs, and audited."""
     labels = next(t for t in inputs if t.role == LABELS_ROLE)
     entity_df = read_table(labels.uri, labels.version, ENTITY_COLUMNS + [LABEL]).to_pandas()
     pins = [SourcePin(t.role, t.uri, t.version) for t in inputs if t.role != LABELS_ROLE]
     joined = historical_features(feast_store, entity_df, pins, service_name)
-    return canonical_training_set(joined, feature_names(feast_store, service_name))
+    ttls = {fv.name: fv.ttl for fv in service_sources(feast_store, service_name)}
+    return TrainingSet(canonical_training_set(joined, feature_names(feast_store, service_name)), leakage_violations(joined, ttls))
 
 
 def lineage_of(training_set: pd.DataFrame, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingLineage:

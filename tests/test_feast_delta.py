@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
+from lakehouse.leakage import leakage_violations
 
 
 def at(hhmmss: str, day: str = "2026-03-02") -> datetime:
@@ -223,3 +224,23 @@ def test_same_answers_as_feasts_own_spark_offline_store_on_random_rows(spark, tm
     assert len(got) == len(entity) == len(expected)
     assert normalized(got) == normalized(expected)
     assert sum(v is not None for *_, v in normalized(got)) > 500  # most rows match something: the comparison has teeth
+
+
+def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp_path, features):
+    store = store_for(tmp_path, [view(features)])
+    entity = pd.DataFrame([("u1", at("11:00:00"), ""), ("u1", at("13:00:00"), ""), ("u2", at("09:00:00"), "")], columns=["user_id", "event_timestamp", "label"])
+    job = DeltaOfflineStore.get_historical_features(
+        config=store.config, feature_views=[store.get_feature_view("activity")], feature_refs=["activity:value"],
+        entity_df=entity, registry=store.registry, project=store.project, feature_timestamps=True,
+    )
+    honest = job.to_df()
+    assert list(pd.to_datetime(honest["activity__feature_timestamp"], utc=True)) == [at("10:00:00"), at("12:00:00"), at("08:00:00")]
+    assert leakage_violations(honest, {"activity": timedelta(hours=2)}) == {}
+
+    # The classic mistake: join each entity to its user's latest feature row, whatever the time.
+    latest = pd.DataFrame(FEATURES).sort_values(["ts", "created"]).groupby("user_id").tail(1)
+    leaky = entity.merge(latest.rename(columns={"ts": "activity__feature_timestamp"}), on="user_id", how="left")
+    assert leakage_violations(leaky, {"activity": timedelta(hours=2)}) == {"activity": {"rows_with_future_features": 1, "rows_with_features_older_than_ttl": 0}}
+    # And a stale one: the TTL is 2 hours, the row is 5 hours old.
+    stale = honest.assign(event_timestamp=honest["event_timestamp"] + pd.Timedelta(hours=3))
+    assert leakage_violations(stale, {"activity": timedelta(hours=2)})["activity"]["rows_with_features_older_than_ttl"] == 3
