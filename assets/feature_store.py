@@ -1,9 +1,9 @@
 """Feast: register the feature repo and keep the online store current."""
 
-from dagster import BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset
 import pyarrow.compute as pc
 
-from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_latest
+from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 
@@ -19,13 +19,34 @@ def feast_registry(feast: FeastResource):
     return MaterializeResult(metadata={"feature_views": MetadataValue.json(views), "feature_repo": MetadataValue.path(str(FEATURE_REPO))})
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["feast_registry", "user_features"], group_name="features", kinds={"feast", "sqlite"})
+@asset(
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=["feast_registry", "user_features"],
+    group_name="features",
+    kinds={"feast", "sqlite"},
+    check_specs=[
+        AssetCheckSpec(
+            "online_matches_offline",
+            asset="feast_online_store",
+            description="Training-serving consistency: for a sample of entities, the online values equal the offline store's latest values.",
+        )
+    ],
+)
 def feast_online_store(feast: FeastResource, delta: DeltaStorage):
-    """Online feature values: the newest user_activity row of every user, served by `feast serve`.
+    """Online feature values: the newest row of every entity within each view's TTL, served by `feast serve`.
 
-    Loads the rows of the feature views' TTL window that ends at the newest feature time (what
-    `feast materialize-incremental` covers); users without a row in that window serve nulls.
+    Incremental, like `feast materialize-incremental`: each load covers the feature rows since the
+    previous load ended, up to the newest feature time (the first load: the TTL window before it).
+    Entities without a row in the TTL window serve nulls.
     """
+    store = feast.store()
     newest = pc.max(delta.store().read_arrow("user_features", columns=["feature_ts"])["feature_ts"]).as_py()
-    start, end = materialize_latest(feast.store(), newest)
-    return MaterializeResult(metadata={"window_start": MetadataValue.timestamp(start), "window_end": MetadataValue.timestamp(end)})
+    window = materialize_incremental(store, newest)
+    compared, mismatches = online_offline_mismatches(store)
+    window_metadata = {"window_start": MetadataValue.timestamp(window[0]), "window_end": MetadataValue.timestamp(window[1])} if window else {"already_current": True}
+    yield MaterializeResult(metadata=window_metadata)
+    yield AssetCheckResult(
+        check_name="online_matches_offline",
+        passed=not mismatches,
+        metadata={"entities_compared": MetadataValue.int(compared), "mismatches": MetadataValue.json(mismatches[:20])},
+    )

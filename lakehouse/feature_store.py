@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import math
+
 import pandas as pd
+import pyarrow.compute as pc
 
 from lakehouse.config import DEFAULT_DATA_DIR, REPO_ROOT
 
@@ -87,16 +90,56 @@ def apply_definitions(store) -> list[str]:
     return sorted(fv.name for fv in store.list_feature_views())
 
 
-def materialize_latest(store, newest: datetime) -> tuple[datetime, datetime]:
-    """Load the newest feature row per entity into the online store.
+def materialize_incremental(store, newest: datetime) -> tuple[datetime, datetime] | None:
+    """Load feature rows newer than the last load into the online store, up to `newest`.
 
-    The window is [newest - ttl, newest]: what `feast materialize-incremental` covers on a first run,
-    anchored at the newest feature time instead of the wall clock, so historical data works too.
+    What `feast materialize-incremental` does, anchored at the newest feature time instead of the
+    wall clock (so historical data works too): the window starts where the previous load ended, or
+    at newest - TTL on the first load. Returns the window, or None when the store is already current.
     """
-    ttl = max((fv.ttl for fv in store.list_feature_views() if fv.ttl), default=timedelta(days=2))
-    start, end = newest - ttl, newest + timedelta(seconds=1)
+    views = store.list_feature_views()
+    ttl = max((fv.ttl for fv in views if fv.ttl), default=timedelta(days=2))
+    end = newest + timedelta(seconds=1)
+    loaded_until = [fv.most_recent_end_time for fv in views if fv.most_recent_end_time is not None]
+    start = min(loaded_until) if len(loaded_until) == len(views) else end - ttl
+    if start >= end:
+        return None
     store.materialize(start_date=start, end_date=end)
     return start, end
+
+
+def online_offline_mismatches(store, sample_size: int = 200) -> tuple[int, list[str]]:
+    """Training-serving consistency: for a sample of entities, the online values against the offline latest.
+
+    The offline side is the Delta offline store's latest row per entity within each view's TTL
+    window ending at its newest row, which is what the online store should hold after a load.
+    Returns the number of entities compared and a description of every mismatch.
+    """
+    from lakehouse.feast_delta import DeltaOfflineStore
+
+    compared, mismatches = 0, []
+    for fv in store.list_feature_views():
+        source = fv.batch_source
+        keys = [c.name for c in fv.entity_columns]
+        names = [f.name for f in fv.features]
+        newest = pc.max(source.table().to_pyarrow_dataset().to_table(columns=[source.timestamp_field]).column(0)).as_py()
+        if newest is None:
+            continue
+        latest = DeltaOfflineStore.pull_latest_from_table_or_query(
+            store.config, source, keys, names, source.timestamp_field, source.created_timestamp_column or None,
+            newest - (fv.ttl or timedelta(days=3650)), newest,
+        ).to_arrow().sort_by([(k, "ascending") for k in keys])
+        step = max(1, latest.num_rows // sample_size)
+        sample = latest.take(list(range(0, latest.num_rows, step))[:sample_size]).to_pylist()
+        online = store.get_online_features(features=[f"{fv.name}:{n}" for n in names], entity_rows=[{k: row[k] for k in keys} for row in sample]).to_dict()
+        for i, row in enumerate(sample):
+            for name in names:
+                offline_value, online_value = row[name], online[name][i]
+                same = offline_value == online_value or (isinstance(offline_value, float) and online_value is not None and math.isclose(offline_value, online_value, rel_tol=1e-9))
+                if not same:
+                    mismatches.append(f"{fv.name} {[row[k] for k in keys]}: {name} offline {offline_value!r}, online {online_value!r}")
+        compared += len(sample)
+    return compared, mismatches
 
 
 @dataclass(frozen=True)

@@ -244,3 +244,24 @@ def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp
     # And a stale one: the TTL is 2 hours, the row is 5 hours old.
     stale = honest.assign(event_timestamp=honest["event_timestamp"] + pd.Timedelta(hours=3))
     assert leakage_violations(stale, {"activity": timedelta(hours=2)})["activity"]["rows_with_features_older_than_ttl"] == 3
+
+
+def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, features):
+    from lakehouse.feature_store import materialize_incremental, online_offline_mismatches
+
+    store = store_for(tmp_path, [view(features)])
+    first = materialize_incremental(store, at("12:00:00"))
+    assert first == (at("10:00:01"), at("12:00:01"))  # first load: the TTL window before the newest row
+    assert materialize_incremental(store, at("12:00:00")) is None  # nothing new: nothing loaded
+    # The 08:00 row of u2 is outside the first window; online has nothing for u2, offline does not either.
+    compared, mismatches = online_offline_mismatches(store)
+    assert (compared, mismatches) == (1, [])
+
+    write(features, [row("u1", "13:00:00", 7)], mode="append")
+    assert materialize_incremental(store, at("13:00:00")) == (at("12:00:01"), at("13:00:01"))  # from where the last load ended
+    assert online_offline_mismatches(store) == (1, [])
+
+    # Serving drifts from training: a value written to the online store behind Feast's back.
+    store.write_to_online_store("activity", pd.DataFrame({"user_id": ["u1"], "value": [8], "ts": [at("13:00:00")], "created": [at("13:00:00")]}))
+    compared, mismatches = online_offline_mismatches(store)
+    assert compared == 1 and mismatches == ["activity ['u1']: value offline 7, online 8"]
