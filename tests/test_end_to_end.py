@@ -246,6 +246,21 @@ def test_feast_serve_answers_over_http_with_the_latest_values(lake):
         server.wait(timeout=30)
 
 
+def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lake):
+    data, env = lake
+    feast = [BIN / "feast", "-c", "feature_repo", "-f", str(data / "feast" / "feature_store.yaml")]
+    assert "purchase_propensity_v1" in _run(env, *feast, "feature-services", "list").stdout
+    _run(env, *feast, "apply")  # nothing changed: a no-op that still validates every Delta source
+    newest = _table(data, "user_features")["feature_ts"].max()
+    _run(env, *feast, "materialize-incremental", (newest + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    latest = _latest_offline(data, _table(data, "user_features")["user_id"].drop_duplicates().head(3).tolist())
+    args = [arg for user in latest.index for arg in ("-e", f"user_id={user}")]
+    shown = json.loads(_run(env, *feast, "get-online-features", *args, "-f", "user_activity:purchases_30d", "-f", "user_activity:revenue_30d").stdout)
+    assert shown["user_id"] == latest.index.tolist()
+    assert shown["purchases_30d"] == latest["purchases_30d"].tolist()
+    assert shown["revenue_30d"] == pytest.approx(latest["revenue_30d"].tolist())
+
+
 def test_reproduce_rebuilds_the_logged_training_set_after_every_input_moved_on(lake, tmp_path):
     data, env = lake
     runs = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)
