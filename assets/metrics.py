@@ -15,8 +15,8 @@ from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, 
 from dbt.adapters.base.column import Column
 
 from assets.partitions import daily_partitions, partition_dates
-from resources.dbt import dbt_manifest, dbt_project
 from lakehouse.schemas import CLEANED_EVENTS, TableSchema
+from resources.dbt import dbt_manifest, dbt_project
 from resources.delta import DeltaStorage
 
 # The DuckDB types the delta_source plugin's pyarrow datasets come back as.

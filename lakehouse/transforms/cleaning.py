@@ -134,7 +134,6 @@ def parse_events(raw: DataFrame) -> DataFrame:
         wrong_type = wrong_type | (props[name].isNotNull() & typed[name].isNull())
     fields = wire.select(
         *raw_columns,
-        "_line",
         (F.trim("_line") == "").alias("_blank"),
         "_is_object",
         *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
@@ -159,7 +158,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
     # believable, and would attribute the line to a partition that never reads it.
     believable = F.to_date("_corrected").between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
     timed = corrected.withColumn("event_ts", F.when(believable, F.col("_corrected")))
-    return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected", "_line")
+    return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected")
 
 
 def _reason() -> Column:
