@@ -267,9 +267,10 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
+        # Numbered before DuckDB sees them, so the result can be put back in entity order.
         row_id = "__entity_row"
-        con.register("__entity_arrow", entity)
-        steps = [f"step_0 AS (SELECT *, row_number() OVER () AS {row_id} FROM __entity_arrow)"]
+        con.register("__entity_arrow", entity.append_column(row_id, pa.array(range(entity.num_rows), pa.int64())))
+        steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
         # Feature rows newer than every entity row can never match: skip them in the scan.
         newest = pc.max(entity.column(timestamp_column)).as_py()
         params: dict[str, object] = {"newest": newest or datetime.max.replace(tzinfo=timezone.utc)}
