@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pandera.api.checks import Check
 
-from lakehouse.generator import EVENT_NAMES, PLATFORMS, VARIANTS
+from lakehouse.generator import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
 
 IDENTITIES = ("logged_in", "stitched", "anonymous")
 QUARANTINE_REASONS = (
@@ -193,8 +193,34 @@ USER_FEATURES = TableSchema(
         Col("purchases_30d", "long", "Purchases in the 30 days before feature_ts.", checks=(Check.ge(0),)),
         Col("revenue_30d", "double", "Purchase revenue (USD) in the 30 days before feature_ts.", checks=(Check.ge(0),)),
         Col("days_since_last_event", "int", "Whole days from the user's last active day to feature_ts (>= 1).", checks=(Check.ge(1),)),
+        Col("events_1d", "long", "Events on the day before feature_ts.", checks=(Check.ge(0),)),
+        Col("sessions_1d", "long", "Sessions started on the day before feature_ts.", checks=(Check.ge(0),)),
+        Col("purchases_1d", "long", "Purchases on the day before feature_ts.", checks=(Check.ge(0),)),
+        Col("events_30d", "long", "Events in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("sessions_30d", "long", "Sessions started in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("views_30d", "long", "Product views in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("carts_30d", "long", "Cart adds in the 30 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("cart_abandonment_rate_30d", "double", "Of the sessions started in the 30 days before feature_ts that added to cart, the share that bought nothing; null without such sessions.", nullable=True, checks=(Check.in_range(0, 1),)),
+        Col("favourite_category_30d", "string", "Category the user viewed most in the 30 days before feature_ts (ties: alphabetical); null without views.", nullable=True, checks=(Check.isin(list(CATEGORIES)),)),
+        Col("favourite_category_share_30d", "double", "Share of those views in the favourite category; null without views.", nullable=True, checks=(Check.in_range(0, 1),)),
     ),
     unique=("user_id", "feature_ts"),
+)
+
+CATEGORY_FEATURES = TableSchema(
+    name="category_features",
+    description=(
+        "One row per (item category, as-of time): how the category was doing in the 7 days before "
+        "the as-of time. Joined to a user through the user's favourite category."
+    ),
+    columns=(
+        Col("item_category", "string", "The category (Feast entity `item_category`)."),
+        Col("feature_ts", "timestamp", "As-of time (a UTC midnight): windows cover days strictly before it."),
+        Col("category_views_7d", "long", "Product views in the category in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("category_carts_7d", "long", "Cart adds in the category in the 7 days before feature_ts.", checks=(Check.ge(0),)),
+        Col("category_cart_rate_7d", "double", "category_carts_7d / category_views_7d; null without views.", nullable=True, checks=(Check.ge(0),)),
+    ),
+    unique=("item_category", "feature_ts"),
 )
 
 TRAINING_LABELS = TableSchema(
@@ -207,6 +233,7 @@ TRAINING_LABELS = TableSchema(
         Col("user_id", "string", "The user (Feast entity `user`)."),
         Col("event_timestamp", "timestamp", "Prediction time (a UTC midnight)."),
         Col("label", "int", "1 if a purchase happened in [event_timestamp, event_timestamp + 7 days).", checks=(Check.isin([0, 1]),)),
+        Col("favourite_category", "string", "The user's favourite category as of event_timestamp (see user_features); the key of the category features.", nullable=True),
     ),
     unique=("user_id", "event_timestamp"),
 )

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from lakehouse.schemas import CLEANED_EVENTS
-from lakehouse.transforms.user_activity import purchase_labels, user_activity_features
+from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 
 _N = 0
 
@@ -88,3 +88,54 @@ def test_labels_cover_only_days_whose_whole_week_is_in_the_data(spark):
         ("u1", date(2026, 3, 6)): 1,
         ("u2", date(2026, 3, 6)): 0,
     }
+
+
+def _session_event(user, session, name, when, category=None, revenue=None):
+    row = dict(zip(CLEANED_EVENTS.column_names, _ev(user, name, when, revenue)))
+    return tuple((row | {"session_id": session, "item_category": category}).values())
+
+
+# u3: two sessions on 03-01 (s1 carts and buys, s2 carts and leaves), views only on 03-02, a lone cart add on 03-05.
+SESSIONS = [
+    _session_event("u3", "s1", "session_started", "2026-03-01 10:00"),
+    _session_event("u3", "s1", "product_viewed", "2026-03-01 10:01", "books"),
+    _session_event("u3", "s1", "cart_item_added", "2026-03-01 10:02", "books"),
+    _session_event("u3", "s1", "purchase_completed", "2026-03-01 10:03", revenue=12.0),
+    _session_event("u3", "s2", "product_viewed", "2026-03-01 12:00", "toys"),
+    _session_event("u3", "s2", "cart_item_added", "2026-03-01 12:01", "toys"),
+    _session_event("u3", "s3", "product_viewed", "2026-03-02 09:00", "toys"),
+    _session_event("u3", "s3", "product_viewed", "2026-03-02 09:05", "books"),
+    _session_event("u3", "s3", "product_viewed", "2026-03-02 09:10", "toys"),
+    _session_event("u3", "s4", "cart_item_added", "2026-03-05 08:00", "home"),
+]
+NEW_COLUMNS = [
+    "events_1d", "sessions_1d", "purchases_1d", "events_30d", "sessions_30d", "views_30d", "carts_30d",
+    "cart_abandonment_rate_30d", "favourite_category_30d", "favourite_category_share_30d",
+]
+
+
+@pytest.mark.parametrize(
+    "as_of, expected",
+    [
+        # Day before is 03-01: 6 events, one session_started, one purchase; s1 and s2 added to cart, s2 left.
+        (date(2026, 3, 2), (6, 1, 1, 6, 1, 2, 2, 0.5, "books", 0.5)),  # books 1 view, toys 1: the tie goes to books
+        (date(2026, 3, 3), (3, 0, 0, 9, 1, 5, 2, 0.5, "toys", 0.6)),  # toys 3 of 5 views
+        (date(2026, 3, 6), (1, 0, 0, 10, 1, 5, 3, 0.6667, "toys", 0.6)),  # s4 abandoned too: 2 of 3 cart sessions
+    ],
+)
+def test_window_session_and_category_features(spark, as_of, expected):
+    cleaned = spark.createDataFrame(SESSIONS, CLEANED_EVENTS.spark())
+    rows = {r["feature_ts"].date(): tuple(r[c] for c in NEW_COLUMNS) for r in user_activity_features(cleaned, date(2026, 3, 5)).collect()}
+    assert rows[as_of] == expected
+
+
+def test_category_features_and_the_favourite_category_on_labels(spark):
+    cleaned = spark.createDataFrame(SESSIONS, CLEANED_EVENTS.spark())
+    categories = {(r["item_category"], r["feature_ts"].date()): (r["category_views_7d"], r["category_carts_7d"], r["category_cart_rate_7d"])
+                  for r in category_activity_features(cleaned, date(2026, 3, 5)).collect()}
+    assert categories[("books", date(2026, 3, 2))] == (1, 1, 1.0)
+    assert categories[("toys", date(2026, 3, 3))] == (3, 1, 0.3333)
+    assert categories[("home", date(2026, 3, 6))] == (0, 1, None)  # a cart add without views: no rate
+    assert ("home", date(2026, 3, 5)) not in categories  # rows start the day after a category's first day
+    labels = {r["event_timestamp"].date(): (r["label"], r["favourite_category"]) for r in purchase_labels(cleaned, date(2026, 3, 5), horizon_days=2).collect()}
+    assert labels == {date(2026, 3, 2): (0, "books"), date(2026, 3, 3): (0, "toys"), date(2026, 3, 4): (0, "toys")}
