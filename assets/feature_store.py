@@ -8,7 +8,7 @@ from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["user_features"], group_name="features", kinds={"feast"})
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["user_features", "category_features"], group_name="features", kinds={"feast"})
 def feast_registry(feast: FeastResource):
     """The Feast registry: entities, feature views and feature services of feature_repo/, as `feast apply` registers them.
 
@@ -21,7 +21,7 @@ def feast_registry(feast: FeastResource):
 
 @asset(
     backfill_policy=BackfillPolicy.single_run(),
-    deps=["feast_registry", "user_features"],
+    deps=["feast_registry", "user_features", "category_features"],
     group_name="features",
     kinds={"feast", "sqlite"},
     check_specs=[

@@ -1,11 +1,11 @@
-"""Feature layer: per-user activity features as of each day."""
+"""Feature layer: per-user and per-category activity features as of each day."""
 
 from dagster import BackfillPolicy, asset
 from pyspark.sql import functions as F
 
 from assets.publish import publish_spark, schema_check
-from lakehouse.schemas import USER_FEATURES
-from lakehouse.transforms.user_activity import user_activity_features
+from lakehouse.schemas import CATEGORY_FEATURES, USER_FEATURES
+from lakehouse.transforms.user_activity import category_activity_features, user_activity_features
 from resources.delta import DeltaStorage
 from resources.spark import SparkResource
 
@@ -15,12 +15,28 @@ def user_features(delta: DeltaStorage, spark: SparkResource):
     """What each user had done before each UTC midnight: the inputs of the purchase-propensity model.
 
     One row per (user, as-of midnight D), for every D after the user's first active day up to the
-    midnight after the newest event. Counts of events, sessions, views, cart adds and purchases over
-    the 7 days before D, purchases and revenue over the 30 days before D, and days since the user was
-    last active. Windows end strictly before D: nothing that happened at or after D is counted.
+    midnight after the newest event: counts of events, sessions, views, cart adds and purchases over
+    the 1, 7 and 30 days before D, revenue over 30 days, days since the user was last active, the
+    share of cart sessions abandoned, and the favourite category with its share of views. Windows
+    end strictly before D: nothing that happened at or after D is counted.
     Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run.
     """
     store = delta.store()
     cleaned = store.read_spark(spark.session(), "cleaned_events")
     last_event_day = cleaned.agg(F.max("event_date")).first()[0]
     yield from publish_spark(store, USER_FEATURES, user_activity_features(cleaned, last_event_day))
+
+
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "spark"}, check_specs=[schema_check(CATEGORY_FEATURES)])
+def category_features(delta: DeltaStorage, spark: SparkResource):
+    """How each item category was doing before each UTC midnight: a second grain for the model.
+
+    One row per (category, as-of midnight D) after the category's first day: product views and cart
+    adds in the 7 days before D and their ratio. The model sees the row of the user's favourite
+    category (see user_features). Limits: purchases carry no category, so there is no category
+    conversion to purchase; rebuilt in full on each run.
+    """
+    store = delta.store()
+    cleaned = store.read_spark(spark.session(), "cleaned_events")
+    last_event_day = cleaned.agg(F.max("event_date")).first()[0]
+    yield from publish_spark(store, CATEGORY_FEATURES, category_activity_features(cleaned, last_event_day))

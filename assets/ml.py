@@ -33,7 +33,7 @@ def training_labels(delta: DeltaStorage, spark: SparkResource):
 
 @asset(
     backfill_policy=BackfillPolicy.single_run(),
-    deps=["training_labels", "feast_registry", "user_features"],
+    deps=["training_labels", "feast_registry", "user_features", "category_features"],
     group_name="ml",
     kinds={"mlflow", "sklearn"},
     check_specs=[
@@ -48,7 +48,7 @@ def training_labels(delta: DeltaStorage, spark: SparkResource):
 def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, mlflow_tracking: MlflowTracking):
     """A gradient-boosted classifier of "purchases within 7 days", with the exact data that trained it.
 
-    The training set is training_labels joined point-in-time to the purchase_propensity_v1 feature
+    The training set is training_labels joined point-in-time to the purchase_propensity_v2 feature
     service through Feast, every input pinned to its current Delta version. It trains on the earlier
     prediction times and is evaluated on the later ones. The MLflow run records each input table's
     URI, version and rows, the training set's SHA-256, the feature service and the git commit, so

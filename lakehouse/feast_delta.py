@@ -293,7 +293,7 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
                 values = [f"{value} AS {_q(out)}" for value, out in matched]
             steps.append(f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})")
         sql = f"WITH {', '.join(steps)} SELECT * EXCLUDE ({row_id}) FROM step_{len(reads)} ORDER BY {row_id}"
-        return con.execute(sql, params).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table()
     finally:
         con.close()
 
@@ -394,6 +394,6 @@ def _pull(source, join_key_columns, feature_name_columns, timestamp_field, creat
             order = [f"{_q(timestamp_field)} DESC"] + ([f"{_q(created_timestamp_column)} DESC NULLS LAST"] if created_timestamp_column else [])
             partition = ", ".join(_q(k) for k in join_key_columns) or "1"
             sql += f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
-        return con.execute(sql, params).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table()
     finally:
         con.close()

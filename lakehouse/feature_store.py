@@ -28,7 +28,7 @@ from lakehouse.config import DEFAULT_DATA_DIR, REPO_ROOT
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 PROJECT = "lakehouse"
-FEATURE_SERVICE = "purchase_propensity_v1"
+FEATURE_SERVICE = "purchase_propensity_v2"
 
 
 def render_config(data_dir: Path) -> str:
@@ -168,7 +168,8 @@ def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], s
     for projection in service.feature_view_projections:
         if projection.name not in by_view:
             raise ValueError(f"no Delta version pinned for feature view {projection.name!r}")
-        views.append(pinned(store.get_feature_view(projection.name), by_view[projection.name].version))
+        # The service's projection carries its feature subset and join-key mapping.
+        views.append(pinned(store.get_feature_view(projection.name).with_projection(projection), by_view[projection.name].version))
         refs.extend(f"{projection.name}:{f.name}" for f in projection.features)
     job = DeltaOfflineStore.get_historical_features(
         config=store.config,

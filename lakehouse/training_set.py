@@ -15,7 +15,7 @@ from lakehouse.leakage import leakage_violations
 from lakehouse.lineage import InputTable, TrainingLineage
 from lakehouse.schemas import TRAINING_LABELS
 from lakehouse.storage import DeltaStore, read_table, table_row_count, table_version
-from lakehouse.training import ENTITY_COLUMNS, LABEL, canonical_training_set, content_sha256
+from lakehouse.training import canonical_training_set, content_sha256
 
 LABELS_ROLE = "labels"
 
@@ -46,7 +46,7 @@ class TrainingSet:
 def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingSet:
     """Labels at their pinned version, joined point-in-time to the service's features at theirs, and audited."""
     labels = next(t for t in inputs if t.role == LABELS_ROLE)
-    entity_df = read_table(labels.uri, labels.version, ENTITY_COLUMNS + [LABEL]).to_pandas()
+    entity_df = read_table(labels.uri, labels.version, list(TRAINING_LABELS.column_names)).to_pandas()  # + the join keys of other entities
     pins = [SourcePin(t.role, t.uri, t.version) for t in inputs if t.role != LABELS_ROLE]
     joined = historical_features(feast_store, entity_df, pins, service_name)
     ttls = {fv.name: fv.ttl for fv in service_sources(feast_store, service_name)}

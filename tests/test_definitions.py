@@ -26,6 +26,7 @@ def test_definitions_load_with_every_group_and_dependency():
         "quarantined_events": "cleaned",
         **dict.fromkeys(METRICS, "metrics"),
         "user_features": "features",
+        "category_features": "features",
         "feast_registry": "features",
         "feast_online_store": "features",
         "training_labels": "ml",
@@ -36,7 +37,7 @@ def test_definitions_load_with_every_group_and_dependency():
     for model in METRICS[:-1]:
         assert "cleaned_events" in parents[model], model
     assert parents["daily_revenue_by_platform"] == ["cleaned_events", "platforms"]
-    assert parents["purchase_propensity_model"] == ["feast_registry", "training_labels", "user_features"]
+    assert parents["purchase_propensity_model"] == ["category_features", "feast_registry", "training_labels", "user_features"]
     checks = {key.name for key in graph.asset_check_keys}
     assert {
         "raw_events_schema",
@@ -47,6 +48,9 @@ def test_definitions_load_with_every_group_and_dependency():
         "cleaned_events_accounting",
         "user_features_schema",
         "training_labels_schema",
+        "category_features_schema",
+        "online_matches_offline",
+        "training_set_point_in_time",
         "revenue_by_platform_reconciles",
         "unique_daily_revenue_event_date",
     } <= checks

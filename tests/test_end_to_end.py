@@ -249,7 +249,8 @@ def test_feast_serve_answers_over_http_with_the_latest_values(lake):
 def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lake):
     data, env = lake
     feast = [BIN / "feast", "-c", "feature_repo", "-f", str(data / "feast" / "feature_store.yaml")]
-    assert "purchase_propensity_v1" in _run(env, *feast, "feature-services", "list").stdout
+    services = _run(env, *feast, "feature-services", "list").stdout
+    assert "purchase_propensity_v1" in services and "purchase_propensity_v2" in services
     _run(env, *feast, "apply")  # nothing changed: a no-op that still validates every Delta source
     newest = _table(data, "user_features")["feature_ts"].max()
     _run(env, *feast, "materialize-incremental", (newest + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"))
