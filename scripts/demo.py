@@ -20,7 +20,7 @@ from lakehouse.generator import GeneratorConfig, generate
 from lakehouse.reproduce import training_runs
 from lakehouse.storage import DeltaStore
 
-TABLES = ("raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "training_labels")
+TABLES = ("raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "category_features", "training_labels")
 
 
 def dagster_home(data_dir: Path) -> Path:
