@@ -265,3 +265,18 @@ def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, fe
     store.write_to_online_store("activity", pd.DataFrame({"user_id": ["u1"], "value": [8], "ts": [at("13:00:00")], "created": [at("13:00:00")]}))
     compared, mismatches = online_offline_mismatches(store)
     assert compared == 1 and mismatches == ["activity ['u1']: value offline 7, online 8"]
+
+
+def test_an_on_demand_view_is_computed_on_the_retrieved_rows(tmp_path, features):
+    from feast.on_demand_feature_view import on_demand_feature_view
+
+    activity = view(features)
+
+    @on_demand_feature_view(sources=[activity], schema=[Field(name="value_doubled", dtype=Int64)], mode="pandas")
+    def doubled(inputs: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"value_doubled": inputs["value"] * 2})
+
+    store = store_for(tmp_path, [activity, doubled])
+    result = retrieve(store, [("u1", at("12:30:00"), "a"), ("u2", at("09:00:00"), "b")], refs=("activity:value", "doubled:value_doubled"))
+    assert list(result.columns) == ["user_id", "event_timestamp", "label", "value", "value_doubled"]
+    assert list(result["value_doubled"]) == [6, 40]
