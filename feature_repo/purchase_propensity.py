@@ -1,7 +1,8 @@
 """Feast definitions for the purchase-propensity model: who (entity), where (source), what (views, service).
 
-The source is the `user_features` Delta table written by the Dagster asset of the same name; Feast
-reads it through the Delta log (lakehouse.feast_delta). Paths follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
+The sources are the `user_features` and `category_features` Delta tables written by the Dagster
+assets of the same names; Feast reads them through the Delta log (lakehouse.feast_delta). Paths
+follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
 """
 
 import os
@@ -57,7 +58,6 @@ user_activity = FeatureView(
     online=True,
     tags={"owner": "ml-platform"},
 )
-
 
 category_features_source = DeltaSource(
     name="category_features_delta",
