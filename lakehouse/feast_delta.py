@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -269,7 +270,7 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
         con.execute("SET TimeZone = 'UTC'")
         # Numbered before DuckDB sees them, so the result can be put back in entity order.
         row_id = "__entity_row"
-        con.register("__entity_arrow", entity.append_column(row_id, pa.array(range(entity.num_rows), pa.int64())))
+        con.register("__entity_arrow", entity.append_column(row_id, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
         steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
         # Feature rows newer than every entity row can never match: skip them in the scan.
         newest = pc.max(entity.column(timestamp_column)).as_py()
@@ -292,10 +293,13 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
             else:
                 values = [f"{value} AS {_q(out)}" for value, out in matched]
             steps.append(f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})")
-        sql = f"WITH {', '.join(steps)} SELECT * EXCLUDE ({row_id}) FROM step_{len(reads)} ORDER BY {row_id}"
-        return con.sql(sql, params=params).to_arrow_table()
+        joined = con.sql(f"WITH {', '.join(steps)} SELECT * FROM step_{len(reads)}", params=params).to_arrow_table()
     finally:
         con.close()
+    # Back to entity order: row_id is a permutation of 0..n-1, so invert it instead of sorting.
+    positions = np.empty(joined.num_rows, dtype=np.int64)
+    positions[joined.column(row_id).to_numpy()] = np.arange(joined.num_rows)
+    return joined.take(positions).drop_columns([row_id])
 
 
 class DeltaOfflineStore(OfflineStore):
