@@ -15,6 +15,7 @@ from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, 
 from dbt.adapters.base.column import Column
 
 from assets.partitions import daily_partitions, partition_dates
+from assets.publish import delta_table_metadata
 from lakehouse.schemas import CLEANED_EVENTS, TableSchema
 from resources.dbt import dbt_manifest, dbt_project
 from resources.delta import DeltaStorage
@@ -69,10 +70,6 @@ def _declare_source_schema(invocation: DbtCliInvocation, schema: TableSchema) ->
 
 def _delta_metadata(store, table: str, version: int, source_version: int | None) -> dict:
     preview = store.read_arrow(table, version).slice(0, 10).to_pandas()
-    return {
-        "delta_uri": MetadataValue.path(store.uri(table)),
-        "delta_version": MetadataValue.int(version),
-        "dagster/row_count": MetadataValue.int(store.row_count(table, version)),
+    return delta_table_metadata(store, table, version, preview) | {
         "cleaned_events_version": MetadataValue.int(source_version) if source_version is not None else MetadataValue.text("none"),
-        "preview": MetadataValue.md(preview.to_markdown(index=False)),
     }

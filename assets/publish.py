@@ -31,14 +31,20 @@ def column_schema(schema: LakehouseTableSchema) -> TableSchema:
     return TableSchema(columns=[TableColumn(c.name, c.dtype, description=c.description) for c in schema.columns])
 
 
-def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame) -> dict:
+def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: pd.DataFrame) -> dict:
+    """What every Delta-backed materialization reports about the table it committed."""
     return {
-        "delta_uri": MetadataValue.path(store.uri(schema.name)),
+        "delta_uri": MetadataValue.path(store.uri(table)),
         "delta_version": MetadataValue.int(version),
-        "rows_written": MetadataValue.int(rows_written),
-        "dagster/row_count": MetadataValue.int(store.row_count(schema.name, version)),
-        "dagster/column_schema": column_schema(schema),
+        "dagster/row_count": MetadataValue.int(store.row_count(table, version)),
         "preview": MetadataValue.md(preview.head(10).to_markdown(index=False)),
+    }
+
+
+def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame) -> dict:
+    return delta_table_metadata(store, schema.name, version, preview) | {
+        "rows_written": MetadataValue.int(rows_written),
+        "dagster/column_schema": column_schema(schema),
     }
 
 
