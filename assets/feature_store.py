@@ -1,11 +1,14 @@
 """Feast: register the feature repo and keep the online store current."""
 
-from dagster import AssetCheckResult, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
 import pyarrow.compute as pc
 
+from lakehouse.drift import PSI_FAIL, PSI_WARN, worst_status
 from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
+from lakehouse.serving_skew import measure_skew
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
+from resources.mlflow import MlflowTracking
 
 
 @asset(backfill_policy=BackfillPolicy.single_run(), deps=["user_features", "category_features"], group_name="features", kinds={"feast"})
@@ -49,4 +52,35 @@ def feast_online_store(feast: FeastResource, delta: DeltaStorage):
         check_name="online_matches_offline",
         passed=not mismatches,
         metadata={"entities_compared": MetadataValue.int(compared), "mismatches": MetadataValue.json(mismatches[:20])},
+    )
+
+
+@asset_check(
+    asset=feast_online_store,
+    description=(
+        f"Training-serving skew: the newest registered model's training set against the online values of the "
+        f"entities active on the newest feature day. PSI per feature (KS too for continuous ones): "
+        f"warns at PSI >= {PSI_WARN}, fails at PSI >= {PSI_FAIL}."
+    ),
+)
+def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, mlflow_tracking: MlflowTracking):
+    skew = measure_skew(feast.store(), delta.store(), mlflow_tracking.tracking_uri)
+    if skew is None:
+        return AssetCheckResult(passed=True, metadata={"compared": "nothing: no model is registered yet"})
+    status = worst_status(skew.features)
+    rows = "\n".join(
+        f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |" for d in skew.features
+    )
+    return AssetCheckResult(
+        passed=status == "ok",
+        severity=AssetCheckSeverity.WARN if status == "warn" else AssetCheckSeverity.ERROR,
+        metadata={
+            "status": status,
+            "model": f"{skew.model_version} (run {skew.run_id})",
+            "training_rows": MetadataValue.int(skew.training_rows),
+            "serving_rows": MetadataValue.int(skew.serving_rows),
+            "max_psi": MetadataValue.float(max(d.psi for d in skew.features)),
+            "features": MetadataValue.md("| feature | PSI | KS | status |\n|---|---|---|---|\n" + rows),
+            "chart": MetadataValue.url(skew.chart_uri),
+        },
     )

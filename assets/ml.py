@@ -1,13 +1,14 @@
 """ML layer: labels, and the purchase-propensity model trained on a Feast training set and logged to MLflow."""
 
-import mlflow
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 from pyspark.sql import functions as F
 
 from assets.publish import publish_spark, schema_check
+from lakehouse.evaluation import evaluation_figures
 from lakehouse.leakage import LeakageError
-from lakehouse.lineage import log_lineage
+from lakehouse.lineage import REGISTERED_MODEL, dagster_tags
 from lakehouse.schemas import TRAINING_LABELS
+from lakehouse.tracking import log_training_run
 from lakehouse.training import train_purchase_model
 from lakehouse.training_set import build_training_set, current_inputs, lineage_of
 from lakehouse.transforms.user_activity import purchase_labels
@@ -50,9 +51,12 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
 
     The training set is training_labels joined point-in-time to the purchase_propensity_v2 feature
     service through Feast, every input pinned to its current Delta version. It trains on the earlier
-    prediction times and is evaluated on the later ones. The MLflow run records each input table's
-    URI, version and rows, the training set's SHA-256, the feature service and the git commit, so
-    `lakehouse reproduce RUN_ID` can rebuild the same training set later.
+    prediction times and is evaluated on the later ones (AUC, precision/recall, calibration; ROC,
+    PR, calibration and feature-importance plots). The MLflow run records each input table's URI,
+    version and rows, the training set's SHA-256 and a snapshot of it, the feature service and its
+    features, the git commit and this Dagster run; the model is registered as a new version of
+    `purchase_propensity` carrying the same tags. `lakehouse reproduce RUN_ID` returns that training
+    set later (`--rebuild` recomputes it from the pinned versions).
     """
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
@@ -61,27 +65,32 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     if built.leakage:
         raise LeakageError(f"training set leaks: {built.leakage}; nothing trained")
     training_set = built.frame
-    lineage = lineage_of(training_set, inputs)
+    lineage = lineage_of(feast_store, training_set, inputs)
     trained = train_purchase_model(training_set, list(training_set.columns[3:]))
     mlflow_tracking.activate()
-    with mlflow.start_run(run_name=f"purchase_propensity_{context.run_id[:8]}") as run:
-        log_lineage(lineage)
-        mlflow.set_tags({"dagster.run_id": context.run_id})
-        mlflow.log_params({"model": type(trained.model).__name__, "split_time": trained.split_time.isoformat(), "features": ",".join(trained.feature_names)})
-        mlflow.log_metrics(trained.metrics)
-        mlflow.sklearn.log_model(
-            trained.model,
-            name="model",
-            input_example=training_set[trained.feature_names].head(5),
-            skops_trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
-        )
-    context.log.info(f"MLflow run {run.info.run_id}: test AUC {trained.metrics['test_auc']:.3f}")
+    logged = log_training_run(
+        run_name=f"purchase_propensity_{context.run_id[:8]}",
+        trained=trained,
+        training_set=training_set,
+        lineage=lineage,
+        extra_tags=dagster_tags(context.run_id, _partition(context)),
+        figures=evaluation_figures(trained.test_labels, trained.test_scores, trained.importance),
+    )
+    context.log.info(f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version}: test AUC {trained.metrics['test_auc']:.3f}")
     yield MaterializeResult(
         metadata={
-            "mlflow_run_id": run.info.run_id,
+            "mlflow_run_id": logged.run_id,
+            "registered_model": f"{REGISTERED_MODEL} v{logged.model_version}",
             "training_set_sha256": lineage.training_set_sha256,
             "training_set_rows": MetadataValue.int(lineage.training_set_rows),
             "input_versions": MetadataValue.json({t.name: t.version for t in inputs}),
             **{k: MetadataValue.float(v) for k, v in trained.metrics.items()},
         }
     )
+
+
+def _partition(context: AssetExecutionContext) -> str | None:
+    """The run's partition or partition range: the model is unpartitioned, but runs with the daily assets."""
+    tags = context.run.tags
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    return tags.get("dagster/partition") or (f"{start}...{end}" if start else None)

@@ -1,4 +1,4 @@
-"""`lakehouse` command line: land synthetic events, list training runs, reproduce a training set."""
+"""`lakehouse` command line: land synthetic events, list training runs, reproduce a training set, keep a run rebuildable."""
 
 from __future__ import annotations
 
@@ -58,11 +58,31 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     paths = lakehouse_paths()
     try:
-        result = reproduce(args.run_id, args.out, paths.mlflow_tracking_uri, paths.data_dir)
+        result = reproduce(args.run_id, args.out, paths.mlflow_tracking_uri, paths.data_dir, rebuild=args.rebuild)
     except ReproductionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {result.rows} rows to {result.out}; sha256 {result.sha256} matches run {result.run_id}")
+    how = "rebuilt from the pinned Delta versions" if result.rebuilt else "from the run's snapshot"
+    print(f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} matches run {result.run_id}")
+    return 0
+
+
+def _keep(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from lakehouse.retention import KEEP_TAG
+
+    client = MlflowClient(lakehouse_paths().mlflow_tracking_uri)
+    try:
+        if args.release:
+            client.delete_tag(args.run_id, KEEP_TAG)
+        else:
+            client.set_tag(args.run_id, KEEP_TAG, "true")
+    except MlflowException as exc:
+        print(f"error: run {args.run_id}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"run {args.run_id}: its input versions are {'no longer' if args.release else 'now'} kept by table maintenance")
     return 0
 
 
@@ -86,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=_runs)
 
-    rep = sub.add_parser("reproduce", help="rebuild a run's training set from its pinned Delta versions")
+    rep = sub.add_parser("reproduce", help="write a run's training set, verified against the hash the run logged")
     rep.add_argument("run_id")
     rep.add_argument("--out", type=Path, required=True, help="parquet file to write")
+    rep.add_argument("--rebuild", action="store_true", help="recompute it from the pinned Delta versions through Feast instead of reading the run's snapshot")
     rep.set_defaults(func=_reproduce)
+
+    keep = sub.add_parser("keep", help="keep a training run's input versions through table maintenance, so it stays rebuildable")
+    keep.add_argument("run_id")
+    keep.add_argument("--release", action="store_true", help="stop keeping them (registered model versions stay pinned)")
+    keep.set_defaults(func=_keep)
 
     args = parser.parse_args(argv)
     return args.func(args)

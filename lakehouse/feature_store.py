@@ -184,6 +184,11 @@ def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], s
     return job.to_df()
 
 
-def feature_names(store, service_name: str = FEATURE_SERVICE) -> list[str]:
+def feature_refs(store, service_name: str = FEATURE_SERVICE) -> list[str]:
+    """The service's features as `view:feature`, in its order (what a training run records)."""
     service = store.get_feature_service(service_name)
-    return [f.name for p in service.feature_view_projections for f in p.features]
+    return [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+
+
+def feature_names(store, service_name: str = FEATURE_SERVICE) -> list[str]:
+    return [ref.split(":", 1)[1] for ref in feature_refs(store, service_name)]

@@ -1,15 +1,18 @@
 """What trained a model, recorded in MLflow so that the training set can be rebuilt from a run id.
 
 Every run carries, as tags and as MLflow dataset inputs, each input Delta table's URI, version and
-row count, plus the training set's full SHA-256 and row count, the feature service, the Feast
-project and the git commit. Tags are the source of truth for reproduction: MLflow's own Delta
-dataset source drops version 0 and its dataset digest covers only the first 10,000 rows.
+row count, plus the training set's full SHA-256 and row count, the feature service and its feature
+references, the Feast project, the git commit and the Dagster run. Tags are the source of truth for
+reproduction: MLflow's own Delta dataset source drops version 0 and its dataset digest covers only
+the first 10,000 rows. URIs are recorded without user info or query strings, where credentials
+could hide; storage credentials live only in the environment and are never read here.
 """
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
@@ -18,7 +21,17 @@ from mlflow.data.meta_dataset import MetaDataset
 from lakehouse.config import REPO_ROOT
 
 EXPERIMENT = "purchase_propensity"
+REGISTERED_MODEL = "purchase_propensity"
 TAG = "lakehouse"
+SNAPSHOT_ARTIFACT = "training_set/training_set.parquet"
+
+
+def public_uri(uri: str) -> str:
+    """`uri` without user info, query or fragment: what may be written into MLflow and metadata."""
+    parts = urlsplit(uri)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
+        return uri
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,7 @@ class TrainingLineage:
     training_set_sha256: str
     training_set_rows: int
     feature_service: str
+    feature_refs: tuple[str, ...]  # "view:feature", in the service's order
     feast_project: str
 
     def to_tags(self) -> dict[str, str]:
@@ -43,12 +57,13 @@ class TrainingLineage:
             f"{TAG}.training_set.sha256": self.training_set_sha256,
             f"{TAG}.training_set.rows": str(self.training_set_rows),
             f"{TAG}.feature_service": self.feature_service,
+            f"{TAG}.feature_refs": ",".join(self.feature_refs),
             f"{TAG}.feast_project": self.feast_project,
             f"{TAG}.inputs": ",".join(t.role for t in self.inputs),
         }
         for t in self.inputs:
             prefix = f"{TAG}.input.{t.role}"
-            tags |= {f"{prefix}.table": t.name, f"{prefix}.uri": t.uri, f"{prefix}.version": str(t.version), f"{prefix}.rows": str(t.rows)}
+            tags |= {f"{prefix}.table": t.name, f"{prefix}.uri": public_uri(t.uri), f"{prefix}.version": str(t.version), f"{prefix}.rows": str(t.rows)}
         return tags
 
     @classmethod
@@ -71,6 +86,7 @@ class TrainingLineage:
             training_set_sha256=tags[f"{TAG}.training_set.sha256"],
             training_set_rows=int(tags[f"{TAG}.training_set.rows"]),
             feature_service=tags[f"{TAG}.feature_service"],
+            feature_refs=tuple(r for r in tags.get(f"{TAG}.feature_refs", "").split(",") if r),
             feast_project=tags[f"{TAG}.feast_project"],
         )
 
@@ -90,13 +106,22 @@ def git_state() -> dict[str, str]:
         return {f"{TAG}.git.commit": "unknown"}
 
 
-def log_lineage(lineage: TrainingLineage) -> None:
-    """Inside an active run: tags plus one MLflow dataset input per Delta table version."""
-    mlflow.set_tags(lineage.to_tags() | git_state())
+def dagster_tags(run_id: str, partition: str | None) -> dict[str, str]:
+    return {"dagster.run_id": run_id, "dagster.partition": partition or "none"}
+
+
+def log_lineage(lineage: TrainingLineage, extra_tags: dict[str, str]) -> dict[str, str]:
+    """Inside an active run: tags plus one MLflow dataset input per Delta table version.
+
+    Returns every tag set, so the registered model version can carry the same ones.
+    """
+    tags = lineage.to_tags() | git_state() | extra_tags
+    mlflow.set_tags(tags)
     for t in lineage.inputs:
         # The version is in the name: MLflow keys datasets by (name, digest).
-        source = DeltaDatasetSource(path=t.uri, delta_table_version=t.version)
+        source = DeltaDatasetSource(path=public_uri(t.uri), delta_table_version=t.version)
         mlflow.log_input(MetaDataset(source=source, name=f"{t.name}@v{t.version}"), context=t.role)
+    return tags
 
 
 def read_lineage(run) -> TrainingLineage:

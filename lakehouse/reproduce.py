@@ -1,16 +1,26 @@
-"""Rebuild the training set of an MLflow run from the Delta versions it recorded, and prove it by hash."""
+"""The training set of an MLflow run, from its snapshot or rebuilt from the Delta versions it recorded.
+
+Either way the frame is verified against the SHA-256 the run logged before anyone sees it:
+- from the snapshot: the parquet artifact the run logged (survives any table maintenance);
+- `rebuild=True`: the same point-in-time retrieval through the Feast offline store, every source
+  pinned to its recorded version. Equal hashes prove the pipeline deterministic; it needs those
+  versions readable, which table maintenance guarantees for registered and kept runs only.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.fs as pafs
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from lakehouse.feature_store import open_store
-from lakehouse.lineage import EXPERIMENT, TrainingLineage, read_lineage
-from lakehouse.storage import table_row_count, table_version
+from lakehouse.feature_store import feature_refs, open_store
+from lakehouse.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
+from lakehouse.storage import read_dataset, table_version
 from lakehouse.training import content_sha256
 from lakehouse.training_set import build_training_set
 
@@ -25,6 +35,7 @@ class Reproduction:
     sha256: str
     rows: int
     out: Path
+    rebuilt: bool
 
 
 def load_lineage(tracking_uri: str, run_id: str) -> TrainingLineage:
@@ -40,31 +51,67 @@ def load_lineage(tracking_uri: str, run_id: str) -> TrainingLineage:
 
 
 def _check_inputs_readable(lineage: TrainingLineage) -> None:
+    """Every input at its recorded version: the log entry, every data file, the row count."""
     for t in lineage.inputs:
         if table_version(t.uri) is None:
             raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}")
         try:
-            rows = table_row_count(t.uri, t.version)
-        except Exception as exc:  # deltalake raises several types for a missing or expired version
-            raise ReproductionError(f"input table {t.name} version {t.version} is no longer readable at {t.uri}: {exc}") from exc
+            dataset = read_dataset(t.uri, t.version)
+        except Exception as exc:  # deltalake raises several types for a version whose log entries are gone
+            raise ReproductionError(f"input table {t.name} version {t.version} is no longer in its Delta log at {t.uri}: {exc}") from exc
+        missing = [f.path for f in dataset.filesystem.get_file_info(dataset.files) if f.type == pafs.FileType.NotFound]
+        if missing:
+            raise ReproductionError(
+                f"input table {t.name} version {t.version} is gone: {len(missing)} of its {len(dataset.files)} data files were "
+                f"vacuumed (only versions pinned by a registered model or a kept run survive table maintenance); "
+                f"the run's snapshot can still be returned without --rebuild"
+            )
+        rows = dataset.count_rows()
         if rows != t.rows:
             raise ReproductionError(f"input table {t.name} version {t.version} has {rows} rows, the run logged {t.rows}")
 
 
-def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path) -> Reproduction:
-    """Write the run's training set to `out` (parquet) if its SHA-256 equals the one logged."""
-    lineage = load_lineage(tracking_uri, run_id)
-    _check_inputs_readable(lineage)
-    training_set = build_training_set(open_store(data_dir), lineage.inputs, lineage.feature_service).frame
-    sha256 = content_sha256(training_set)
-    if sha256 != lineage.training_set_sha256 or len(training_set) != lineage.training_set_rows:
+def _snapshot(run_id: str, tracking_uri: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(run_id, SNAPSHOT_ARTIFACT, tmp)
+        except (MlflowException, OSError) as exc:
+            raise ReproductionError(f"run {run_id} has no training-set snapshot ({SNAPSHOT_ARTIFACT}): {exc}; try --rebuild") from exc
+        return pd.read_parquet(path)
+
+
+def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFrame:
+    store = open_store(data_dir)
+    current = tuple(feature_refs(store, lineage.feature_service))
+    if lineage.feature_refs and current != lineage.feature_refs:
         raise ReproductionError(
-            f"run {run_id}: rebuilt training set differs from the logged one "
-            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(training_set)} vs {lineage.training_set_rows}); nothing written"
+            f"run {run_id}: feature service {lineage.feature_service} now serves {list(current)}, "
+            f"the run used {list(lineage.feature_refs)}; restore the service definition to rebuild"
         )
+    _check_inputs_readable(lineage)
+    return build_training_set(store, lineage.inputs, lineage.feature_service).frame
+
+
+def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> pd.DataFrame:
+    """The run's training set, verified against the SHA-256 and row count it logged."""
+    lineage = load_lineage(tracking_uri, run_id)
+    frame = _rebuild(run_id, lineage, data_dir) if rebuild else _snapshot(run_id, tracking_uri)
+    sha256 = content_sha256(frame)
+    if sha256 != lineage.training_set_sha256 or len(frame) != lineage.training_set_rows:
+        source = "rebuilt" if rebuild else "snapshot"
+        raise ReproductionError(
+            f"run {run_id}: {source} training set differs from the logged one "
+            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs {lineage.training_set_rows})"
+        )
+    return frame
+
+
+def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> Reproduction:
+    """Write the run's verified training set to `out` (parquet); nothing is written if it cannot be verified."""
+    frame = training_set_of(run_id, tracking_uri, data_dir, rebuild)
     out.parent.mkdir(parents=True, exist_ok=True)
-    training_set.to_parquet(out, index=False)
-    return Reproduction(run_id, sha256, len(training_set), out)
+    frame.to_parquet(out, index=False)
+    return Reproduction(run_id, content_sha256(frame), len(frame), out, rebuild)
 
 
 def training_runs(tracking_uri: str) -> list[dict]:

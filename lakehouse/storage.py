@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset  # noqa: F401  (pa.dataset in annotations)
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -77,6 +78,11 @@ def table_row_count(uri: str, version: int | None = None, storage_options: dict[
     """Rows in the table at `version`, from the Delta log's file statistics (no data scan)."""
     adds = pa.table(DeltaTable(uri, version=version, storage_options=storage_options).get_add_actions(flatten=True))
     return int(pc.sum(adds.column("num_records")).as_py() or 0)
+
+
+def read_dataset(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> pa.dataset.Dataset:
+    """The table at `uri` as of `version`, as a lazy pyarrow dataset over exactly that version's files."""
+    return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_dataset()
 
 
 def read_table(uri: str, version: int | None = None, columns: list[str] | None = None, storage_options: dict[str, str] | None = None) -> pa.Table:

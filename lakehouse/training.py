@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from lakehouse.evaluation import evaluate, permutation_importance_by_auc
 
 ENTITY_COLUMNS = ["user_id", "event_timestamp"]
 LABEL = "label"
@@ -61,6 +62,9 @@ class TrainedModel:
     feature_names: list[str]
     metrics: dict[str, float]
     split_time: pd.Timestamp
+    test_labels: np.ndarray
+    test_scores: np.ndarray
+    importance: dict[str, float]  # mean drop in test AUC when the feature is shuffled
 
 
 def temporal_split(df: pd.DataFrame, test_share: float = 0.25) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
@@ -77,13 +81,8 @@ def train_purchase_model(training_set: pd.DataFrame, feature_names: list[str]) -
     train, test, split_time = temporal_split(training_set)
     model = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.08, random_state=0)
     model.fit(train[feature_names], train[LABEL])
+    labels = test[LABEL].to_numpy()
     scores = model.predict_proba(test[feature_names])[:, 1]
-    metrics = {
-        "train_rows": float(len(train)),
-        "test_rows": float(len(test)),
-        "test_positive_rate": float(test[LABEL].mean()),
-        "test_auc": float(roc_auc_score(test[LABEL], scores)) if test[LABEL].nunique() == 2 else float("nan"),
-        "test_average_precision": float(average_precision_score(test[LABEL], scores)),
-        "test_log_loss": float(log_loss(test[LABEL], scores, labels=[0, 1])),
-    }
-    return TrainedModel(model, feature_names, metrics, split_time)
+    metrics = {"train_rows": float(len(train)), "test_rows": float(len(test)), "test_positive_rate": float(labels.mean())} | evaluate(labels, scores)
+    importance = permutation_importance_by_auc(model, test[feature_names], labels) if len(np.unique(labels)) == 2 else {}
+    return TrainedModel(model, feature_names, metrics, split_time, labels, scores, importance)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, historical_features, service_sources
+from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
 from lakehouse.leakage import leakage_violations
 from lakehouse.lineage import InputTable, TrainingLineage
 from lakehouse.schemas import TRAINING_LABELS
@@ -53,11 +53,12 @@ def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name
     return TrainingSet(canonical_training_set(joined, feature_names(feast_store, service_name)), leakage_violations(joined, ttls))
 
 
-def lineage_of(training_set: pd.DataFrame, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingLineage:
+def lineage_of(feast_store, training_set: pd.DataFrame, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingLineage:
     return TrainingLineage(
         inputs=inputs,
         training_set_sha256=content_sha256(training_set),
         training_set_rows=len(training_set),
         feature_service=service_name,
+        feature_refs=tuple(feature_refs(feast_store, service_name)),
         feast_project=PROJECT,
     )

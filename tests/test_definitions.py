@@ -31,6 +31,7 @@ def test_definitions_load_with_every_group_and_dependency():
         "feast_online_store": "features",
         "training_labels": "ml",
         "purchase_propensity_model": "ml",
+        "table_maintenance": "maintenance",
     }
     parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys) for key in graph.get_all_asset_keys()}
     assert parents["cleaned_events"] == ["raw_events"]
@@ -51,10 +52,13 @@ def test_definitions_load_with_every_group_and_dependency():
         "category_features_schema",
         "online_matches_offline",
         "training_set_point_in_time",
+        "serving_features_match_training",
         "revenue_by_platform_reconciles",
         "unique_daily_revenue_event_date",
     } <= checks
     assert {"landing_sensor", "late_data_sensor", "freshness_checks_sensor"} <= {s.name for s in definitions.defs.sensors}
+    (schedule,) = definitions.defs.schedules
+    assert (schedule.job_name, schedule.cron_schedule) == ("table_maintenance_job", "0 3 * * *")
 
 
 def dbt_model_docs() -> dict[str, dict]:

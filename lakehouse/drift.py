@@ -1,0 +1,154 @@
+"""Training-serving skew: how far a feature's serving distribution has moved from its training one.
+
+A model is only as good as the match between the rows it was trained on and the rows it scores.
+This module compares a training (reference) sample of each feature with a serving sample and
+reports the Population Stability Index, with the two-sample Kolmogorov-Smirnov statistic as
+supporting evidence for continuous features:
+
+    PSI = sum_i (P_i - Q_i) * ln(P_i / Q_i)     P = serving, Q = training proportion in bin i
+    D   = sup_x |F_train(x) - F_serve(x)|       (scipy.stats.ks_2samp, with its p-value)
+
+PSI < 0.1 is no significant shift, 0.1 <= PSI < 0.25 a moderate one ("warn"), PSI >= 0.25 a
+significant one ("fail"). Features are numeric; nulls count as a bin of their own. Pure functions:
+no Dagster, MLflow or Feast, so a notebook or a test can call them on plain pandas data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # a bare Figure needs no GUI backend, so this is safe on a server
+from scipy import stats
+
+PSI_WARN = 0.1
+PSI_FAIL = 0.25
+# Floor for a bin's proportion. ln(P/Q) is infinite when one side has an empty bin, and that is
+# exactly the case that matters (a value training never saw, a feature suddenly null). Flooring at
+# 1e-4 and renormalising keeps PSI finite while such a bin still adds about 0.5 * ln(0.5 / 1e-4) ~ 4
+# for half the rows, far above PSI_FAIL. Bins empty on both sides get equal floors and add nothing.
+EPSILON = 1e-4
+
+Status = Literal["ok", "warn", "fail"]
+_RANK: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
+ArrayLike = np.ndarray | pd.Series | Sequence[float | None]
+
+
+def _floats(values: ArrayLike) -> np.ndarray:
+    # Through pandas so None, pd.NA and nullable integer columns all become NaN.
+    return pd.Series(values).astype("float64").to_numpy()
+
+
+def bin_edges(training: ArrayLike, bins: int = 10) -> np.ndarray:
+    """Bin edges from the training sample alone, outer edges -inf/+inf; nulls are not binned here.
+
+    With at most `bins` distinct values (counts such as purchases_7d) each value gets its own bin,
+    split at midpoints; otherwise the edges are the training quantiles, deduplicated because ties
+    repeat them. Open outer edges put serving values outside the training range into the end bins.
+    """
+    x = _floats(training)
+    x = x[~np.isnan(x)]
+    distinct = np.unique(x)
+    if len(distinct) <= bins:
+        inner = (distinct[1:] + distinct[:-1]) / 2
+    else:
+        inner = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1))[1:-1])
+    return np.concatenate([[-np.inf], inner, [np.inf]])
+
+
+def _proportions(values: ArrayLike, edges: np.ndarray) -> np.ndarray:
+    """Share of `values` per bin [edges[i], edges[i+1]), and last the share of nulls."""
+    x = _floats(values)
+    if len(x) == 0:
+        raise ValueError("cannot measure drift on an empty sample")
+    null = np.isnan(x)
+    counts = np.bincount(np.searchsorted(edges, x[~null], side="right") - 1, minlength=len(edges) - 1)
+    return np.append(counts, null.sum()) / len(x)
+
+
+def psi(training: ArrayLike, serving: ArrayLike, bins: int = 10) -> float:
+    """Population Stability Index of `serving` against `training`, on bins defined by `training`."""
+    edges = bin_edges(training, bins)
+    p, q = (np.maximum(_proportions(s, edges), EPSILON) for s in (serving, training))
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def ks(training: ArrayLike, serving: ArrayLike) -> tuple[float, float]:
+    """Two-sample KS (statistic, p-value) on non-null values; (nan, nan) if a side has none."""
+    a, b = _floats(training), _floats(serving)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan
+    result = stats.ks_2samp(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    psi: float
+    ks_statistic: float | None  # None for discrete features, where KS assumes continuity it lacks
+    ks_pvalue: float | None
+    status: Status
+
+
+def psi_status(value: float) -> Status:
+    return "fail" if value >= PSI_FAIL else "warn" if value >= PSI_WARN else "ok"
+
+
+def feature_drift(training: pd.DataFrame, serving: pd.DataFrame, features: list[str], continuous: set[str], bins: int = 10) -> list[FeatureDrift]:
+    """PSI for every feature, KS as well for those in `continuous`; status from PSI alone.
+
+    KS does not set the status: with thousands of rows its p-value is tiny for shifts too small to
+    matter to a model, so failing on it would cry wolf. PSI measures the size of the shift instead.
+    """
+    report = []
+    for name in features:
+        value = psi(training[name], serving[name], bins)
+        stat, pvalue = ks(training[name], serving[name]) if name in continuous else (None, None)
+        report.append(FeatureDrift(name, value, stat, pvalue, psi_status(value)))
+    return report
+
+
+def worst_status(report: list[FeatureDrift]) -> Status:
+    """The most severe status in the report, "ok" for an empty one."""
+    return max((d.status for d in report), key=_RANK.__getitem__, default="ok")
+
+
+def _bin_labels(training: np.ndarray, edges: np.ndarray) -> list[str]:
+    # Label a bin by the training values in it: one value for a discrete bin, a range otherwise.
+    x = training[~np.isnan(training)]
+    index = np.searchsorted(edges, x, side="right") - 1
+    labels = []
+    for i in range(len(edges) - 1):
+        inside = x[index == i]
+        lo, hi = (inside.min(), inside.max()) if len(inside) else (edges[i], edges[i + 1])
+        labels.append(f"{lo:.3g}" if lo == hi else f"{lo:.3g}–{hi:.3g}")
+    return labels + ["null"]
+
+
+def drift_chart(training: pd.DataFrame, serving: pd.DataFrame, report: list[FeatureDrift], path: str | Path, bins: int = 10) -> Path:
+    """One PNG with a panel per reported feature: training vs serving share per (training) bin."""
+    columns = min(3, max(1, len(report)))
+    rows = max(1, math.ceil(len(report) / columns))
+    figure = Figure(figsize=(4.5 * columns, 3.2 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, drift in zip(axes, report):
+        edges = bin_edges(training[drift.feature], bins)
+        x = np.arange(len(edges))  # the bins plus the null bin
+        ax.bar(x - 0.2, _proportions(training[drift.feature], edges), width=0.4, label="training")
+        ax.bar(x + 0.2, _proportions(serving[drift.feature], edges), width=0.4, label="serving")
+        ax.set_xticks(x, _bin_labels(_floats(training[drift.feature]), edges), rotation=60, fontsize=6)
+        ax.set_title(f"{drift.feature}: PSI {drift.psi:.3f} ({drift.status})", fontsize=9)
+        ax.legend(fontsize=6)
+    for ax in axes[len(report):]:
+        ax.set_visible(False)
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=100)
+    return path

@@ -1,0 +1,114 @@
+"""Table maintenance that keeps reproducibility: compact small files, vacuum old ones, never a pinned version.
+
+A Delta version is pinned while a training run that read it is worth rebuilding:
+- every version of a registered model pins its run (delete the model version to release it);
+- a kept run: an active run of the experiment tagged `lakehouse.keep=true` (`lakehouse keep RUN_ID`),
+  or started within the last `keep_runs_days`.
+Vacuum removes the data files that neither the current version nor a pinned one references, once
+they are older than the retention period; files of every other old version go, and time travel to
+it fails (reproduction says so). Expired-log cleanup is switched off on every table, because
+checkpoints otherwise delete log entries older than 30 days, and with them the pinned versions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+from mlflow.tracking import MlflowClient
+
+from lakehouse.lineage import EXPERIMENT, TAG, read_lineage
+from lakehouse.storage import with_commit_retries
+
+KEEP_TAG = f"{TAG}.keep"
+# Spark's and delta-rs' checkpoints delete log entries older than delta.logRetentionDuration unless this is off.
+LOG_CLEANUP = "delta.enableExpiredLogCleanup"
+
+
+@dataclass(frozen=True)
+class Pin:
+    uri: str
+    version: int
+    reason: str  # who needs it: "model purchase_propensity v3" or "kept run <id>"
+
+
+def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> list[Pin]:
+    """Every (table, version) that a registered model version or a kept run read."""
+    client = MlflowClient(tracking_uri)
+    pins: list[Pin] = []
+
+    def pin_run(run_id: str, reason: str) -> None:
+        try:
+            lineage = read_lineage(client.get_run(run_id))
+        except LookupError:  # a run logged by something other than the training asset
+            return
+        pins.extend(Pin(t.uri, t.version, reason) for t in lineage.inputs)
+
+    for mv in client.search_model_versions(max_results=10_000):  # every version of every registered model
+        if mv.run_id:
+            pin_run(mv.run_id, f"model {mv.name} v{mv.version}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        since = int((now - timedelta(days=keep_runs_days)).timestamp() * 1000)
+        for run in client.search_runs([experiment.experiment_id], max_results=50_000):
+            if run.data.tags.get(KEEP_TAG) == "true" or run.info.start_time >= since:
+                pin_run(run.info.run_id, f"kept run {run.info.run_id}")
+    return pins
+
+
+def table_key(uri: str) -> str:
+    """One spelling per table, so that a run's recorded URI matches the listing of the Delta root."""
+    return uri.rstrip("/") if "://" in uri else os.path.realpath(uri)
+
+
+def pins_by_table(pins: list[Pin]) -> dict[str, list[Pin]]:
+    by_table: dict[str, list[Pin]] = defaultdict(list)
+    for pin in pins:
+        by_table[table_key(pin.uri)].append(pin)
+    return dict(by_table)
+
+
+def delta_tables(root: str) -> list[str]:
+    """URIs of the Delta tables directly under `root` (a local path or an object-store URI)."""
+    fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+    entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    folders = [e for e in entries if e.type == pafs.FileType.Directory]
+    logs = fs.get_file_info([f"{e.path}/_delta_log" for e in folders])
+    return sorted(f"{root.rstrip('/')}/{e.base_name}" for e, log in zip(folders, logs) if log.type == pafs.FileType.Directory)
+
+
+@dataclass(frozen=True)
+class TableMaintenance:
+    uri: str
+    version_before: int
+    version_after: int
+    files_compacted: int  # small files rewritten into bigger ones
+    files_vacuumed: int  # data files deleted
+    kept_versions: tuple[int, ...]
+
+
+def maintain_table(uri: str, keep_versions: list[int], retention_hours: int) -> TableMaintenance:
+    """Compact, then vacuum files older than `retention_hours` that no kept version references.
+
+    A retention shorter than the longest write in flight could delete files an uncommitted writer
+    just wrote; the scheduled default is a week.
+    """
+    table = DeltaTable(uri)
+    before = table.version()
+    if table.metadata().configuration.get(LOG_CLEANUP) != "false":
+        with_commit_retries(lambda: DeltaTable(uri).alter.set_table_properties({LOG_CLEANUP: "false"}))
+    compacted = with_commit_retries(lambda: DeltaTable(uri).optimize.compact())["numFilesRemoved"]
+    table = DeltaTable(uri)
+    kept = tuple(sorted({v for v in keep_versions if v <= table.version()}))
+    # full=True also removes files no commit ever referenced (a writer killed mid-write).
+    vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True, keep_versions=list(kept))
+    return TableMaintenance(uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept)
+
+
+def maintain_lake(root: str, pins: list[Pin], retention_hours: int) -> list[TableMaintenance]:
+    by_table = pins_by_table(pins)
+    return [maintain_table(uri, [p.version for p in by_table.get(table_key(uri), [])], retention_hours) for uri in delta_tables(root)]

@@ -1,0 +1,76 @@
+"""Training-serving skew: what the serving model learnt from against the features served now.
+
+Training side: the training-set snapshot of the newest registered model version. Serving side:
+the online store's values, read with the feature references that run recorded, for the entities
+active on the newest feature day (the users with a `user_features` row at its newest as-of time,
+each with their favourite category, the key of the category features). PSI for every feature, KS
+for the continuous (float) ones; thresholds and the PSI/KS details are in `lakehouse.drift`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+from feast.types import Float32, Float64
+from mlflow.tracking import MlflowClient
+
+from lakehouse.drift import FeatureDrift, drift_chart, feature_drift
+from lakehouse.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
+from lakehouse.schemas import USER_FEATURES
+from lakehouse.storage import DeltaStore
+
+
+@dataclass(frozen=True)
+class SkewReport:
+    run_id: str
+    model_version: str
+    training_rows: int
+    serving_rows: int
+    features: list[FeatureDrift]
+    chart_uri: str  # the PNG, an artifact of the model's run
+
+
+def serving_model(client: MlflowClient) -> tuple[str, str] | None:
+    """(run id, version) of the newest registered version of the model, or None before the first."""
+    versions = [mv for mv in client.search_model_versions(max_results=10_000) if mv.name == REGISTERED_MODEL and mv.run_id]
+    newest = max(versions, key=lambda mv: int(mv.version), default=None)
+    return (newest.run_id, str(newest.version)) if newest else None
+
+
+def recent_entity_rows(delta: DeltaStore) -> list[dict[str, str]]:
+    """The users active on the newest feature day, keyed as the training labels are."""
+    table = delta.read_arrow(USER_FEATURES.name, columns=["user_id", "feature_ts", "favourite_category_30d"])
+    newest = table.filter(pc.equal(table["feature_ts"], pc.max(table["feature_ts"])))
+    # A user without views has no favourite category: "" matches no category row, so its features
+    # are served as nulls, as they are in training for a null key.
+    return [{"user_id": r["user_id"], "favourite_category": r["favourite_category_30d"] or ""} for r in newest.to_pylist()]
+
+
+def _continuous(feast_store, refs: tuple[str, ...]) -> set[str]:
+    dtypes = {f"{fv.name}:{f.name}": f.dtype for fv in feast_store.list_feature_views() for f in fv.features}
+    return {ref.split(":", 1)[1] for ref in refs if dtypes.get(ref) in (Float32, Float64)}
+
+
+def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewReport | None:
+    """Compare the serving model's training set with the online values; None if no model is registered."""
+    client = MlflowClient(tracking_uri)
+    model = serving_model(client)
+    if model is None:
+        return None
+    run_id, version = model
+    lineage: TrainingLineage = read_lineage(client.get_run(run_id))
+    names = [ref.split(":", 1)[1] for ref in lineage.feature_refs]
+    entity_rows = recent_entity_rows(delta)
+    served = feast_store.get_online_features(features=list(lineage.feature_refs), entity_rows=entity_rows).to_df()
+    with tempfile.TemporaryDirectory() as tmp:
+        training = pd.read_parquet(client.download_artifacts(run_id, SNAPSHOT_ARTIFACT, tmp), columns=names)
+        report = feature_drift(training, served, names, _continuous(feast_store, lineage.feature_refs))
+        chart = drift_chart(training, served, report, Path(tmp) / f"serving_skew_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
+        client.log_artifact(run_id, str(chart), "serving_skew")
+    chart_uri = f"{client.get_run(run_id).info.artifact_uri}/serving_skew/{chart.name}"
+    return SkewReport(run_id, version, len(training), len(served), report, chart_uri)
