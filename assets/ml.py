@@ -69,11 +69,11 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     trained = train_purchase_model(training_set, list(training_set.columns[3:]))
     mlflow_tracking.activate()
     logged = log_training_run(
-        run_name=f"purchase_propensity_{context.run_id[:8]}",
+        run_name=f"purchase_propensity_{context.run.run_id[:8]}",
         trained=trained,
         training_set=training_set,
         lineage=lineage,
-        extra_tags=dagster_tags(context.run_id, _partition(context)),
+        extra_tags=dagster_tags(context.run.run_id, _partition(context)),
         figures=evaluation_figures(trained.test_labels, trained.test_scores, trained.importance),
     )
     context.log.info(f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version}: test AUC {trained.metrics['test_auc']:.3f}")

@@ -1,7 +1,7 @@
 """Training-serving skew: what the serving model learnt from against the features served now.
 
 Training side: the training-set snapshot of the newest registered model version. Serving side:
-the online store's values, read with the feature references that run recorded, for the entities
+the online store's values, read through the feature service that run recorded, for the entities
 active on the newest feature day (the users with a `user_features` row at its newest as-of time,
 each with their favourite category, the key of the category features). PSI for every feature, KS
 for the continuous (float) ones; thresholds and the PSI/KS details are in `lakehouse.drift`.
@@ -66,7 +66,11 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
     lineage: TrainingLineage = read_lineage(client.get_run(run_id))
     names = [ref.split(":", 1)[1] for ref in lineage.feature_refs]
     entity_rows = recent_entity_rows(delta)
-    served = feast_store.get_online_features(features=list(lineage.feature_refs), entity_rows=entity_rows).to_df()
+    # Through the service, so that its join-key mapping (favourite_category -> item_category) applies.
+    service = feast_store.get_feature_service(lineage.feature_service)
+    served = feast_store.get_online_features(features=service, entity_rows=entity_rows).to_df()
+    if missing := [n for n in names if n not in served.columns]:
+        raise ValueError(f"feature service {lineage.feature_service} no longer serves {missing}, which model run {run_id} was trained on")
     with tempfile.TemporaryDirectory() as tmp:
         training = pd.read_parquet(client.download_artifacts(run_id, SNAPSHOT_ARTIFACT, tmp), columns=names)
         report = feature_drift(training, served, names, _continuous(feast_store, lineage.feature_refs))
