@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,8 @@ from lakehouse.training import TrainedModel
 
 # HistGradientBoostingClassifier's tree nodes, which skops must be told to load.
 _SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+# What loading the model needs, at the versions uv.lock pins (MLflow would otherwise infer them, slowly).
+_MODEL_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "scipy", "pandas", "skops")]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def log_training_run(
             input_example=training_set[trained.feature_names].head(5),
             registered_model_name=REGISTERED_MODEL,
             skops_trusted_types=_SKOPS_TRUSTED,
+            pip_requirements=_MODEL_REQUIREMENTS,
         )
     version = str(info.registered_model_version)
     client = MlflowClient()

@@ -9,8 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -262,29 +261,30 @@ def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lak
     assert shown["revenue_30d"] == pytest.approx(latest["revenue_30d"].tolist())
 
 
-def test_reproduce_rebuilds_the_logged_training_set_after_every_input_moved_on(lake, tmp_path):
+def test_an_old_run_reproduces_its_training_set_after_30_more_days_both_from_its_snapshot_and_rebuilt(lake, tmp_path):
     data, env = lake
     runs = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)
     assert len(runs) == 1
     run = runs[0]
 
-    # Three more days land and everything is rematerialized: every input table gets new commits.
-    _land_and_materialize(env, START + timedelta(days=DAYS), 3)
-    for name, version in run["inputs"].items():
-        assert DeltaTable(str(data / "delta" / name)).version() > version, name
+    # 30 more days land and everything is rematerialized: every input table gets new commits.
+    _land_and_materialize(env, START + timedelta(days=DAYS), 30)
     newer = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)[0]
     assert newer["run_id"] != run["run_id"] and newer["training_set_sha256"] != run["training_set_sha256"]
+    for name, version in run["inputs"].items():
+        current = DeltaTable(str(data / "delta" / name)).version()
+        assert current > version and newer["inputs"][name] == current, name
 
-    out = tmp_path / "training_set.parquet"
-    result = _run(env, BIN / "lakehouse", "reproduce", run["run_id"], "--out", str(out))
-    assert run["training_set_sha256"] in result.stdout
-    rebuilt = pd.read_parquet(out)
-    assert len(rebuilt) == run["training_set_rows"]
-    assert content_sha256(rebuilt) == run["training_set_sha256"]
-    # Every label row was known in the old labels version: nothing from the new days leaked in.
     old_labels = _table(data, "training_labels", version=run["inputs"]["training_labels"])
-    assert len(rebuilt) == len(old_labels)
-    assert rebuilt["event_timestamp"].max() == old_labels["event_timestamp"].max()
+    for flags in ([], ["--rebuild"]):
+        out = tmp_path / f"training_set{len(flags)}.parquet"
+        result = _run(env, BIN / "lakehouse", "reproduce", run["run_id"], "--out", str(out), *flags)
+        assert run["training_set_sha256"] in result.stdout
+        rebuilt = pd.read_parquet(out)
+        assert len(rebuilt) == run["training_set_rows"] == len(old_labels)
+        assert content_sha256(rebuilt) == run["training_set_sha256"]
+        # Every row was known in the old labels version: nothing from the new days leaked in.
+        assert rebuilt["event_timestamp"].max() == old_labels["event_timestamp"].max()
 
 
 def test_reproduce_of_an_unknown_run_fails_clearly(lake, tmp_path):

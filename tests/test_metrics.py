@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.schemas import CLEANED_EVENTS
-from lakehouse.storage import DateRange, DeltaStore
+from lakehouse.storage import DeltaStore
 from resources.dbt import DBT_DIR
 
 DBT = str(Path(sys.executable).parent / "dbt")

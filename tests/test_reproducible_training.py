@@ -9,65 +9,24 @@ shifts it.
 
 import os
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
-from lakehouse.generator import CATEGORIES
-from lakehouse.lineage import EXPERIMENT, REGISTERED_MODEL
-from lakehouse.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
+from lakehouse.lineage import REGISTERED_MODEL
 from lakehouse.storage import DeltaStore
+from lakehouse.synthetic_features import FIRST_DAY, land_feature_days
 from lakehouse.training import content_sha256
 from resources import resources_for
 
-FIRST_DAY = datetime(2026, 3, 1, tzinfo=timezone.utc)
 USERS = 1000
 SECRET = "s3cr3t-value-that-must-never-be-logged"
-
-
-def _feature_rows(rng, propensity: np.ndarray, day: datetime, shift: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """One as-of day: user features drawn around each user's propensity, category features, labels."""
-    n = len(propensity)
-    counts = lambda mean: rng.poisson(mean * shift, n)  # noqa: E731
-    purchases_30d = counts(propensity * 4)
-    favourite = rng.choice(np.array(CATEGORIES + (None,), dtype=object), n)
-    users = pd.DataFrame(
-        {
-            "user_id": [f"u{i:04d}" for i in range(n)],
-            "feature_ts": day,
-            "events_7d": counts(12.0), "sessions_7d": counts(3.0), "views_7d": counts(6.0), "carts_7d": counts(2.0),
-            "purchases_7d": counts(propensity), "purchases_30d": purchases_30d,
-            "revenue_30d": purchases_30d * rng.lognormal(3.5, 0.4, n) * shift,
-            "days_since_last_event": rng.integers(1, 6, n).astype("int32"),
-            "events_1d": counts(2.0), "sessions_1d": counts(0.5), "purchases_1d": counts(propensity / 7),
-            "events_30d": counts(50.0), "sessions_30d": counts(12.0), "views_30d": counts(25.0), "carts_30d": counts(8.0),
-            "cart_abandonment_rate_30d": np.minimum(1.0, rng.beta(2, 3, n) * shift),
-            "favourite_category_30d": favourite,
-            "favourite_category_share_30d": np.where(favourite == None, np.nan, rng.beta(3, 3, n)),  # noqa: E711
-        }
-    )
-    # Eight categories a day are too few to sample: each keeps its own level, scaled by the shift.
-    views = np.round((400 + 50 * np.arange(len(CATEGORIES))) * shift).astype("int64")
-    carts = np.round(views * (0.15 + 0.01 * np.arange(len(CATEGORIES)))).astype("int64")
-    categories = pd.DataFrame({"item_category": CATEGORIES, "feature_ts": day, "category_views_7d": views, "category_carts_7d": carts, "category_cart_rate_7d": carts / views})
-    labels = pd.DataFrame({"user_id": users["user_id"], "event_timestamp": day, "label": (rng.random(n) < propensity / 3).astype("int32"), "favourite_category": favourite})
-    return users, categories, labels
-
-
-def _land_days(store: DeltaStore, rng, propensity, days: range, shift: float = 1.0) -> None:
-    """Rewrite the three tables with `days` added (earlier rows unchanged): one new version each."""
-    frames = [_feature_rows(rng, propensity, FIRST_DAY + timedelta(days=d), shift) for d in days]
-    for i, schema in enumerate((USER_FEATURES, CATEGORY_FEATURES, TRAINING_LABELS)):
-        new = pa.Table.from_pandas(pd.concat([f[i] for f in frames]), preserve_index=False)
-        old = store.read_arrow(schema.name) if store.version(schema.name) is not None else None
-        store.write_arrow(schema, pa.concat_tables([old.select(new.column_names).cast(schema.arrow()), new.cast(schema.arrow())]) if old else new)
 
 
 def _materialize(*selection: str, run_config: dict | None = None):
@@ -98,10 +57,10 @@ def lake(tmp_path_factory):
         store = DeltaStore(str(data / "delta"))
         rng = np.random.default_rng(0)
         propensity = rng.gamma(2.0, 0.4, USERS)
-        _land_days(store, rng, propensity, range(0, 20))
+        land_feature_days(store, rng, propensity, range(0, 20))
         first = _materialize("feast_registry", "feast_online_store", "purchase_propensity_model")
         assert first.success
-        _land_days(store, rng, propensity, range(20, 50))
+        land_feature_days(store, rng, propensity, range(20, 50))
         second = _materialize("feast_registry", "feast_online_store", "purchase_propensity_model")
         assert second.success
         runs = [r.asset_materializations_for_node("purchase_propensity_model")[0].metadata["mlflow_run_id"].value for r in (first, second)]
@@ -185,13 +144,13 @@ def _skew_check(result):
 
 def test_the_skew_check_is_quiet_on_unshifted_serving_data_and_fires_on_a_shift(lake):
     store, rng, propensity = lake["store"], lake["rng"], lake["propensity"]
-    _land_days(store, rng, propensity, range(50, 51))
+    land_feature_days(store, rng, propensity, range(50, 51))
     quiet = _skew_check(_materialize("feast_online_store"))
     assert quiet.passed, quiet.metadata["features"].value
     assert quiet.metadata["max_psi"].value < 0.1
     assert quiet.metadata["serving_rows"].value == USERS
 
-    _land_days(store, rng, propensity, range(51, 52), shift=2.0)
+    land_feature_days(store, rng, propensity, range(51, 52), shift=2.0)
     shifted = _skew_check(_materialize("feast_online_store"))
     assert not shifted.passed and shifted.severity == AssetCheckSeverity.ERROR
     assert shifted.metadata["max_psi"].value >= 0.25
