@@ -164,17 +164,16 @@ def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], s
 
     by_view = {p.feature_view: p for p in pins}
     service = store.get_feature_service(service_name)
-    views, refs = [], []
+    views = []
     for projection in service.feature_view_projections:
         if projection.name not in by_view:
             raise ValueError(f"no Delta version pinned for feature view {projection.name!r}")
         # The service's projection carries its feature subset and join-key mapping.
         views.append(pinned(store.get_feature_view(projection.name).with_projection(projection), by_view[projection.name].version))
-        refs.extend(f"{projection.name}:{f.name}" for f in projection.features)
     job = DeltaOfflineStore.get_historical_features(
         config=store.config,
         feature_views=views,
-        feature_refs=refs,
+        feature_refs=feature_refs(store, service_name),
         entity_df=entity_df.copy(),
         registry=store.registry,
         project=store.project,

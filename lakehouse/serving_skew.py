@@ -63,7 +63,8 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
     if model is None:
         return None
     run_id, version = model
-    lineage: TrainingLineage = read_lineage(client.get_run(run_id))
+    run = client.get_run(run_id)
+    lineage: TrainingLineage = read_lineage(run)
     names = [ref.split(":", 1)[1] for ref in lineage.feature_refs]
     entity_rows = recent_entity_rows(delta)
     # Through the service, so that its join-key mapping (favourite_category -> item_category) applies.
@@ -76,5 +77,5 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
         report = feature_drift(training, served, names, _continuous(feast_store, lineage.feature_refs))
         chart = drift_chart(training, served, report, Path(tmp) / f"serving_skew_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
         client.log_artifact(run_id, str(chart), "serving_skew")
-    chart_uri = f"{client.get_run(run_id).info.artifact_uri}/serving_skew/{chart.name}"
+    chart_uri = f"{run.info.artifact_uri}/serving_skew/{chart.name}"
     return SkewReport(run_id, version, len(training), len(served), report, chart_uri)
