@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from dagster import Config, DefaultScheduleStatus, MaterializeResult, MetadataValue, ScheduleDefinition, asset, define_asset_job
 
-from lakehouse.retention import maintain_lake, pinned_versions, pins_by_table, table_key
+from lakehouse.retention import maintain_lake, pinned_versions
 from resources.delta import DeltaStorage
 from resources.mlflow import MlflowTracking
 
@@ -26,9 +26,8 @@ def table_maintenance(config: MaintenanceConfig, delta: DeltaStorage, mlflow_tra
     """
     pins = pinned_versions(mlflow_tracking.tracking_uri, config.keep_runs_days, datetime.now(timezone.utc))
     results = maintain_lake(delta.root, pins, config.retention_hours)
-    by_table = pins_by_table(pins)
     rows = "\n".join(
-        f"| {r.uri.rsplit('/', 1)[-1]} | {r.version_before} | {r.version_after} | {r.files_compacted} | {r.files_vacuumed} | {', '.join(map(str, r.kept_versions)) or '-'} |"
+        f"| {r.table} | {r.version_before} | {r.version_after} | {r.files_compacted} | {r.files_vacuumed} | {', '.join(map(str, r.kept_versions)) or '-'} |"
         for r in results
     )
     return MaterializeResult(
@@ -37,7 +36,7 @@ def table_maintenance(config: MaintenanceConfig, delta: DeltaStorage, mlflow_tra
             "files_compacted": MetadataValue.int(sum(r.files_compacted for r in results)),
             "files_vacuumed": MetadataValue.int(sum(r.files_vacuumed for r in results)),
             "maintenance": MetadataValue.md("| table | version before | after | files compacted | files vacuumed | pinned versions kept |\n|---|---|---|---|---|---|\n" + rows),
-            "pinned_by": MetadataValue.json({r.uri.rsplit("/", 1)[-1]: sorted({f"v{p.version}: {p.reason}" for p in by_table.get(table_key(r.uri), [])}) for r in results}),
+            "pinned_by": MetadataValue.json({r.table: list(r.pinned_by) for r in results}),
         }
     )
 

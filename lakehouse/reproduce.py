@@ -94,6 +94,10 @@ def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFr
 
 def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> pd.DataFrame:
     """The run's training set, verified against the SHA-256 and row count it logged."""
+    return _verified_training_set(run_id, tracking_uri, data_dir, rebuild)[0]
+
+
+def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, str]:
     lineage = load_lineage(tracking_uri, run_id)
     frame = _rebuild(run_id, lineage, data_dir) if rebuild else _snapshot(run_id, tracking_uri)
     sha256 = content_sha256(frame)
@@ -103,15 +107,15 @@ def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: boo
             f"run {run_id}: {source} training set differs from the logged one "
             f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs {lineage.training_set_rows})"
         )
-    return frame
+    return frame, sha256
 
 
 def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> Reproduction:
     """Write the run's verified training set to `out` (parquet); nothing is written if it cannot be verified."""
-    frame = training_set_of(run_id, tracking_uri, data_dir, rebuild)
+    frame, sha256 = _verified_training_set(run_id, tracking_uri, data_dir, rebuild)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
-    return Reproduction(run_id, content_sha256(frame), len(frame), out, rebuild)
+    return Reproduction(run_id, sha256, len(frame), out, rebuild)
 
 
 def training_runs(tracking_uri: str) -> list[dict]:

@@ -89,9 +89,14 @@ class TableMaintenance:
     files_compacted: int  # small files rewritten into bigger ones
     files_vacuumed: int  # data files deleted
     kept_versions: tuple[int, ...]
+    pinned_by: tuple[str, ...]  # "v<version>: <reason>" for every pin on the table
+
+    @property
+    def table(self) -> str:
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def maintain_table(uri: str, keep_versions: list[int], retention_hours: int) -> TableMaintenance:
+def maintain_table(uri: str, pins: list[Pin], retention_hours: int) -> TableMaintenance:
     """Compact, then vacuum files older than `retention_hours` that no kept version references.
 
     A retention shorter than the longest write in flight could delete files an uncommitted writer
@@ -103,12 +108,13 @@ def maintain_table(uri: str, keep_versions: list[int], retention_hours: int) -> 
         with_commit_retries(lambda: DeltaTable(uri).alter.set_table_properties({LOG_CLEANUP: "false"}))
     compacted = with_commit_retries(lambda: DeltaTable(uri).optimize.compact())["numFilesRemoved"]
     table = DeltaTable(uri)
-    kept = tuple(sorted({v for v in keep_versions if v <= table.version()}))
+    kept = tuple(sorted({p.version for p in pins if p.version <= table.version()}))
     # full=True also removes files no commit ever referenced (a writer killed mid-write).
     vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True, keep_versions=list(kept))
-    return TableMaintenance(uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept)
+    pinned_by = tuple(sorted({f"v{p.version}: {p.reason}" for p in pins}))
+    return TableMaintenance(uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept, pinned_by)
 
 
 def maintain_lake(root: str, pins: list[Pin], retention_hours: int) -> list[TableMaintenance]:
     by_table = pins_by_table(pins)
-    return [maintain_table(uri, [p.version for p in by_table.get(table_key(uri), [])], retention_hours) for uri in delta_tables(root)]
+    return [maintain_table(uri, by_table.get(table_key(uri), []), retention_hours) for uri in delta_tables(root)]
