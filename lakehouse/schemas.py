@@ -112,6 +112,28 @@ class TableSchema:
             strict=True,
         )
 
+    def pandera_polars(self):
+        import pandera.polars as pap
+        import polars as pl
+
+        polars_types = {
+            "string": pl.String,
+            "long": pl.Int64,
+            "int": pl.Int32,
+            "double": pl.Float64,
+            "date": pl.Date,
+            "timestamp": pl.Datetime("us", "UTC"),
+        }
+        return pap.DataFrameSchema(
+            name=self.name,
+            columns={
+                c.name: pap.Column(polars_types[c.dtype], checks=list(c.checks), nullable=c.nullable)
+                for c in self.columns
+            },
+            unique=list(self.unique) or None,
+            strict=True,
+        )
+
     def column_docs(self) -> dict[str, str]:
         return {c.name: c.description for c in self.columns}
 

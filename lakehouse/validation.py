@@ -55,3 +55,20 @@ def validate_pandas(schema: TableSchema, df: pd.DataFrame) -> ValidationReport:
             for row in cases.drop_duplicates(["column", "check"]).itertuples()
         ]
     return ValidationReport(schema.name, len(df), failures)
+
+
+def validate_arrow(schema: TableSchema, table) -> ValidationReport:
+    """Validate an Arrow table with pandera's polars backend (zero-copy; nothing goes through pandas)."""
+    import polars as pl
+
+    frame = pl.from_arrow(table)
+    try:
+        schema.pandera_polars().validate(frame, lazy=True)
+        failures: list[str] = []
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        failures = [
+            f"{row['column']}: {row['check']}: {row['failure_case']!r}"
+            for row in cases.unique(subset=["column", "check"], keep="first", maintain_order=True).iter_rows(named=True)
+        ]
+    return ValidationReport(schema.name, frame.height, failures)

@@ -35,22 +35,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+from typing import TYPE_CHECKING
+
+from lakehouse.engines.api import F, Window, compat, conform, transformation
 
 from lakehouse.generator import EVENT_NAMES, MAX_LATENESS, PLATFORMS
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
 NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
 PROPERTIES = ("item_id", "item_category", "currency", "order_id", "source_page", "experiment_variant", *NUMERIC_PROPERTIES)
 # Everything is read as text first, so that a value of the wrong type is seen, not silently nulled
 # (a JSON number or object in a string field comes back as its text). Properties not listed are ignored.
-WIRE_JSON = T.StructType(
-    [T.StructField(name, T.StringType()) for name in WIRE_FIELDS]
-    + [T.StructField("properties", T.StructType([T.StructField(name, T.StringType()) for name in PROPERTIES]))]
-)
+WIRE_JSON = {**dict.fromkeys(WIRE_FIELDS, "string"), "properties": dict.fromkeys(PROPERTIES, "string")}
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
 LINE_KEY = ("ingest_date", "source_file", "line_number")  # identifies a raw line
 IDENTITY_LOOKBACK = timedelta(days=30)
@@ -75,17 +75,20 @@ class CleaningResult:
     classified: DataFrame
     parsed: DataFrame
 
+    @transformation
     def _with(self, outcome: str) -> DataFrame:
         return self.classified.filter(F.col("outcome") == outcome)
 
     @property
+    @transformation
     def cleaned(self) -> DataFrame:
-        return self._with("cleaned").select(*CLEANED_EVENTS.column_names)
+        return conform(self._with("cleaned"), CLEANED_EVENTS)
 
     @property
+    @transformation
     def quarantined(self) -> DataFrame:
         lines = self.parsed.select(*LINE_KEY, "raw_line")
-        return self._with("quarantined").join(lines, list(LINE_KEY)).select(*QUARANTINE.column_names)
+        return conform(compat.settled(self._with("quarantined").join(lines, list(LINE_KEY))), QUARANTINE)
 
     def persisted(self) -> CleaningResult:
         """Cache the parse and the classification, so that the tables, the counts and the checks share them."""
@@ -96,14 +99,17 @@ class CleaningResult:
         self.classified.unpersist()
         self.parsed.unpersist()
 
+    @transformation
     def counts(self) -> dict[str, int]:
         """Raw rows per outcome; they add up to the raw rows read."""
         found = {row["outcome"]: row["count"] for row in self.classified.groupBy("outcome").count().collect()}
         return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
 
+    @transformation
     def quarantined_by_reason(self) -> dict[str, int]:
         return {row["reason"]: row["count"] for row in self._with("quarantined").groupBy("reason").count().collect()}
 
+    @transformation
     def rows_by_event_date(self) -> dict[date, int]:
         """Raw rows attributed to each event date of the range (cleaned + quarantined)."""
         kept = self.classified.filter(F.col("outcome") != "outside_range")
@@ -111,13 +117,15 @@ class CleaningResult:
 
 
 # ISO-8601 with a zone; Spark alone would also read "1115" as the year 1115.
-_ISO_8601 = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+# Hours stop at 23: DuckDB reads 24:00:00 as the next midnight, Spark as no time at all.
+_ISO_8601 = r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 
 
 def _utc(text: Column) -> Column:
-    return F.when(text.rlike(_ISO_8601), F.try_to_timestamp(text))
+    return F.when(text.rlike(_ISO_8601), compat.parse_timestamp(text))
 
 
+@transformation
 def parse_events(raw: DataFrame) -> DataFrame:
     """Each raw row with its fields read as text, typed where they can be, and the corrected event time.
 
@@ -126,9 +134,10 @@ def parse_events(raw: DataFrame) -> DataFrame:
     """
     raw_columns = ("ingest_date", "source_file", "line_number", "raw_line")
     lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
-    wire = lines.select("*", F.from_json("_line", WIRE_JSON).alias("_e"), F.json_object_keys("_line").isNotNull().alias("_is_object"))
+    parsed, is_object = compat.json_object(F.col("_line"), WIRE_JSON)
+    wire = lines.select("*", parsed.alias("_e"), is_object.alias("_is_object"))
     e, props = F.col("_e"), F.col("_e")["properties"]
-    typed = {name: props[name].try_cast(kind) for name, kind in NUMERIC_PROPERTIES.items()}
+    typed = {name: compat.try_cast(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
         wrong_type = wrong_type | (props[name].isNotNull() & typed[name].isNull())
@@ -153,10 +162,11 @@ def parse_events(raw: DataFrame) -> DataFrame:
         (props["currency"].isNotNull() & (props["currency"] != "USD")).alias("_foreign_currency"),
     )
     micros = F.unix_micros
-    corrected = fields.withColumn("_corrected", F.timestamp_micros(micros("received_at") - (micros("_sent_at") - micros("device_ts"))))
+    corrected = fields.withColumn("_corrected", compat.timestamp_from_micros(micros("received_at") - (micros("_sent_at") - micros("device_ts"))))
     # An event dates from its ingest day or the MAX_LATENESS days before; any other time is not
     # believable, and would attribute the line to a partition that never reads it.
-    believable = F.to_date("_corrected").between(F.date_sub("ingest_date", MAX_LATENESS.days), F.col("ingest_date"))
+    corrected_date = F.to_date("_corrected")
+    believable = (corrected_date >= F.date_sub("ingest_date", MAX_LATENESS.days)) & (corrected_date <= F.col("ingest_date"))
     timed = corrected.withColumn("event_ts", F.when(believable, F.col("_corrected")))
     return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected")
 
@@ -188,13 +198,14 @@ def _stitched(valid: DataFrame, ties: DataFrame) -> DataFrame:
         .groupBy("e.source_file", "e.line_number")
         .agg(F.min("t.tie_user_id").alias("_linked_user"))
     )
-    resolved = valid.join(linked, ["source_file", "line_number"], "left")
+    resolved = compat.settled(valid.join(linked, ["source_file", "line_number"], "left"))
     return resolved.withColumn(
         "identity",
         F.when(F.col("user_id").isNotNull(), F.lit("logged_in")).when(F.col("_linked_user").isNotNull(), F.lit("stitched")).otherwise(F.lit("anonymous")),
     ).withColumn("user_id", F.coalesce("user_id", "_linked_user", "anonymous_id"))
 
 
+@transformation
 def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
     """Classify raw rows; the cleaned and quarantined ones are those attributed to [start, end].
 
@@ -218,6 +229,6 @@ def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
     valid = _stitched(parsed.filter(F.col("reason").isNull()), ties)
     invalid = parsed.filter(F.col("reason").isNotNull()).withColumn("identity", F.lit(None).cast("string"))
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
-    in_range = F.col("event_date").between(F.lit(start), F.lit(end))
+    in_range = (F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
     outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
     return CleaningResult(classified.withColumn("outcome", outcome), parsed_all)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
+from typing import TYPE_CHECKING
 
+from lakehouse.engines.api import F, Window, compat, conform, transformation
 from lakehouse.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 _ONE_DAY = timedelta(days=1)
 ACTIVITY_COUNTS = ("events", "sessions", "views", "carts", "purchases")
 SESSION_COUNTS = ("cart_sessions", "abandoned_cart_sessions")
 
 
-def _count_of(event_name: str) -> F.Column:
+def _count_of(event_name: str) -> Column:
     return F.sum(F.when(F.col("event_name") == event_name, 1).otherwise(0)).cast("long")
 
 
+@transformation
 def daily_user_activity(cleaned: DataFrame) -> DataFrame:
     """(user_id, day) -> event counts and purchase revenue of that UTC day, and its sessions that
     added to cart (cart_sessions) and of those, the ones that bought nothing (abandoned_cart_sessions).
@@ -45,15 +49,16 @@ def daily_user_activity(cleaned: DataFrame) -> DataFrame:
         F.sum(F.col("carted").cast("long")).alias("cart_sessions"),
         F.sum((F.col("carted") & ~F.col("bought")).cast("long")).alias("abandoned_cart_sessions"),
     )
-    return daily.join(by_day, ["user_id", "day"], "left").fillna(dict.fromkeys(SESSION_COUNTS, 0))
+    return compat.settled(daily.join(by_day, ["user_id", "day"], "left").fillna(dict.fromkeys(SESSION_COUNTS, 0)))
 
 
+@transformation
 def dense_user_days(daily: DataFrame, last_day: date) -> DataFrame:
     """Every (user, day) from the user's first active day through `last_day`, quiet days as zeros."""
     first = daily.groupBy("user_id").agg(F.min("day").alias("first_day"))
-    grid = first.select("user_id", "first_day", F.explode(F.sequence("first_day", F.lit(last_day))).alias("day"))
+    grid = first.select("user_id", "first_day", F.explode(compat.day_sequence(F.col("first_day"), F.lit(last_day))).alias("day"))
     zeros = {c: 0 for c in ACTIVITY_COUNTS + SESSION_COUNTS} | {"revenue": 0.0}
-    return grid.join(daily, ["user_id", "day"], "left").fillna(zeros)
+    return compat.settled(grid.join(daily, ["user_id", "day"], "left").fillna(zeros))
 
 
 def _window(lo: int | None, hi: int) -> Window:
@@ -61,6 +66,7 @@ def _window(lo: int | None, hi: int) -> Window:
     return w.rowsBetween(Window.unboundedPreceding if lo is None else lo, hi)
 
 
+@transformation
 def favourite_categories(cleaned: DataFrame, last_day: date) -> DataFrame:
     """(user_id, day) -> the category the user viewed most in the 30 days before `day`, and its share
     of those views; null when the user viewed nothing (with a category) then. Ties go to the
@@ -68,28 +74,27 @@ def favourite_categories(cleaned: DataFrame, last_day: date) -> DataFrame:
     first = cleaned.groupBy("user_id").agg(F.min("event_date").alias("first_day"))
     views = cleaned.where((F.col("event_name") == "product_viewed") & F.col("item_category").isNotNull())
     daily = views.groupBy("user_id", "item_category", F.col("event_date").alias("day")).agg(F.count(F.lit(1)).alias("category_views"))
-    grid = (
-        daily.select("user_id", "item_category").distinct().join(first, "user_id")
-        .select("user_id", "item_category", F.explode(F.sequence("first_day", F.lit(last_day))).alias("day"))
-        .join(daily, ["user_id", "item_category", "day"], "left").fillna({"category_views": 0})
-    )
+    pairs = compat.settled(daily.select("user_id", "item_category").distinct().join(first, "user_id"))
+    pair_days = pairs.select("user_id", "item_category", F.explode(compat.day_sequence(F.col("first_day"), F.lit(last_day))).alias("day"))
+    grid = compat.settled(pair_days.join(daily, ["user_id", "item_category", "day"], "left").fillna({"category_views": 0}))
     w30 = Window.partitionBy("user_id", "item_category").orderBy("day").rowsBetween(-30, -1)
     windowed = grid.withColumn("views_30d", F.coalesce(F.sum("category_views").over(w30), F.lit(0)))
     per_day = Window.partitionBy("user_id", "day")
     ranked = windowed.withColumn("total", F.sum("views_30d").over(per_day)).withColumn(
         "rank", F.row_number().over(per_day.orderBy(F.col("views_30d").desc(), F.col("item_category")))
     )
-    top = ranked.where(F.col("rank") == 1)
     seen = F.col("views_30d") > 0
-    grid_days = first.select("user_id", F.explode(F.sequence("first_day", F.lit(last_day))).alias("day"))
-    return grid_days.join(top, ["user_id", "day"], "left").select(
+    top = ranked.where(F.col("rank") == 1).select(
         "user_id",
         "day",
         F.when(seen, F.col("item_category")).alias("favourite_category_30d"),
         F.when(seen, F.round(F.col("views_30d") / F.col("total"), 4)).alias("favourite_category_share_30d"),
     )
+    grid_days = first.select("user_id", F.explode(compat.day_sequence(F.col("first_day"), F.lit(last_day))).alias("day"))
+    return compat.settled(grid_days.join(top, ["user_id", "day"], "left"))
 
 
+@transformation
 def user_activity_features(cleaned: DataFrame, last_event_day: date) -> DataFrame:
     """Features as of every UTC midnight D after a user's first active day, through last_event_day + 1.
 
@@ -101,8 +106,7 @@ def user_activity_features(cleaned: DataFrame, last_event_day: date) -> DataFram
     days = dense_user_days(daily_user_activity(cleaned), last_day)
     w1, w7, w30, before = _window(-1, -1), _window(-7, -1), _window(-30, -1), _window(None, -1)
     last_active = F.max(F.when(F.col("events") > 0, F.col("day"))).over(before)
-    cart_sessions_30d, abandoned_30d = F.sum("cart_sessions").over(w30), F.sum("abandoned_cart_sessions").over(w30)
-    features = days.select(
+    windowed = days.select(
         "user_id",
         # Midnight UTC: the session time zone is UTC.
         F.col("day").cast("timestamp").alias("feature_ts"),
@@ -113,13 +117,17 @@ def user_activity_features(cleaned: DataFrame, last_event_day: date) -> DataFram
         F.round(F.sum("revenue").over(w30), 2).alias("revenue_30d"),
         F.datediff("day", last_active).alias("days_since_last_event"),
         *[F.sum(c).over(w1).alias(f"{c}_1d") for c in ("events", "sessions", "purchases")],
-        *[F.sum(c).over(w30).alias(f"{c}_30d") for c in ("events", "sessions", "views", "carts")],
-        F.when(cart_sessions_30d > 0, F.round(abandoned_30d / cart_sessions_30d, 4)).alias("cart_abandonment_rate_30d"),
+        *[F.sum(c).over(w30).alias(f"{c}_30d") for c in ("events", "sessions", "views", "carts", *SESSION_COUNTS)],
     )
-    features = features.join(favourite_categories(cleaned, last_day), ["user_id", "day"], "left")
-    return features.filter(F.col("day") > F.col("first_day")).select(*USER_FEATURES.column_names)
+    # The rate is a second step over the window sums: SQLFrame cannot resolve a window expression
+    # reused inside another expression of the same select.
+    cart_sessions_30d, abandoned_30d = F.col("cart_sessions_30d"), F.col("abandoned_cart_sessions_30d")
+    features = windowed.withColumn("cart_abandonment_rate_30d", F.when(cart_sessions_30d > 0, F.round(abandoned_30d / cart_sessions_30d, 4)))
+    features = compat.settled(features.join(favourite_categories(cleaned, last_day), ["user_id", "day"], "left"))
+    return conform(features.filter(F.col("day") > F.col("first_day")), USER_FEATURES)
 
 
+@transformation
 def category_activity_features(cleaned: DataFrame, last_event_day: date) -> DataFrame:
     """Per item category, as of every UTC midnight D after its first day through last_event_day + 1:
     views and cart adds in the 7 days before D and their ratio (null without views)."""
@@ -128,22 +136,23 @@ def category_activity_features(cleaned: DataFrame, last_event_day: date) -> Data
         _count_of("product_viewed").alias("views"), _count_of("cart_item_added").alias("carts")
     )
     first = daily.groupBy("item_category").agg(F.min("day").alias("first_day"))
-    grid = first.select("item_category", "first_day", F.explode(F.sequence("first_day", F.lit(last_event_day + _ONE_DAY))).alias("day"))
-    days = grid.join(daily, ["item_category", "day"], "left").fillna({"views": 0, "carts": 0})
+    grid = first.select("item_category", "first_day", F.explode(compat.day_sequence(F.col("first_day"), F.lit(last_event_day + _ONE_DAY))).alias("day"))
+    days = compat.settled(grid.join(daily, ["item_category", "day"], "left").fillna({"views": 0, "carts": 0}))
     w7 = Window.partitionBy("item_category").orderBy("day").rowsBetween(-7, -1)
-    views_7d, carts_7d = F.sum("views").over(w7), F.sum("carts").over(w7)
-    features = days.select(
+    windowed = days.select(
         "item_category",
         "day",
         "first_day",
         F.col("day").cast("timestamp").alias("feature_ts"),
-        views_7d.alias("category_views_7d"),
-        carts_7d.alias("category_carts_7d"),
-        F.when(views_7d > 0, F.round(carts_7d / views_7d, 4)).alias("category_cart_rate_7d"),
+        F.sum("views").over(w7).alias("category_views_7d"),
+        F.sum("carts").over(w7).alias("category_carts_7d"),
     )
-    return features.filter(F.col("day") > F.col("first_day")).select(*CATEGORY_FEATURES.column_names)
+    views_7d, carts_7d = F.col("category_views_7d"), F.col("category_carts_7d")
+    features = windowed.withColumn("category_cart_rate_7d", F.when(views_7d > 0, F.round(carts_7d / views_7d, 4)))
+    return conform(features.filter(F.col("day") > F.col("first_day")), CATEGORY_FEATURES)
 
 
+@transformation
 def purchase_labels(cleaned: DataFrame, last_event_day: date, horizon_days: int = 7) -> DataFrame:
     """For every user known before midnight D: 1 if they purchase in [D, D + horizon), with their
     favourite category as of D (the join key of the category features).
@@ -162,7 +171,8 @@ def purchase_labels(cleaned: DataFrame, last_event_day: date, horizon_days: int 
     )
     labelled = labelled.filter((F.col("day") > F.col("first_day")) & (F.col("day") <= F.lit(last_label_day)))
     # The user's favourite category as of D is the key of the category features the model also sees.
-    labelled = labelled.join(favourite_categories(cleaned, last_event_day), ["user_id", "day"], "left")
-    return labelled.select(
+    labelled = compat.settled(labelled.join(favourite_categories(cleaned, last_event_day), ["user_id", "day"], "left"))
+    labels = labelled.select(
         "user_id", F.col("day").cast("timestamp").alias("event_timestamp"), "label", F.col("favourite_category_30d").alias("favourite_category")
-    ).select(*TRAINING_LABELS.column_names)
+    )
+    return conform(labels, TRAINING_LABELS)

@@ -1,0 +1,216 @@
+"""The PySpark DataFrame API of whichever engine a transformation runs on.
+
+Transformations are written once, against the PySpark API: `F` (functions), `T` (types) and
+`Window`. They run on Spark, and on DuckDB through SQLFrame. Each library ships its own functions
+module, and a Column built by one does not work in the other's DataFrames, so `F`, `T` and
+`Window` here resolve at call time to the library of the DataFrames the running transformation
+received. `@transformation` marks a function whose DataFrame arguments decide that.
+
+Where the two engines disagree on a function, the difference is settled once, in a helper of
+`_SparkApi` / `_SqlFrameApi` below, with the reason next to it. Transformations call those
+helpers through `compat`, and never ask which engine they are on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from contextvars import ContextVar
+from typing import Any, Callable, TypeVar
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+class _SparkApi:
+    name = "spark"
+
+    def __init__(self) -> None:
+        from pyspark.sql import Window, functions, types
+
+        self.functions, self.types, self.Window = functions, types, Window
+
+    def try_cast(self, column, type_name: str):
+        return column.try_cast(type_name)
+
+    def timestamp_from_micros(self, micros):
+        return self.functions.timestamp_micros(micros)
+
+    def parse_timestamp(self, text):
+        """An ISO-8601 text with a zone as a UTC timestamp, or null."""
+        return self.functions.try_to_timestamp(text)
+
+    def settled(self, df):
+        """`df` with its columns plain names again: call it after a join whose columns are used further."""
+        return df
+
+    def day_sequence(self, first, last):
+        """The array of dates first, first + 1 day, ..., last."""
+        return self.functions.sequence(first, last)
+
+    def json_object(self, line, fields: dict):
+        """(the line's JSON object read into `fields`, whether the line is a JSON object).
+
+        `fields` maps names to "string", or to a dict of the same shape for a nested object.
+        """
+        T = self.types
+
+        def struct(shape: dict):
+            return T.StructType([T.StructField(k, struct(v) if isinstance(v, dict) else T.StringType()) for k, v in shape.items()])
+
+        return self.functions.from_json(line, struct(fields)), self.functions.json_object_keys(line).isNotNull()
+
+
+class _SqlFrameApi:
+    name = "sqlframe"
+
+    def __init__(self) -> None:
+        from sqlframe.base import functions, types
+        from sqlframe.base.window import Window
+
+        self.functions, self.types, self.Window = functions, types, Window
+
+    def try_cast(self, column, type_name: str):
+        # SQLFrame's Column has no try_cast; DuckDB's TRY_CAST has Spark's meaning (null when the
+        # text is not a value of the type).
+        from sqlframe.base.column import Column
+        from sqlglot import exp
+
+        return Column(exp.TryCast(this=column.column_expression, to=exp.DataType.build(type_name, dialect="spark")))
+
+    def timestamp_from_micros(self, micros):
+        # SQLFrame does not translate timestamp_micros; DuckDB's make_timestamp(micros) is the same function.
+        return self.functions.call_function("make_timestamptz", micros)
+
+    def settled(self, df):
+        # SQLFrame keeps resolving a column named after a join to the joined tables' own columns,
+        # even after a fillna or select replaced it: a window over a filled column summed the
+        # unfilled one. A view over the DataFrame's SQL starts it afresh (DuckDB still optimizes
+        # through the view; nothing is computed here).
+        from lakehouse.engines.duckdb import view_of_sql
+
+        return view_of_sql(df)
+
+    def day_sequence(self, first, last):
+        # SQLFrame passes sequence(date, date) to DuckDB's generate_series, which has no (DATE,
+        # DATE) form: step through timestamps by a day and cast the array back to dates.
+        from sqlframe.base.column import Column
+        from sqlglot import exp
+
+        def ts(column):
+            return exp.Cast(this=column.column_expression, to=exp.DataType.build("TIMESTAMP"))
+
+        series = exp.Anonymous(this="generate_series", expressions=[ts(first), ts(last), exp.Interval(this=exp.Literal.string("1"), unit=exp.var("DAY"))])
+        return Column(exp.Cast(this=series, to=exp.DataType.build("DATE[]", dialect="duckdb")))
+
+    def parse_timestamp(self, text):
+        # SQLFrame translates try_to_timestamp to a strptime with one fixed format; a cast reads
+        # ISO-8601 with any fraction and zone, as Spark's does.
+        return self.try_cast(text, "timestamp")
+
+    def json_object(self, line, fields: dict):
+        # SQLFrame translates from_json to CAST(JSON(line) AS STRUCT), which fails the whole query
+        # on the first line that is not JSON. json_transform reads a value of the wrong type as
+        # null and, like Spark, any JSON value into a VARCHAR field as its text; it only runs on
+        # lines json_valid accepts.
+        import json
+
+        from sqlframe.base.column import Column
+        from sqlglot import exp
+
+        def shape(fields: dict) -> dict:
+            return {k: shape(v) if isinstance(v, dict) else "VARCHAR" for k, v in fields.items()}
+
+        text = line.column_expression
+        valid = exp.Anonymous(this="json_valid", expressions=[text])
+        is_object = exp.Case(
+            ifs=[exp.If(this=valid, true=exp.EQ(this=exp.Anonymous(this="json_type", expressions=[text]), expression=exp.Literal.string("OBJECT")))],
+            default=exp.false(),
+        )
+        parsed = exp.Case(
+            ifs=[exp.If(this=is_object.copy(), true=exp.Anonymous(this="json_transform", expressions=[text, exp.Literal.string(json.dumps(shape(fields)))]))]
+        )
+        return Column(parsed), Column(is_object)
+
+
+_APIS: dict[str, Any] = {}
+_current: ContextVar[Any] = ContextVar("pyspark_api", default=None)
+
+
+def _api_named(name: str):
+    if name not in _APIS:
+        _APIS[name] = _SparkApi() if name == "spark" else _SqlFrameApi()
+    return _APIS[name]
+
+
+def _api_of(value: Any):
+    """The API of the first DataFrame found in `value` (a DataFrame, or a dataclass holding some)."""
+    module = type(value).__module__
+    if module.startswith("sqlframe"):
+        return _api_named("sqlframe")
+    if module.startswith("pyspark.sql") and hasattr(value, "schema"):
+        return _api_named("spark")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            found = _api_of(getattr(value, field.name))
+            if found is not None:
+                return found
+    return None
+
+
+def transformation(fn: Fn) -> Fn:
+    """Run `fn` with the PySpark API of the engine its DataFrame arguments come from."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        api = next((found for found in map(_api_of, (*args, *kwargs.values())) if found is not None), None)
+        if api is None:
+            if _current.get() is None:
+                raise TypeError(f"{fn.__qualname__} needs a DataFrame argument to know its engine")
+            return fn(*args, **kwargs)
+        token = _current.set(api)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# Spark SQL names of the schema types: both libraries cast by them.
+_SQL_TYPES = {"string": "string", "long": "bigint", "int": "int", "double": "double", "date": "date", "timestamp": "timestamp"}
+
+
+@transformation
+def conform(df, schema):
+    """`df` as exactly `schema`'s columns, in order, each cast to its type.
+
+    A transformation's last step: DuckDB sums integers into 128-bit decimals where Spark keeps
+    longs, so without it the two engines would hand over different types.
+    """
+    return df.select(*[F.col(c.name).cast(_SQL_TYPES[c.dtype]).alias(c.name) for c in schema.columns])
+
+
+def _active():
+    api = _current.get()
+    if api is None:
+        raise RuntimeError("PySpark API used outside a @transformation: no DataFrame says which engine to use")
+    return api
+
+
+class _Resolved:
+    def __init__(self, part: str) -> None:
+        self._part = part
+
+    def __getattr__(self, name: str):
+        return getattr(getattr(_active(), self._part), name)
+
+
+class _Compat:
+    def __getattr__(self, name: str):
+        return getattr(_active(), name)
+
+
+F: Any = _Resolved("functions")
+T: Any = _Resolved("types")
+Window: Any = _Resolved("Window")
+compat: Any = _Compat()
