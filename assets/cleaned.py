@@ -25,10 +25,9 @@ from lakehouse.generator import MAX_LATENESS
 from lakehouse.quality import volume_drops
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.storage import DateRange
-from lakehouse.transforms.cleaning import clean_events, ingest_window
-from lakehouse.validation import validate_spark
+from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
-from resources.spark import SparkResource
+from resources.engine import EngineResource
 
 # Event date P can arrive up to MAX_LATENESS later, so it is rebuilt from ingest dates P .. P + 3 (identity
 # ties are also read from the 30 days before, as far as they are ingested; they do not gate the rebuild).
@@ -52,7 +51,7 @@ def _daily_spec(schema) -> AssetSpec:
         deps=[_raw_dep],
         partitions_def=daily_partitions,
         group_name="cleaned",
-        kinds={"delta", "spark"},
+        kinds={"delta", "pyspark"},
         automation_condition=_late_data,
         description=schema.description,
     )
@@ -79,7 +78,7 @@ def _daily_spec(schema) -> AssetSpec:
     backfill_policy=BackfillPolicy.single_run(),
     can_subset=False,
 )
-def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: SparkResource):
+def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: EngineResource):
     """App events in the canonical schema, partitioned by event date, and their quarantine.
 
     cleaned_events: one row per event_id, with the event time corrected for device clock skew
@@ -93,50 +92,47 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, spark: S
     after an event; deliveries more than 3 days late are not picked up.
     """
     days = partition_dates(context)
-    store = delta.store()
+    store, runner = delta.store(), engine.engine()
     replace = DateRange("event_date", days[0], days[-1])
-    raw = store.read_spark(spark.session(), "raw_events")
-    raw = raw.where(raw.ingest_date.between(*ingest_window(days[0], days[-1])))
-    result = clean_events(raw, days[0], days[-1]).persisted()
-    cleaned, quarantined = result.cleaned.cache(), result.quarantined.cache()
-    try:
-        reports = [validate_spark(CLEANED_EVENTS, cleaned), validate_spark(QUARANTINE, quarantined)]
-        yield schema_check_result(CLEANED_EVENTS, reports[0])
-        yield schema_check_result(QUARANTINE, reports[1])
-        attributed = result.rows_by_event_date()
-        batch_days = {day: 0 for day in days} | {row["event_date"]: row["count"] for row in cleaned.groupBy("event_date").count().collect()}
-        drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
-        yield AssetCheckResult(
-            asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
-            metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
-        )
-        for report in reports:
-            report.raise_if_failed()
-        if drops:
-            raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
+    with runner.persisting() as persist:
+        result = clean_events(runner.read(store, "raw_events"), days[0], days[-1], persist)
+        cleaned, quarantined = runner.batch(result.cleaned), runner.batch(result.quarantined)
+        attributed, counts, by_reason = result.rows_by_event_date(), result.counts(), result.quarantined_by_reason()
+        batch_days = {day: 0 for day in days} | result.cleaned_by_event_date()
+        try:
+            reports = [cleaned.validate(CLEANED_EVENTS), quarantined.validate(QUARANTINE)]
+            yield schema_check_result(CLEANED_EVENTS, reports[0])
+            yield schema_check_result(QUARANTINE, reports[1])
+            drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
+            yield AssetCheckResult(
+                asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
+                metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
+            )
+            for report in reports:
+                report.raise_if_failed()
+            if drops:
+                raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
 
-        quarantine_version = store.write_spark(QUARANTINE, quarantined, replace)
-        cleaned_version = store.write_spark(CLEANED_EVENTS, cleaned, replace)
-        gaps = _accounting_gaps(store, days, attributed)
-        yield AssetCheckResult(
-            asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
-            metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
-        )
-        counts = result.counts()
-        yield MaterializeResult(
-            asset_key="quarantined_events",
-            metadata=delta_metadata(store, QUARANTINE, quarantine_version, reports[1].rows, quarantined.limit(10).toPandas())
-            | {"rows_by_reason": MetadataValue.json(result.quarantined_by_reason())},
-        )
-        yield MaterializeResult(
-            asset_key="cleaned_events",
-            metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, reports[0].rows, cleaned.limit(10).toPandas())
-            | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
-        )
-    finally:
-        for df in (cleaned, quarantined):
-            df.unpersist()
-        result.release()
+            quarantine_version = quarantined.commit(store, QUARANTINE, replace)
+            cleaned_version = cleaned.commit(store, CLEANED_EVENTS, replace)
+            gaps = _accounting_gaps(store, days, attributed)
+            yield AssetCheckResult(
+                asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
+                metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
+            )
+            yield MaterializeResult(
+                asset_key="quarantined_events",
+                metadata=delta_metadata(store, QUARANTINE, quarantine_version, reports[1].rows, quarantined.preview().to_pandas())
+                | {"rows_by_reason": MetadataValue.json(by_reason)},
+            )
+            yield MaterializeResult(
+                asset_key="cleaned_events",
+                metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, reports[0].rows, cleaned.preview().to_pandas())
+                | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
+            )
+        finally:
+            cleaned.release()
+            quarantined.release()
 
 
 late_data_sensor = AutomationConditionSensorDefinition(

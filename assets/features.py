@@ -1,17 +1,16 @@
 """Feature layer: per-user and per-category activity features as of each day."""
 
 from dagster import BackfillPolicy, asset
-from pyspark.sql import functions as F
 
-from assets.publish import publish_spark, schema_check
+from assets.publish import publish, schema_check
 from lakehouse.schemas import CATEGORY_FEATURES, USER_FEATURES
 from lakehouse.transforms.user_activity import category_activity_features, user_activity_features
 from resources.delta import DeltaStorage
-from resources.spark import SparkResource
+from resources.engine import EngineResource
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "spark"}, check_specs=[schema_check(USER_FEATURES)])
-def user_features(delta: DeltaStorage, spark: SparkResource):
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(USER_FEATURES)])
+def user_features(delta: DeltaStorage, engine: EngineResource):
     """What each user had done before each UTC midnight: the inputs of the purchase-propensity model.
 
     One row per (user, as-of midnight D), for every D after the user's first active day up to the
@@ -21,14 +20,13 @@ def user_features(delta: DeltaStorage, spark: SparkResource):
     end strictly before D: nothing that happened at or after D is counted.
     Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run.
     """
-    store = delta.store()
-    cleaned = store.read_spark(spark.session(), "cleaned_events")
-    last_event_day = cleaned.agg(F.max("event_date")).first()[0]
-    yield from publish_spark(store, USER_FEATURES, user_activity_features(cleaned, last_event_day))
+    store, runner = delta.store(), engine.engine()
+    cleaned = runner.read(store, "cleaned_events")
+    yield from publish(store, USER_FEATURES, runner.batch(user_activity_features(cleaned, store.last_day("cleaned_events", "event_date"))))
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "spark"}, check_specs=[schema_check(CATEGORY_FEATURES)])
-def category_features(delta: DeltaStorage, spark: SparkResource):
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(CATEGORY_FEATURES)])
+def category_features(delta: DeltaStorage, engine: EngineResource):
     """How each item category was doing before each UTC midnight: a second grain for the model.
 
     One row per (category, as-of midnight D) after the category's first day: product views and cart
@@ -36,7 +34,6 @@ def category_features(delta: DeltaStorage, spark: SparkResource):
     category (see user_features). Limits: purchases carry no category, so there is no category
     conversion to purchase; rebuilt in full on each run.
     """
-    store = delta.store()
-    cleaned = store.read_spark(spark.session(), "cleaned_events")
-    last_event_day = cleaned.agg(F.max("event_date")).first()[0]
-    yield from publish_spark(store, CATEGORY_FEATURES, category_activity_features(cleaned, last_event_day))
+    store, runner = delta.store(), engine.engine()
+    cleaned = runner.read(store, "cleaned_events")
+    yield from publish(store, CATEGORY_FEATURES, runner.batch(category_activity_features(cleaned, store.last_day("cleaned_events", "event_date"))))

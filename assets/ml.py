@@ -1,9 +1,8 @@
 """ML layer: labels, and the purchase-propensity model trained on a Feast training set and logged to MLflow."""
 
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
-from pyspark.sql import functions as F
 
-from assets.publish import publish_spark, schema_check
+from assets.publish import publish, schema_check
 from lakehouse.evaluation import evaluation_figures
 from lakehouse.leakage import LeakageError
 from lakehouse.lineage import REGISTERED_MODEL, dagster_tags
@@ -13,23 +12,22 @@ from lakehouse.training import train_purchase_model
 from lakehouse.training_set import build_training_set, current_inputs, lineage_of
 from lakehouse.transforms.user_activity import purchase_labels
 from resources.delta import DeltaStorage
+from resources.engine import EngineResource
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking
-from resources.spark import SparkResource
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="ml", kinds={"delta", "spark"}, check_specs=[schema_check(TRAINING_LABELS)])
-def training_labels(delta: DeltaStorage, spark: SparkResource):
+@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="ml", kinds={"delta", "pyspark"}, check_specs=[schema_check(TRAINING_LABELS)])
+def training_labels(delta: DeltaStorage, engine: EngineResource):
     """Did the user purchase in the 7 days after the prediction time: the model's target.
 
     One row per (user, UTC midnight D) for users first seen before D, labelled 1 if cleaned_events has
     a purchase_completed of theirs in [D, D + 7 days). Only days whose whole 7-day window lies inside
     the data are labelled, so the newest week of data has no labels yet.
     """
-    store = delta.store()
-    cleaned = store.read_spark(spark.session(), "cleaned_events")
-    last_event_day = cleaned.agg(F.max("event_date")).first()[0]
-    yield from publish_spark(store, TRAINING_LABELS, purchase_labels(cleaned, last_event_day))
+    store, runner = delta.store(), engine.engine()
+    cleaned = runner.read(store, "cleaned_events")
+    yield from publish(store, TRAINING_LABELS, runner.batch(purchase_labels(cleaned, store.last_day("cleaned_events", "event_date"))))
 
 
 @asset(

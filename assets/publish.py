@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pandas as pd
-import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
 from lakehouse.schemas import TableSchema as LakehouseTableSchema
 from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport, validate_pandas, validate_spark
+from lakehouse.validation import ValidationReport
 
 
 def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
@@ -57,22 +56,14 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
     )
 
 
-def publish_arrow(store: DeltaStore, schema: LakehouseTableSchema, batch: pa.Table, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
-    report = validate_pandas(schema, batch.to_pandas())
-    yield schema_check_result(schema, report)
-    report.raise_if_failed()
-    version = store.write_arrow(schema, batch, replace)
-    yield MaterializeResult(metadata=delta_metadata(store, schema, version, batch.num_rows, batch.slice(0, 10).to_pandas()) | (extra or {}))
-
-
-def publish_spark(store: DeltaStore, schema: LakehouseTableSchema, df, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
-    df = df.cache()  # validated, counted and written: compute it once
+def publish(store: DeltaStore, schema: LakehouseTableSchema, batch, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
+    """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed."""
     try:
-        report = validate_spark(schema, df)
+        report = batch.validate(schema)
         yield schema_check_result(schema, report)
         report.raise_if_failed()
-        version = store.write_spark(schema, df, replace)
-        preview = df.limit(10).toPandas()
+        version = batch.commit(store, schema, replace)
+        preview = batch.preview().to_pandas()
     finally:
-        df.unpersist()
+        batch.release()
     yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview) | (extra or {}))

@@ -6,7 +6,8 @@ import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, MetadataValue, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
 
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import publish_arrow, schema_check
+from assets.publish import publish, schema_check
+from lakehouse.engines.duckdb import ArrowBatch
 from lakehouse.ingest import landed_days, landed_lines
 from lakehouse.quality import volume_drops
 from lakehouse.schemas import RAW_EVENTS
@@ -41,7 +42,7 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     batches = {day: landed_lines(landing.root, day) for day in days}
     drops = volume_drops(store.daily_rows(RAW_EVENTS.name, "ingest_date"), {day: batch.num_rows for day, batch in batches.items()})
     yield AssetCheckResult(check_name="raw_events_volume", passed=not drops, severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(drops)})
-    yield from publish_arrow(store, RAW_EVENTS, pa.concat_tables(batches.values()), DateRange("ingest_date", days[0], days[-1]))
+    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]))
 
 
 @sensor(target=[raw_events], default_status=DefaultSensorStatus.STOPPED, minimum_interval_seconds=60)

@@ -118,6 +118,13 @@ class DeltaStore:
             counts[day] = counts.get(day, 0) + (rows or 0)
         return counts
 
+    def last_day(self, table: str, column: str, version: int | None = None) -> date:
+        """The newest day of a date partition column holding rows, from the log (no data scan)."""
+        days = [day for day, rows in self.daily_rows(table, column, version).items() if rows]
+        if not days:
+            raise ValueError(f"{table} has no rows")
+        return max(days)
+
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
         return read_table(self.uri(table), version, columns, self.storage_options)
 

@@ -1,7 +1,8 @@
 """Resources by profile, chosen in one place by LAKEHOUSE_PROFILE.
 
-local (default): Delta tables under LAKEHOUSE_DATA_DIR, Spark local[2], dbt-duckdb, Feast with a
-SQLite online store, MLflow with a SQLite tracking store.
+local (default): Delta tables under LAKEHOUSE_DATA_DIR, the transformations on DuckDB in process
+(LAKEHOUSE_ENGINE=spark: on Spark local[2]), dbt-duckdb, Feast with a SQLite online store, MLflow
+with a SQLite tracking store.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import os
 
 from lakehouse.config import lakehouse_paths
 from resources.dbt import dbt_cli
+from resources.engine import EngineResource
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 from resources.landing import LandingArea
 from resources.mlflow import MlflowTracking
-from resources.spark import SparkResource
 
 
 def _resources_local() -> dict:
@@ -22,7 +23,7 @@ def _resources_local() -> dict:
     return {
         "delta": DeltaStorage(root=paths.delta_root),
         "landing": LandingArea(path=str(paths.landing)),
-        "spark": SparkResource(master="local[2]"),
+        "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"), spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")),
         "dbt": dbt_cli(),
         "feast": FeastResource(data_dir=str(paths.data_dir)),
         "mlflow_tracking": MlflowTracking(tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifacts.as_uri()),

@@ -9,11 +9,33 @@ import requests
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+# Transformations run on both engines; the Spark runs start a JVM, so they carry the `spark` marker.
+ENGINES = ["duckdb", pytest.param("spark", marks=pytest.mark.spark)]
+
+
 @pytest.fixture(scope="session")
 def spark():
-    from lakehouse.spark import get_spark
+    from lakehouse.engines.spark import get_spark
 
     return get_spark()
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine(request):
+    from lakehouse.engines import engine_named
+
+    return engine_named(request.param)
+
+
+def frame(engine, rows, schema):
+    """A DataFrame of `engine` holding `rows` (tuples in the schema's column order)."""
+    import pyarrow as pa
+
+    return engine.from_arrow(pa.Table.from_pylist([dict(zip(schema.column_names, row)) for row in rows], schema=schema.arrow()), schema)
+
+
+def rows_of(engine, df) -> list[dict]:
+    return engine.to_arrow(df).to_pylist()
 
 
 def free_port() -> int:

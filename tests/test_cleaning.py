@@ -7,7 +7,7 @@ import pytest
 
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
-from lakehouse.validation import validate_spark
+from conftest import frame, rows_of
 
 D1, D2, D4 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 4)
 
@@ -69,23 +69,35 @@ RAW = [
 
 
 @pytest.fixture(scope="module")
-def result(spark):
-    raw = spark.createDataFrame(RAW, RAW_EVENTS.spark())
-    return clean_events(raw, D1, D2).persisted()
+def cleaning(engine):
+    with engine.persisting() as persist:
+        yield engine, clean_events(frame(engine, RAW, RAW_EVENTS), D1, D2, persist)
 
 
 @pytest.fixture(scope="module")
-def cleaned(result):
-    return {r["event_id"]: r.asDict() for r in result.cleaned.collect()}
+def result(cleaning):
+    return cleaning[1]
+
+
+@pytest.fixture(scope="module")
+def quarantined(cleaning):
+    engine, result = cleaning
+    return rows_of(engine, result.quarantined)
+
+
+@pytest.fixture(scope="module")
+def cleaned(cleaning):
+    engine, result = cleaning
+    return {r["event_id"]: r for r in rows_of(engine, result.cleaned)}
 
 
 def test_kept_events(cleaned):
     assert sorted(cleaned) == ["drift", "late", "login", "never", "noplat", "ok1", "pre_login", "skew"]
 
 
-def test_duplicates_first_delivery_wins(cleaned, result):
+def test_duplicates_first_delivery_wins(cleaned, quarantined):
     assert cleaned["ok1"]["line_number"] == 1
-    duplicates = [(r["event_id"], r["line_number"]) for r in result.quarantined.collect() if r["reason"] == "duplicate"]
+    duplicates = [(r["event_id"], r["line_number"]) for r in quarantined if r["reason"] == "duplicate"]
     assert duplicates == [("ok1", 2)]
 
 
@@ -101,10 +113,10 @@ def test_late_event_lands_in_its_own_event_date(cleaned):
     assert late["event_ts"].replace(tzinfo=timezone.utc) == _utc("2026-03-01 23:00:00.300")
 
 
-def test_schema_drift_maps_cents_and_currency_to_price_usd(cleaned, result):
+def test_schema_drift_maps_cents_and_currency_to_price_usd(cleaned, quarantined):
     assert cleaned["drift"]["price_usd"] == 19.99 and cleaned["drift"]["quantity"] == 2
     assert cleaned["ok1"]["price_usd"] == 9.5
-    reasons = {r["event_id"]: r["reason"] for r in result.quarantined.collect()}
+    reasons = {r["event_id"]: r["reason"] for r in quarantined}
     assert reasons["eur"] == "unsupported_currency"
 
 
@@ -118,9 +130,9 @@ def test_identity_stitching(cleaned):
     assert (cleaned["never"]["user_id"], cleaned["never"]["identity"]) == ("anon_8", "anonymous")
 
 
-def test_malformed_lines_are_quarantined_with_their_reason(result):
-    reasons = {r["line_number"]: r["reason"] for r in result.quarantined.collect() if r["ingest_date"] == D1}
-    too_late = [(r["event_date"], r["reason"]) for r in result.quarantined.collect() if r["event_id"] == "too_late"]
+def test_malformed_lines_are_quarantined_with_their_reason(quarantined):
+    reasons = {r["line_number"]: r["reason"] for r in quarantined if r["ingest_date"] == D1}
+    too_late = [(r["event_date"], r["reason"]) for r in quarantined if r["event_id"] == "too_late"]
     assert too_late == [(D2, "bad_timestamp")]
     assert reasons == {
         2: "duplicate",
@@ -134,7 +146,7 @@ def test_malformed_lines_are_quarantined_with_their_reason(result):
         16: "missing_identity",
         17: "missing_event_id",
     }
-    raw_lines = {r["line_number"]: r["raw_line"] for r in result.quarantined.collect()}
+    raw_lines = {r["line_number"]: r["raw_line"] for r in quarantined}
     assert raw_lines[11] == RAW[10][3]
 
 
@@ -145,16 +157,17 @@ def test_every_raw_row_is_accounted_for(result):
     assert result.rows_by_event_date() == {D1: 18, D2: 1}
 
 
-def test_batches_pass_their_schemas_and_a_broken_one_does_not(result):
-    assert validate_spark(CLEANED_EVENTS, result.cleaned).passed
-    assert validate_spark(QUARANTINE, result.quarantined).passed
+def test_batches_pass_their_schemas_and_a_broken_one_does_not(cleaning):
+    engine, result = cleaning
+    assert engine.batch(result.cleaned).validate(CLEANED_EVENTS).passed
+    assert engine.batch(result.quarantined).validate(QUARANTINE).passed
     broken = result.cleaned.unionByName(result.cleaned.limit(1))
-    report = validate_spark(CLEANED_EVENTS, broken)
+    report = engine.batch(broken).validate(CLEANED_EVENTS)
     assert not report.passed and any("event_id" in f for f in report.failures)
 
 
-def test_a_broken_earlier_delivery_does_not_make_the_valid_one_a_duplicate(spark):
-    raw = spark.createDataFrame([(D1, F1, 1, _line("ev9", name="app_crashed")), (D1, F1, 2, _line("ev9"))], RAW_EVENTS.spark())
+def test_a_broken_earlier_delivery_does_not_make_the_valid_one_a_duplicate(engine):
+    raw = frame(engine, [(D1, F1, 1, _line("ev9", name="app_crashed")), (D1, F1, 2, _line("ev9"))], RAW_EVENTS)
     result = clean_events(raw, D1, D2)
-    assert [r["event_id"] for r in result.cleaned.collect()] == ["ev9"]
-    assert [r["reason"] for r in result.quarantined.collect()] == ["unknown_event_name"]
+    assert [r["event_id"] for r in rows_of(engine, result.cleaned)] == ["ev9"]
+    assert [r["reason"] for r in rows_of(engine, result.quarantined)] == ["unknown_event_name"]

@@ -4,6 +4,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
+from conftest import frame, rows_of
 from lakehouse.schemas import CLEANED_EVENTS
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 
@@ -37,9 +38,8 @@ COLUMNS = ["events_7d", "sessions_7d", "views_7d", "carts_7d", "purchases_7d", "
 
 
 @pytest.fixture(scope="module")
-def features(spark):
-    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
-    rows = user_activity_features(cleaned, LAST_DAY).collect()
+def features(engine):
+    rows = rows_of(engine, user_activity_features(frame(engine, EVENTS, CLEANED_EVENTS), LAST_DAY))
     return {(r["user_id"], r["feature_ts"].date()): tuple(r[c] for c in COLUMNS) for r in rows}
 
 
@@ -70,15 +70,14 @@ def test_one_row_per_day_after_the_first_active_day_through_the_day_after_the_da
     assert (u2[0], u2[-1], len(u2)) == (date(2026, 3, 6), date(2026, 3, 13), 8)
 
 
-def test_feature_time_is_utc_midnight(spark):
-    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
-    ts = user_activity_features(cleaned, LAST_DAY).toPandas()["feature_ts"]
-    assert ((ts.dt.hour == 0) & (ts.dt.minute == 0)).all()
+def test_feature_time_is_utc_midnight(engine):
+    ts = engine.to_arrow(user_activity_features(frame(engine, EVENTS, CLEANED_EVENTS), LAST_DAY))["feature_ts"]
+    assert ts.type.tz == "UTC"
+    assert all(t.hour == t.minute == t.second == t.microsecond == 0 for t in ts.to_pylist())
 
 
-def test_labels_cover_only_days_whose_whole_week_is_in_the_data(spark):
-    cleaned = spark.createDataFrame(EVENTS, CLEANED_EVENTS.spark())
-    labels = {(r["user_id"], r["event_timestamp"].date()): r["label"] for r in purchase_labels(cleaned, LAST_DAY).collect()}
+def test_labels_cover_only_days_whose_whole_week_is_in_the_data(engine):
+    labels = {(r["user_id"], r["event_timestamp"].date()): r["label"] for r in rows_of(engine, purchase_labels(frame(engine, EVENTS, CLEANED_EVENTS), LAST_DAY))}
     # Last labelled day: 03-12 - 6 = 03-06. u1's purchase at 03-09 is outside 03-02's week (03-02..03-08).
     assert labels == {
         ("u1", date(2026, 3, 2)): 0,
@@ -123,19 +122,19 @@ NEW_COLUMNS = [
         (date(2026, 3, 6), (1, 0, 0, 10, 1, 5, 3, 0.6667, "toys", 0.6)),  # s4 abandoned too: 2 of 3 cart sessions
     ],
 )
-def test_window_session_and_category_features(spark, as_of, expected):
-    cleaned = spark.createDataFrame(SESSIONS, CLEANED_EVENTS.spark())
-    rows = {r["feature_ts"].date(): tuple(r[c] for c in NEW_COLUMNS) for r in user_activity_features(cleaned, date(2026, 3, 5)).collect()}
+def test_window_session_and_category_features(engine, as_of, expected):
+    cleaned = frame(engine, SESSIONS, CLEANED_EVENTS)
+    rows = {r["feature_ts"].date(): tuple(r[c] for c in NEW_COLUMNS) for r in rows_of(engine, user_activity_features(cleaned, date(2026, 3, 5)))}
     assert rows[as_of] == expected
 
 
-def test_category_features_and_the_favourite_category_on_labels(spark):
-    cleaned = spark.createDataFrame(SESSIONS, CLEANED_EVENTS.spark())
+def test_category_features_and_the_favourite_category_on_labels(engine):
+    cleaned = frame(engine, SESSIONS, CLEANED_EVENTS)
     categories = {(r["item_category"], r["feature_ts"].date()): (r["category_views_7d"], r["category_carts_7d"], r["category_cart_rate_7d"])
-                  for r in category_activity_features(cleaned, date(2026, 3, 5)).collect()}
+                  for r in rows_of(engine, category_activity_features(cleaned, date(2026, 3, 5)))}
     assert categories[("books", date(2026, 3, 2))] == (1, 1, 1.0)
     assert categories[("toys", date(2026, 3, 3))] == (3, 1, 0.3333)
     assert categories[("home", date(2026, 3, 6))] == (0, 1, None)  # a cart add without views: no rate
     assert ("home", date(2026, 3, 5)) not in categories  # rows start the day after a category's first day
-    labels = {r["event_timestamp"].date(): (r["label"], r["favourite_category"]) for r in purchase_labels(cleaned, date(2026, 3, 5), horizon_days=2).collect()}
+    labels = {r["event_timestamp"].date(): (r["label"], r["favourite_category"]) for r in rows_of(engine, purchase_labels(cleaned, date(2026, 3, 5), horizon_days=2))}
     assert labels == {date(2026, 3, 2): (0, "books"), date(2026, 3, 3): (0, "toys"), date(2026, 3, 4): (0, "toys")}

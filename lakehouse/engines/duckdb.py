@@ -8,6 +8,7 @@ deltalake from Arrow. Validation runs pandera's polars backend on that Arrow bat
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import threading
@@ -34,6 +35,8 @@ def get_duckdb_session():
         if isinstance(existing, DuckDBSession):
             return existing
         conn = duckdb.connect()
+        # Closed before the interpreter tears down DuckDB's bindings (which then reports leaks).
+        atexit.register(conn.close)
         # Spark's session time zone is UTC in every profile: dates of timestamps must agree.
         conn.execute("SET TimeZone = 'UTC'")
         return DuckDBSession(conn=conn)

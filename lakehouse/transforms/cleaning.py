@@ -32,6 +32,7 @@ partition comes out the same whichever range it is rebuilt in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -67,9 +68,9 @@ class CleaningResult:
     """Every raw row read, classified: `outcome` is one of OUTCOMES; `reason` says why a row is quarantined.
 
     `parsed` is the one parse of the raw rows that the classification reads three times (identity
-    ties, valid and invalid rows); persisted() caches it so each line is parsed once. The
-    classification itself carries no raw line (the widest column): only quarantined rows need it,
-    and they get it back from `parsed`.
+    ties, valid and invalid rows); clean_events' `persist` computes it once. The classification
+    itself carries no raw line (the widest column): only quarantined rows need it, and they get it
+    back from `parsed`.
     """
 
     classified: DataFrame
@@ -90,14 +91,6 @@ class CleaningResult:
         lines = self.parsed.select(*LINE_KEY, "raw_line")
         return conform(compat.settled(self._with("quarantined").join(lines, list(LINE_KEY))), QUARANTINE)
 
-    def persisted(self) -> CleaningResult:
-        """Cache the parse and the classification, so that the tables, the counts and the checks share them."""
-        self.parsed.cache()
-        return CleaningResult(self.classified.cache(), self.parsed)
-
-    def release(self) -> None:
-        self.classified.unpersist()
-        self.parsed.unpersist()
 
     @transformation
     def counts(self) -> dict[str, int]:
@@ -108,6 +101,11 @@ class CleaningResult:
     @transformation
     def quarantined_by_reason(self) -> dict[str, int]:
         return {row["reason"]: row["count"] for row in self._with("quarantined").groupBy("reason").count().collect()}
+
+    @transformation
+    def cleaned_by_event_date(self) -> dict[date, int]:
+        """Cleaned rows per event date of the range."""
+        return {row["event_date"]: row["count"] for row in self._with("cleaned").groupBy("event_date").count().collect()}
 
     @transformation
     def rows_by_event_date(self) -> dict[date, int]:
@@ -206,15 +204,19 @@ def _stitched(valid: DataFrame, ties: DataFrame) -> DataFrame:
 
 
 @transformation
-def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
+def clean_events(raw: DataFrame, start: date, end: date, persist: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleaningResult:
     """Classify raw rows; the cleaned and quarantined ones are those attributed to [start, end].
 
-    `raw` should cover `ingest_window(start, end)`. Rows ingested before `start` only contribute
-    identity ties (nothing ingested before an event happened can be that event). A row is attributed
-    to the UTC date of its corrected event time, or to its ingest date when it has none; rows
-    attributed to other dates are `outside_range`: they belong to another partition's run.
+    Only raw rows of `ingest_window(start, end)` are read. Rows ingested before `start` only
+    contribute identity ties (nothing ingested before an event happened can be that event). A row is
+    attributed to the UTC date of its corrected event time, or to its ingest date when it has none;
+    rows attributed to other dates are `outside_range`: they belong to another partition's run.
+    `persist` (an engine's, see lakehouse.engines) computes the parse and the classification once
+    for the tables, counts and checks that read them.
     """
-    parsed_all = parse_events(raw).withColumn("reason", _reason()).withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
+    first_ingest, last_ingest = ingest_window(start, end)
+    window = raw.filter((F.col("ingest_date") >= F.lit(first_ingest)) & (F.col("ingest_date") <= F.lit(last_ingest)))
+    parsed_all = persist(parse_events(window).withColumn("reason", _reason()).withColumn("event_date", F.coalesce("_event_date", "ingest_date")))
     ties = (
         parsed_all.filter(F.col("reason").isNull() & F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
         .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
@@ -231,4 +233,4 @@ def clean_events(raw: DataFrame, start: date, end: date) -> CleaningResult:
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
     in_range = (F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
     outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
-    return CleaningResult(classified.withColumn("outcome", outcome), parsed_all)
+    return CleaningResult(persist(classified.withColumn("outcome", outcome)), parsed_all)
