@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 
 REFERENCE_JOB = """
 import sys
-from lakehouse.spark import get_spark
+from lakehouse.engines.spark import get_spark
 spark = get_spark()
 df = spark.read.json(sys.argv[1] + "/date=*/*.jsonl")
 df.write.format("delta").mode("overwrite").save(sys.argv[2])

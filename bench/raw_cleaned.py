@@ -30,7 +30,7 @@ from dagster import materialize  # noqa: E402
 from assets.cleaned import cleaned_events  # noqa: E402
 from assets.raw import raw_events  # noqa: E402
 from lakehouse.generator import GeneratorConfig, generate  # noqa: E402
-from lakehouse.spark import get_spark  # noqa: E402
+from lakehouse.engines.spark import get_spark  # noqa: E402
 from resources.delta import DeltaStorage  # noqa: E402
 from resources.landing import LandingArea  # noqa: E402
 from resources.spark import SparkResource  # noqa: E402

@@ -91,27 +91,6 @@ class TableSchema:
             strict=True,
         )
 
-    def pandera_pandas(self):
-        import pandera.pandas as pdp
-
-        pandas_types = {
-            "string": str,
-            "long": "int64",
-            "int": "int32",
-            "double": "float64",
-            "date": "object",
-            "timestamp": "datetime64[us, UTC]",
-        }
-        return pdp.DataFrameSchema(
-            name=self.name,
-            columns={
-                c.name: pdp.Column(pandas_types[c.dtype], checks=list(c.checks), nullable=c.nullable)
-                for c in self.columns
-            },
-            unique=list(self.unique) or None,
-            strict=True,
-        )
-
     def pandera_polars(self):
         import pandera.polars as pap
         import polars as pl

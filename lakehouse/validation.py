@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandas as pd
 import pandera.errors
 
 from lakehouse.schemas import TableSchema
@@ -42,19 +41,6 @@ def validate_spark(schema: TableSchema, df) -> ValidationReport:
         for e in errors
     ]
     return ValidationReport(schema.name, df.count(), failures)
-
-
-def validate_pandas(schema: TableSchema, df: pd.DataFrame) -> ValidationReport:
-    try:
-        schema.pandera_pandas().validate(df, lazy=True)
-        failures: list[str] = []
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        failures = [
-            f"{row.column}: {row.check}: {row.failure_case!r}"
-            for row in cases.drop_duplicates(["column", "check"]).itertuples()
-        ]
-    return ValidationReport(schema.name, len(df), failures)
 
 
 def validate_arrow(schema: TableSchema, table) -> ValidationReport:

@@ -10,7 +10,7 @@ from lakehouse.generator import day_folder
 from lakehouse.ingest import landed_lines
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
-from lakehouse.validation import validate_spark
+from conftest import frame, rows_of
 
 DAY = date(2026, 3, 1)
 line_text = st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=80)
@@ -57,15 +57,16 @@ raw_lines = st.one_of(events.map(json.dumps), events.map(lambda e: json.dumps(e)
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(raw_lines, min_size=1, max_size=25))
-def test_cleaning_accounts_for_every_line_and_yields_valid_batches(spark, lines):
+def test_cleaning_accounts_for_every_line_and_yields_valid_batches(engine, lines):
     rows = [(DAY, "f", i + 1, line) for i, line in enumerate(lines)]
-    # A range wide enough that every line, whatever its times, is attributed inside it.
-    result = clean_events(spark.createDataFrame(rows, RAW_EVENTS.spark()), date(2000, 1, 1), date(2100, 1, 1)).persisted()
-    cleaned, quarantined = result.cleaned.collect(), result.quarantined.collect()
-    keys = [r["line_number"] for r in cleaned] + [r["line_number"] for r in quarantined]
-    assert sorted(keys) == list(range(1, len(lines) + 1))
-    assert result.counts()["outside_range"] == 0
-    assert len({r["event_id"] for r in cleaned}) == len(cleaned)
-    assert validate_spark(CLEANED_EVENTS, result.cleaned).passed, validate_spark(CLEANED_EVENTS, result.cleaned).failures
-    assert validate_spark(QUARANTINE, result.quarantined).passed, validate_spark(QUARANTINE, result.quarantined).failures
-    result.release()
+    with engine.persisting() as persist:
+        # A range wide enough that every line, whatever its times, is attributed inside it.
+        result = clean_events(frame(engine, rows, RAW_EVENTS), date(2000, 1, 1), date(2100, 1, 1), persist)
+        cleaned, quarantined = rows_of(engine, result.cleaned), rows_of(engine, result.quarantined)
+        keys = [r["line_number"] for r in cleaned] + [r["line_number"] for r in quarantined]
+        assert sorted(keys) == list(range(1, len(lines) + 1))
+        assert result.counts()["outside_range"] == 0
+        assert len({r["event_id"] for r in cleaned}) == len(cleaned)
+        for schema, df in ((CLEANED_EVENTS, result.cleaned), (QUARANTINE, result.quarantined)):
+            report = engine.batch(df).validate(schema)
+            assert report.passed, report.failures

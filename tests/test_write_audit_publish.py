@@ -12,7 +12,7 @@ from lakehouse.generator import GeneratorConfig, day_folder, generate
 from lakehouse.storage import DeltaStore
 from resources.delta import DeltaStorage
 from resources.landing import LandingArea
-from resources.spark import SparkResource
+from resources.engine import EngineResource
 
 warnings.simplefilter("ignore")
 START = date(2026, 3, 1)
@@ -26,13 +26,13 @@ def _run(tmp_path, first: date, last: date, assets=(raw_events, cleaned_events, 
     resources = {
         "delta": DeltaStorage(root=str(tmp_path / "delta")),
         "landing": LandingArea(path=str(tmp_path / "landing")),
-        "spark": SparkResource(),
+        "engine": EngineResource(),
     }
     tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
     return materialize(list(assets), resources=resources, tags=tags, raise_on_error=False)
 
 
-def test_a_volume_drop_commits_nothing_and_nothing_downstream_runs(spark, tmp_path):
+def test_a_volume_drop_commits_nothing_and_nothing_downstream_runs(tmp_path):
     generate(tmp_path / "landing", START, 9, CLEAN)
     assert _run(tmp_path, START, START + timedelta(days=7)).success
     store = DeltaStore(str(tmp_path / "delta"))
@@ -63,7 +63,7 @@ def _content_hash(store: DeltaStore, table: str) -> str:
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
 
 
-def test_three_reruns_of_a_range_leave_the_content_of_one_run(spark, tmp_path):
+def test_three_reruns_of_a_range_leave_the_content_of_one_run(tmp_path):
     generate(tmp_path / "landing", START, 5, GeneratorConfig(users=200, seed=5))  # every data problem on
     store = DeltaStore(str(tmp_path / "delta"))
     tables = ("raw_events", "cleaned_events", "quarantined_events")
