@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
 
-.PHONY: setup demo test dev bench clean
+.PHONY: setup demo test test-fast dev bench clean
 
 $(UV):
 	@scripts/check_prereqs.sh
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The inner loop: no JVM, no end-to-end runs.
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 dev: setup
 	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml

@@ -1,10 +1,10 @@
-"""Time `make demo`'s materialization at the default size; print events per second and peak memory.
+"""Time `make demo`'s materialization on the local engine against the Spark engine, in one run.
 
-Lands the default window (30 days, 3,000 users) into a fresh temporary data directory, runs the
-same `dagster asset materialize --select 'not group:maintenance'` command as the demo, and samples the resident memory
-of the whole process tree (Python and the Spark JVM) while it runs. As a reference measured in the
-same run, it times the floor cost of touching the data with Spark once (start a session, parse the
-landed JSON, write one Delta table), and reports the materialization as a multiple of that.
+Lands the default window (30 days, 3,000 users) once, then runs the demo's command
+(`dagster asset materialize --select 'not group:maintenance'`) twice on the same landed files, each
+into a fresh data directory: with LAKEHOUSE_ENGINE=duckdb (the local profile's default) and with
+LAKEHOUSE_ENGINE=spark (the reference). It samples the resident memory of each whole process tree
+(Python, and the JVM for Spark) and prints both, the speed-up, and each run's slowest steps.
 Usage: .venv/bin/python bench/materialize_demo.py [--days 30] [--users 3000]
 """
 
@@ -26,14 +26,6 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-REFERENCE_JOB = """
-import sys
-from lakehouse.engines.spark import get_spark
-spark = get_spark()
-df = spark.read.json(sys.argv[1] + "/date=*/*.jsonl")
-df.write.format("delta").mode("overwrite").save(sys.argv[2])
-print(spark.read.format("delta").load(sys.argv[2]).count())
-"""
 
 
 def run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float]:
@@ -65,36 +57,39 @@ def run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float
     return time.monotonic() - began, peak
 
 
+def materialize(landed: Path, engine: str, start: date, end: date) -> tuple[float, float, list[tuple[str, str]]]:
+    """Seconds, peak MiB and per-step times of the demo's materialization on `engine`."""
+    data = Path(tempfile.mkdtemp(prefix=f"lakehouse-bench-{engine}-"))
+    (data / "landing").symlink_to(landed)
+    (data / "dagster_home").mkdir()
+    (data / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1", "LAKEHOUSE_ENGINE": engine}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}"]
+    seconds, peak = run_measured(command, env, data / "materialize.log")
+    steps = re.findall(r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)', (data / "materialize.log").read_text())
+    return seconds, peak, steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--users", type=int, default=3000)
     args = parser.parse_args()
 
-    data = Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
-    (data / "dagster_home").mkdir()
-    (data / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"}
+    landing = Path(tempfile.mkdtemp(prefix="lakehouse-bench-landing-"))
     start = date(2026, 10, 1)
     end = start + timedelta(days=args.days - 1)
-    subprocess.run([BIN / "lakehouse", "generate", "--start", str(start), "--days", str(args.days), "--users", str(args.users)], env=env, check=True)
-    lines = sum(1 for f in (data / "landing").glob("date=*/*.jsonl") for _ in f.open())
+    generate = [BIN / "lakehouse", "generate", "--landing", str(landing), "--start", str(start), "--days", str(args.days), "--users", str(args.users)]
+    subprocess.run(generate, check=True)
+    lines = sum(1 for f in landing.glob("date=*/*.jsonl") for _ in f.open())
 
-    ref_seconds, ref_peak = run_measured([sys.executable, "-c", REFERENCE_JOB, str(data / "landing"), str(data / "reference")], env, data / "reference.log")
-    seconds, peak = run_measured(
-        [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}"],
-        env,
-        data / "materialize.log",
-    )
-    steps = re.findall(r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)', (data / "materialize.log").read_text())
-
-    print(f"events landed:            {lines} lines ({args.days} days, {args.users} users)")
-    print(f"materialize (all assets): {seconds:8.1f} s   {lines / seconds:10.0f} events/s   peak RSS {peak:7.0f} MiB")
-    print(f"reference Spark job:      {ref_seconds:8.1f} s   {lines / ref_seconds:10.0f} events/s   peak RSS {ref_peak:7.0f} MiB")
-    print(f"ratio materialize/reference: time {seconds / ref_seconds:.2f}x, peak memory {peak / ref_peak:.2f}x")
-    for step, took in steps:
-        print(f"  step {step:<28} {took}")
-    print(f"(data left in {data})")
+    runs = {engine: materialize(landing, engine, start, end) for engine in ("duckdb", "spark")}
+    print(f"events landed: {lines} lines ({args.days} days, {args.users} users)")
+    for engine, (seconds, peak, _) in runs.items():
+        print(f"materialize on {engine:<7} {seconds:8.1f} s   {lines / seconds:10.0f} events/s   peak RSS of the process tree {peak:7.0f} MiB")
+    print(f"local engine (duckdb) against spark: {runs['spark'][0] / runs['duckdb'][0]:.2f}x faster, {runs['duckdb'][1] / runs['spark'][1]:.2f}x the peak memory")
+    for engine, (_, _, steps) in runs.items():
+        print(f"{engine} steps: " + ", ".join(f"{step} {took}" for step, took in steps))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,16 @@ import requests
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+def pytest_collection_modifyitems(items):
+    """Tests on a Spark session carry `spark`; they and the end-to-end ones are `slow`, which
+    `pytest -m "not slow"` (the inner loop) leaves out."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+        if item.get_closest_marker("spark") or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+
+
 # Transformations run on both engines; the Spark runs start a JVM, so they carry the `spark` marker.
 ENGINES = ["duckdb", pytest.param("spark", marks=pytest.mark.spark)]
 

@@ -71,7 +71,7 @@ def test_features_and_labels_agree_on_the_hand_worked_events(engines, transform,
     assert_engines_agree(engines, transform, events, CLEANED_EVENTS, LAST_DAY)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(raw_lines, min_size=1, max_size=25))
 def test_cleaning_agrees_on_generated_lines_malformed_ones_included(engines, lines):
     rows = [(date(2026, 3, 1), "f", i + 1, line) for i, line in enumerate(lines)]
