@@ -11,6 +11,11 @@ from pathlib import Path
 
 from lakehouse.config import lakehouse_paths
 
+# Module level: the standard library and lakehouse.config only. Each subcommand imports what it needs in
+# its function, because mlflow, Feast, scikit-learn, pandas and Spark each cost seconds to import and
+# `--help` needs none of them; `runs` needs none either (lakehouse.reproduce reads a local MLflow store
+# with sqlite3). tests/test_cli_imports.py keeps it that way.
+
 RATES = ("duplicate_rate", "clock_skew_rate", "late_rate", "missing_field_rate", "anonymous_rate", "malformed_rate", "bom_rate")
 
 
@@ -68,6 +73,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _keep(args: argparse.Namespace) -> int:
+    # imported here: mlflow takes seconds to import; writing a tag needs its client
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

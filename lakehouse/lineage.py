@@ -14,10 +14,6 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import mlflow
-from mlflow.data.delta_dataset_source import DeltaDatasetSource
-from mlflow.data.meta_dataset import MetaDataset
-
 from lakehouse.config import REPO_ROOT
 
 EXPERIMENT = "purchase_propensity"
@@ -115,6 +111,11 @@ def log_lineage(lineage: TrainingLineage, extra_tags: dict[str, str]) -> dict[st
 
     Returns every tag set, so the registered model version can carry the same ones.
     """
+    # imported here: `import mlflow` takes seconds, and `lakehouse runs` / `reproduce` read lineage without it
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
     tags = lineage.to_tags() | git_state() | extra_tags
     mlflow.set_tags(tags)
     for t in lineage.inputs:
