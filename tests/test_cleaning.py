@@ -171,3 +171,34 @@ def test_a_broken_earlier_delivery_does_not_make_the_valid_one_a_duplicate(engin
     result = clean_events(raw, D1, D2)
     assert [r["event_id"] for r in rows_of(engine, result.cleaned)] == ["ev9"]
     assert [r["reason"] for r in rows_of(engine, result.quarantined)] == ["unknown_event_name"]
+
+
+# Lines on which Spark's and DuckDB's JSON readers differ unless cleaning settles it.
+_VALID = json.loads(_line("base", price_usd=1.0))
+JSON_EDGES = [
+    # (raw line, reason, event_id kept in the quarantine row)
+    (json.dumps({**_VALID, "event_id": -1.5528355681953452e16}), "wrong_type", None),  # a float: each engine prints it its own way
+    (json.dumps({**_VALID, "event_id": "e_int_user", "user_id": 12}), "wrong_type", "e_int_user"),
+    (json.dumps({**_VALID, "event_id": "e_obj_platform", "platform": {"os": "ios"}}), "wrong_type", "e_obj_platform"),
+    (json.dumps({**_VALID, "event_id": "e_list_item", "properties": {"item_id": ["a"]}}), "wrong_type", "e_list_item"),
+    ('{"event_id": "e_dup", "event_id": "e_dup2", ' + json.dumps(_VALID)[1:].replace('"event_id": "base", ', ""), "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_dup_prop"})[:-2] + ', "price_usd": 2.0}}', "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_truncated"})[:60], "malformed_json", None),  # Spark reads the fields before the break
+    (json.dumps({**_VALID, "event_id": "e_two"}) + " {}", "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_bracket"}) + "]", "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_key"}) + ', "v": 1}', "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_quotes"}).replace('"ios"', "'ios'"), "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_nan", "properties": {"price_usd": float("nan")}}), "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_zero"}).replace('"price_usd": 1.0', '"price_usd": 01.0'), "malformed_json", None),
+    (json.dumps({**_VALID, "event_id": "e_tab"}).replace("ios", "i\tos"), "malformed_json", None),  # a raw tab
+    (json.dumps({**_VALID, "event_id": "e_nan_text", "session_id": "NaN Infinity"}), None, "e_nan_text"),  # in a string: fine
+]
+
+
+def test_json_edge_lines_get_the_same_outcome_on_every_engine(engine):
+    raw = [(D1, F1, n, line) for n, (line, _, _) in enumerate(JSON_EDGES, start=1)]
+    with engine.persisting() as persist:
+        result = clean_events(frame(engine, raw, RAW_EVENTS), D1, D1, persist)
+        rows = rows_of(engine, result.quarantined) + rows_of(engine, result.cleaned)
+    got = sorted((r["line_number"], r.get("reason"), r["event_id"]) for r in rows)
+    assert got == [(n, reason, event_id) for n, (_, reason, event_id) in enumerate(JSON_EDGES, start=1)]

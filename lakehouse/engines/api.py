@@ -21,7 +21,57 @@ from typing import Any, Callable, TypeVar
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 
 
-class _SparkApi:
+class _JsonObjects:
+    """Reading JSON objects, the same on every engine; each engine supplies the four primitives."""
+
+    def json_objects(self, df, line: str, fields: dict):
+        """`df` with the JSON object of its `line` column read into `fields`, in three columns.
+
+        - `_json`: null unless `_is_object`, else a struct shaped as `fields`, which maps names to "string" (the field's text when
+          it is a JSON string, else null), "text" (the text of any JSON value: numbers may come as
+          strings) or a dict of the same shape for a nested object;
+        - `_is_object`: the line is exactly one JSON object, and the objects read here repeat no
+          key (which of two values counts is a choice each engine makes differently);
+        - `_not_string`: a "string" field holds a number, boolean, object or array.
+
+        Parsed once, in its own stage: in one expression tree Spark would parse again for every
+        field it reads.
+        """
+        F = self.functions
+        paths, strings = ["$"], []
+
+        def texts(shape: dict, path: str, column):
+            fields = []
+            for name, kind in shape.items():
+                leaf = column[name]
+                if isinstance(kind, dict):
+                    paths.append(f"{path}.{name}")
+                    leaf = texts(kind, f"{path}.{name}", leaf)
+                elif kind == "string":
+                    strings.append(leaf)
+                    leaf = self.json_string(leaf)
+                fields.append(leaf.alias(name))
+            return F.struct(*fields)
+
+        text = texts(fields, "$", F.col("_json_leaves"))
+        unique_keys = F.lit(True)
+        for path in paths:
+            keys = self.json_keys(F.col(line), path)
+            unique_keys = unique_keys & F.coalesce(F.size(keys) == F.size(F.array_distinct(keys)), F.lit(True))
+        not_string = F.lit(False)
+        for leaf in strings:
+            not_string = not_string | F.coalesce(self.json_not_string(leaf), F.lit(False))
+        staged = df.select("*", self.parsed_json_leaves(F.col(line), fields).alias("_json_leaves"))
+        staged = staged.select("*", (F.col("_json_leaves").isNotNull() & unique_keys).alias("_is_object"))
+        return staged.select(
+            *df.columns,
+            F.when(F.col("_is_object"), text).alias("_json"),
+            "_is_object",
+            (F.col("_is_object") & not_string).alias("_not_string"),
+        )
+
+
+class _SparkApi(_JsonObjects):
     name = "spark"
 
     def __init__(self) -> None:
@@ -47,20 +97,41 @@ class _SparkApi:
         """The array of dates first, first + 1 day, ..., last."""
         return self.functions.sequence(first, last)
 
-    def json_object(self, line, fields: dict):
-        """(the line's JSON object read into `fields`, whether the line is a JSON object).
-
-        `fields` maps names to "string", or to a dict of the same shape for a nested object.
-        """
-        T = self.types
+    def parsed_json_leaves(self, line, fields: dict):
+        # Text fields are parsed as VARIANT, which keeps the JSON type: from_json would render a
+        # number in a string field with Java's own float format, which no other engine shares.
+        # Only a line that is a JSON object is parsed: on a broken one from_json returns the
+        # fields it read before the break.
+        T, F = self.types, self.functions
 
         def struct(shape: dict):
-            return T.StructType([T.StructField(k, struct(v) if isinstance(v, dict) else T.StringType()) for k, v in shape.items()])
+            return T.StructType(
+                [T.StructField(k, struct(v) if isinstance(v, dict) else T.VariantType() if v == "string" else T.StringType()) for k, v in shape.items()]
+            )
 
-        return self.functions.from_json(line, struct(fields)), self.functions.json_object_keys(line).isNotNull()
+        # Jackson, under from_json and json_object_keys, reads the first value of a line and ignores
+        # what follows, and accepts single quotes, NaN and leading zeros. The strict variant parser
+        # rejects the latter (duplicate keys are allowed through spark.sql.variant.allowDuplicateKeys
+        # and judged by json_objects); the two wrappers reject trailing text: a line with text after
+        # its object cannot be both the only element of an array and the value of an object's only key.
+        one_value = (F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1) & (
+            F.size(F.json_object_keys(F.concat(F.lit('{"v":'), line, F.lit("}")))) == 1
+        )
+        is_object = F.json_object_keys(line).isNotNull() & F.try_parse_json(line).isNotNull() & F.coalesce(one_value, F.lit(False))
+        return F.when(is_object, F.from_json(line, struct(fields)))
+
+    def json_keys(self, line, path: str):
+        F = self.functions
+        return F.json_object_keys(F.get_json_object(line, path)) if path != "$" else F.json_object_keys(line)
+
+    def json_string(self, leaf):
+        return self.functions.when(self.functions.schema_of_variant(leaf) == "STRING", self.functions.variant_get(leaf, "$", "string"))
+
+    def json_not_string(self, leaf):
+        return leaf.isNotNull() & ~self.functions.schema_of_variant(leaf).isin("STRING", "VOID")
 
 
-class _SqlFrameApi:
+class _SqlFrameApi(_JsonObjects):
     name = "sqlframe"
 
     def __init__(self) -> None:
@@ -107,29 +178,45 @@ class _SqlFrameApi:
         # ISO-8601 with any fraction and zone, as Spark's does.
         return self.try_cast(text, "timestamp")
 
-    def json_object(self, line, fields: dict):
+    def parsed_json_leaves(self, line, fields: dict):
         # SQLFrame translates from_json to CAST(JSON(line) AS STRUCT), which fails the whole query
         # on the first line that is not JSON. json_transform reads a value of the wrong type as
-        # null and, like Spark, any JSON value into a VARCHAR field as its text; it only runs on
-        # lines json_valid accepts.
+        # null; it only runs on lines json_valid accepts. Text fields are read as JSON, which
+        # keeps their type.
         import json
 
         from sqlframe.base.column import Column
         from sqlglot import exp
 
         def shape(fields: dict) -> dict:
-            return {k: shape(v) if isinstance(v, dict) else "VARCHAR" for k, v in fields.items()}
+            return {k: shape(v) if isinstance(v, dict) else "JSON" if v == "string" else "VARCHAR" for k, v in fields.items()}
 
-        text = line.column_expression
-        valid = exp.Anonymous(this="json_valid", expressions=[text])
-        is_object = exp.Case(
-            ifs=[exp.If(this=valid, true=exp.EQ(this=exp.Anonymous(this="json_type", expressions=[text]), expression=exp.Literal.string("OBJECT")))],
-            default=exp.false(),
-        )
+        # DuckDB's json functions raise on text that is not JSON: json_valid guards each of them.
+        # json_valid accepts NaN and Infinity, which JSON does not have: outside strings no valid
+        # JSON holds those letters.
+        F = self.functions
+        strings = r'"([^"\\]|\\.)*"'
+        non_finite = F.regexp_replace(line, strings, "").rlike("(?i)nan|inf")
+        is_object = F.when(self._call("json_valid", line), (self._call("json_type", line) == "OBJECT") & ~non_finite)
         parsed = exp.Case(
-            ifs=[exp.If(this=is_object.copy(), true=exp.Anonymous(this="json_transform", expressions=[text, exp.Literal.string(json.dumps(shape(fields)))]))]
+            ifs=[exp.If(this=is_object.column_expression, true=exp.Anonymous(this="json_transform", expressions=[line.column_expression, exp.Literal.string(json.dumps(shape(fields)))]))]
         )
-        return Column(parsed), Column(is_object)
+        return Column(parsed)
+
+    def json_keys(self, line, path: str):
+        return self.functions.when(self._call("json_valid", line), self._call("json_keys", line, self.functions.lit(path)))
+
+    def json_string(self, leaf):
+        return self.functions.when(self._call("json_type", leaf) == "VARCHAR", self._call("json_extract_string", leaf, self.functions.lit("$")))
+
+    def json_not_string(self, leaf):
+        return leaf.isNotNull() & ~self._call("json_type", leaf).isin("VARCHAR", "NULL")
+
+    def _call(self, name: str, *columns):
+        from sqlframe.base.column import Column
+        from sqlglot import exp
+
+        return Column(exp.Anonymous(this=name, expressions=[c.column_expression for c in columns]))
 
 
 _APIS: dict[str, Any] = {}

@@ -18,10 +18,12 @@ from lakehouse.schemas import TableSchema
 from lakehouse.storage import DateRange, DeltaStore
 from lakehouse.validation import ValidationReport, validate_spark
 
-# Delta's SQL extension and catalog; the jars themselves sit in pyspark/jars (scripts/fetch_jars.py).
-DELTA_CONF = {
+# Every session: Delta's SQL extension and catalog (jars in pyspark/jars, from scripts/fetch_jars.py).
+SESSION_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Cleaning judges repeated JSON keys itself, the same way on every engine (engines/api.py).
+    "spark.sql.variant.allowDuplicateKeys": "true",
 }
 
 # Tuned for 2 cores: few shuffle partitions, small Delta log snapshots, no UI, UTC everywhere,
@@ -54,7 +56,7 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.master(master or os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]"))
         builder = builder.appName("lakehouse")
-        for key, value in {**LOCAL_CONF, **DELTA_CONF, **(conf or {})}.items():
+        for key, value in {**LOCAL_CONF, **SESSION_CONF, **(conf or {})}.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")

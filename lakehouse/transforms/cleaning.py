@@ -2,11 +2,13 @@
 
 Rules, in order (the first that applies is the line's quarantine reason):
 - empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
-- malformed_json: not a JSON object;
+- malformed_json: not exactly one JSON object, or an object that repeats a key (which value
+  would count is ambiguous);
+- wrong_type: a text field (ids, names, platform, item fields) that is not a JSON string;
 - missing_event_id, unknown_event_name;
 - bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time, or a corrected
   event time that is not on the ingest day or the 3 days before (it would belong to no partition);
-- wrong_type: a numeric property that is not a number;
+- wrong_type: a numeric property that is neither a number nor a text that reads as one;
 - negative_price: price or revenue below zero;
 - unsupported_currency: a drifted price in a currency other than USD;
 - unknown_platform: a platform other than ios, android, web (a missing one becomes 'unknown');
@@ -49,9 +51,15 @@ if TYPE_CHECKING:
 WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
 NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
 PROPERTIES = ("item_id", "item_category", "currency", "order_id", "source_page", "experiment_variant", *NUMERIC_PROPERTIES)
-# Everything is read as text first, so that a value of the wrong type is seen, not silently nulled
-# (a JSON number or object in a string field comes back as its text). Properties not listed are ignored.
-WIRE_JSON = {**dict.fromkeys(WIRE_FIELDS, "string"), "properties": dict.fromkeys(PROPERTIES, "string")}
+# Text fields must be JSON strings: any other value is seen (wrong_type), not rendered as text. Times
+# and numeric properties are read as the text of any value: a number sent as a string counts, and
+# a value of the wrong type is seen (bad_timestamp, wrong_type), not silently nulled. Properties not
+# listed are ignored.
+TIME_FIELDS = ("timestamp", "sent_at", "received_at")
+WIRE_JSON = {
+    **{name: "text" if name in TIME_FIELDS else "string" for name in WIRE_FIELDS},
+    "properties": {**dict.fromkeys((p for p in PROPERTIES if p not in NUMERIC_PROPERTIES), "string"), **dict.fromkeys(NUMERIC_PROPERTIES, "text")},
+}
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
 LINE_KEY = ("ingest_date", "source_file", "line_number")  # identifies a raw line
 IDENTITY_LOOKBACK = timedelta(days=30)
@@ -125,16 +133,11 @@ def _utc(text: Column) -> Column:
 
 @transformation
 def parse_events(raw: DataFrame) -> DataFrame:
-    """Each raw row with its fields read as text, typed where they can be, and the corrected event time.
-
-    Built in stages, each naming its results, so that the JSON is parsed once per row: in one
-    expression tree Spark would repeat the parse for every field it reads.
-    """
+    """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
     raw_columns = ("ingest_date", "source_file", "line_number", "raw_line")
     lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
-    parsed, is_object = compat.json_object(F.col("_line"), WIRE_JSON)
-    wire = lines.select("*", parsed.alias("_e"), is_object.alias("_is_object"))
-    e, props = F.col("_e"), F.col("_e")["properties"]
+    wire = compat.json_objects(lines, "_line", WIRE_JSON)
+    e, props = F.col("_json"), F.col("_json")["properties"]
     typed = {name: compat.try_cast(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
@@ -143,6 +146,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
         *raw_columns,
         (F.trim("_line") == "").alias("_blank"),
         "_is_object",
+        "_not_string",
         *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
         F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
         _utc(e["timestamp"]).alias("device_ts"),
@@ -174,6 +178,7 @@ def _reason() -> Column:
     return (
         F.when(c("_blank"), F.lit("empty_line"))
         .when(~c("_is_object"), F.lit("malformed_json"))
+        .when(c("_not_string"), F.lit("wrong_type"))
         .when(c("event_id").isNull(), F.lit("missing_event_id"))
         .when(~c("event_name").isin(*EVENT_NAMES) | c("event_name").isNull(), F.lit("unknown_event_name"))
         .when(c("event_ts").isNull(), F.lit("bad_timestamp"))
