@@ -49,30 +49,34 @@ def test_writers_of_different_partitions_all_commit(tmp_path):
 
 
 def test_a_writer_killed_mid_commit_leaves_the_previous_version_and_the_rerun_is_exact(tmp_path):
-    day = date(2026, 3, 1)
-    assert _writer(tmp_path, day, 1000).wait() == 0
+    day, rows = date(2026, 3, 1), 300_000
+    timed = _writer(tmp_path, day, rows)
+    assert timed.stdout.readline().strip() == "writing"
+    started = time.monotonic()
+    assert timed.wait() == 0
+    write_seconds = time.monotonic() - started  # kills are spread over this, whatever the machine's speed
     store = DeltaStore(str(tmp_path))
-    committed = {store.version(RAW_EVENTS.name): 1000}
+    committed = {store.version(RAW_EVENTS.name): rows}
+    new_rows = rows + 1  # tells a new version from the old one
     killed_mid_write = 0
-    for delay in (0.0, 0.1, 0.3, 0.6, 1.0, 2.0):
-        writer = _writer(tmp_path, day, 2_000_000)
+    for fraction in (0.0, 0.1, 0.25, 0.4, 0.6, 0.8):
+        writer = _writer(tmp_path, day, new_rows)
         assert writer.stdout.readline().strip() == "writing"  # the batch is built, the Delta write starts now
-        time.sleep(delay)
+        time.sleep(fraction * write_seconds)
         if writer.poll() is None:
             os.kill(writer.pid, signal.SIGKILL)
             killed_mid_write += 1
         writer.wait()
         # Whatever was half-written, a reader sees a complete committed version: the previous one, or the new one whole.
         version = store.version(RAW_EVENTS.name)
-        rows = store.daily_rows(RAW_EVENTS.name, "ingest_date")[day]
-        assert version in committed or rows == 2_000_000, (version, rows)
-        assert rows == committed.get(version, 2_000_000)
-        assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == rows
-        committed[version] = rows
+        seen = store.daily_rows(RAW_EVENTS.name, "ingest_date")[day]
+        assert seen == committed.get(version, new_rows), (version, seen)
+        assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == seen
+        committed[version] = seen
     assert killed_mid_write >= 3
-    assert _writer(tmp_path, day, 2_000_000).wait() == 0
-    assert store.daily_rows(RAW_EVENTS.name, "ingest_date") == {day: 2_000_000}
-    assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == 2_000_000
+    assert _writer(tmp_path, day, new_rows).wait() == 0
+    assert store.daily_rows(RAW_EVENTS.name, "ingest_date") == {day: new_rows}
+    assert len(store.read_arrow(RAW_EVENTS.name, columns=["line_number"])) == new_rows
 
 
 # Through Dagster: the same guarantees for real materializations of cleaned_events, launched as a
