@@ -21,7 +21,7 @@ from dagster import (
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_metadata, schema_check, schema_check_result
-from lakehouse.generator import MAX_LATENESS
+from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.quality import volume_drops
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.storage import DateRange

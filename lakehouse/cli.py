@@ -26,7 +26,7 @@ def default_window(days: int = 30) -> tuple[date, int]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from lakehouse.generator import GeneratorConfig, generate
+    from lakehouse.events.generator import GeneratorConfig, generate
 
     start = args.start or default_window(args.days)[0]
     landing = args.landing or lakehouse_paths().landing
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--users", type=int, default=3000)
     gen.add_argument("--seed", type=int, default=7)
     for rate in RATES:
-        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.generator.GeneratorConfig for the default")
+        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.events.generator.GeneratorConfig for the default")
     gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never')")
     gen.add_argument("--clean", action="store_true", help="land events without any of the data problems")
     gen.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")

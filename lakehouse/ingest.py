@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lakehouse.generator import day_folder
+from lakehouse.events.vocabulary import day_folder
 from lakehouse.schemas import RAW_EVENTS
 
 

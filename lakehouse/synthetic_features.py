@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.generator import CATEGORIES
+from lakehouse.events.vocabulary import CATEGORIES
 from lakehouse.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 from lakehouse.storage import DeltaStore
 

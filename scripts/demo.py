@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lakehouse.cli import default_window
 from lakehouse.config import REPO_ROOT, lakehouse_paths
-from lakehouse.generator import GeneratorConfig, generate
+from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.reproduce import training_runs
 from lakehouse.storage import DeltaStore
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import frame
 from lakehouse.engines import engine_named
-from lakehouse.generator import GeneratorConfig, generate
+from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.ingest import landed_lines
 from lakehouse.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events

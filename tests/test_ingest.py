@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from lakehouse.generator import day_folder
+from lakehouse.events.vocabulary import day_folder
 from lakehouse.ingest import landed_lines
 
 DAY = date(2026, 3, 1)

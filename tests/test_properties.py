@@ -6,7 +6,7 @@ from datetime import date, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.generator import day_folder
+from lakehouse.events.vocabulary import day_folder
 from lakehouse.ingest import landed_lines
 from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
