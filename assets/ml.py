@@ -6,7 +6,7 @@ from assets.publish import publish, schema_check
 from lakehouse.evaluation import evaluation_figures
 from lakehouse.leakage import LeakageError
 from lakehouse.lineage import REGISTERED_MODEL, dagster_tags
-from lakehouse.schemas import TRAINING_LABELS
+from lakehouse.tables.schemas import TRAINING_LABELS
 from lakehouse.tracking import log_training_run
 from lakehouse.training import train_purchase_model
 from lakehouse.training_set import build_training_set, current_inputs, lineage_of

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
-from lakehouse.schemas import TableSchema as LakehouseTableSchema
-from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport
+from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
+from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.validation import ValidationReport
 
 
 def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:

@@ -44,7 +44,7 @@ def main() -> int:
         from lakehouse.evaluation import evaluation_figures
         from lakehouse.feature_store import apply_definitions, open_store
         from lakehouse.reproduce import training_set_of
-        from lakehouse.storage import DeltaStore
+        from lakehouse.tables.storage import DeltaStore
         from lakehouse.synthetic_features import land_feature_days
         from lakehouse.tracking import log_training_run
         from lakehouse.training import content_sha256, train_purchase_model

@@ -184,7 +184,7 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
     """Every input at its recorded version: the log entry, every data file, the row count."""
     import pyarrow.fs as pafs
 
-    from lakehouse.storage import read_dataset, table_version
+    from lakehouse.tables.storage import read_dataset, table_version
 
     for t in lineage.inputs:
         if table_version(t.uri) is None:

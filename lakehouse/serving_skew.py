@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from lakehouse.drift import FeatureDrift, drift_chart, feature_drift
 from lakehouse.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
-from lakehouse.schemas import USER_FEATURES
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.schemas import USER_FEATURES
+from lakehouse.tables.storage import DeltaStore
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from datetime import date
 import pytest
 
 from lakehouse.events.vocabulary import day_folder
-from lakehouse.ingest import landed_lines
+from lakehouse.tables.ingest import landed_lines
 
 DAY = date(2026, 3, 1)
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
 from lakehouse.lineage import REGISTERED_MODEL
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.storage import DeltaStore
 from lakehouse.synthetic_features import FIRST_DAY, land_feature_days
 from lakehouse.training import content_sha256
 from resources import resources_for

@@ -10,7 +10,7 @@ from assets.features import user_features
 from assets.raw import raw_events
 from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.events.vocabulary import day_folder
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.storage import DeltaStore
 from resources.delta import DeltaStorage
 from resources.landing import LandingArea
 from resources.engine import EngineResource

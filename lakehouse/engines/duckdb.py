@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from lakehouse.schemas import TableSchema
-from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport, validate_arrow
+from lakehouse.tables.schemas import TableSchema
+from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.validation import ValidationReport, validate_arrow
 
 _lock = threading.Lock()
 _names = itertools.count()
