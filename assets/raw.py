@@ -7,7 +7,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetE
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish, schema_check
-from lakehouse.engines.duckdb import ArrowBatch
+from lakehouse.engines.batch import ArrowBatch
 from lakehouse.tables.ingest import landed_days, landed_lines
 from lakehouse.tables.quality import volume_drops
 from lakehouse.tables.schemas import RAW_EVENTS
