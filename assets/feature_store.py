@@ -4,7 +4,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Backfi
 import pyarrow.compute as pc
 
 from lakehouse.drift import PSI_FAIL, PSI_WARN, worst_status
-from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
+from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
 from lakehouse.serving_skew import measure_skew
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource

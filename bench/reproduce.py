@@ -42,7 +42,7 @@ def main() -> int:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
         from lakehouse.evaluation import evaluation_figures
-        from lakehouse.feature_store import apply_definitions, open_store
+        from lakehouse.features.feature_store import apply_definitions, open_store
         from lakehouse.reproduce import training_set_of
         from lakehouse.tables.storage import DeltaStore
         from lakehouse.synthetic_features import land_feature_days

@@ -230,7 +230,7 @@ def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
 
 def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFrame:
     # imported here: Feast (through both modules) costs several seconds, and only --rebuild needs it
-    from lakehouse.feature_store import feature_refs, open_store
+    from lakehouse.features.feature_store import feature_refs, open_store
     from lakehouse.training_set import build_training_set
 
     store = open_store(data_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
+from lakehouse.features.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
 from lakehouse.leakage import leakage_violations
 from lakehouse.lineage import InputTable, TrainingLineage
 from lakehouse.tables.schemas import TRAINING_LABELS
