@@ -41,14 +41,14 @@ def main() -> int:
         tracking_uri = f"sqlite:///{data / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
-        from lakehouse.evaluation import evaluation_figures
         from lakehouse.features.feature_store import apply_definitions, open_store
-        from lakehouse.reproduce import training_set_of
-        from lakehouse.tables.storage import DeltaStore
+        from lakehouse.ml.evaluation import evaluation_figures
+        from lakehouse.ml.reproduce import training_set_of
+        from lakehouse.ml.tracking import log_training_run
+        from lakehouse.ml.training import content_sha256, train_purchase_model
+        from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
         from lakehouse.synthetic_features import land_feature_days
-        from lakehouse.tracking import log_training_run
-        from lakehouse.training import content_sha256, train_purchase_model
-        from lakehouse.training_set import build_training_set, current_inputs, lineage_of
+        from lakehouse.tables.storage import DeltaStore
         from resources.mlflow import MlflowTracking
 
         store = DeltaStore(str(data / "delta"))

@@ -13,8 +13,8 @@ from lakehouse.config import lakehouse_paths
 
 # Module level: the standard library and lakehouse.config only. Each subcommand imports what it needs in
 # its function, because mlflow, Feast, scikit-learn, pandas and Spark each cost seconds to import and
-# `--help` needs none of them; `runs` needs none either (lakehouse.reproduce reads a local MLflow store
-# with sqlite3). tests/test_cli_imports.py keeps it that way.
+# `--help` needs none of them; `runs` needs none either (lakehouse.ml.reproduce reads a local MLflow
+# store with sqlite3). tests/test_cli_imports.py keeps it that way.
 
 RATES = ("duplicate_rate", "clock_skew_rate", "late_rate", "missing_field_rate", "anonymous_rate", "malformed_rate", "bom_rate")
 
@@ -43,7 +43,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from lakehouse.reproduce import training_runs
+    from lakehouse.ml.reproduce import training_runs
 
     runs = training_runs(lakehouse_paths().mlflow_tracking_uri)
     if args.json:
@@ -59,7 +59,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from lakehouse.reproduce import ReproductionError, reproduce
+    from lakehouse.ml.reproduce import ReproductionError, reproduce
 
     paths = lakehouse_paths()
     try:
@@ -77,7 +77,7 @@ def _keep(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lakehouse.retention import KEEP_TAG
+    from lakehouse.ml.retention import KEEP_TAG
 
     client = MlflowClient(lakehouse_paths().mlflow_tracking_uri)
     try:

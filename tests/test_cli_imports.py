@@ -72,8 +72,8 @@ def test_local_store_reads_what_mlflow_client_reads(tmp_path, monkeypatch):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from lakehouse import reproduce
-    from lakehouse.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, InputTable, TrainingLineage
+    from lakehouse.ml import reproduce
+    from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, InputTable, TrainingLineage
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)

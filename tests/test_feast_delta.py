@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
-from lakehouse.leakage import leakage_violations
+from lakehouse.ml.leakage import leakage_violations
 
 
 def at(hhmmss: str, day: str = "2026-03-02") -> datetime:

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
-from lakehouse.lineage import EXPERIMENT, TAG, read_lineage
+from lakehouse.ml.lineage import EXPERIMENT, TAG, read_lineage
 from lakehouse.tables.storage import with_commit_retries
 
 KEEP_TAG = f"{TAG}.keep"

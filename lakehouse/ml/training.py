@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from lakehouse.evaluation import evaluate, permutation_importance_by_auc
+from lakehouse.ml.evaluation import evaluate, permutation_importance_by_auc
 
 ENTITY_COLUMNS = ["user_id", "event_timestamp"]
 LABEL = "label"
