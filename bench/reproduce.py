@@ -43,9 +43,10 @@ def main() -> int:
 
         from lakehouse.features.feature_store import apply_definitions, open_store
         from lakehouse.ml.evaluation import evaluation_figures
+        from lakehouse.ml.fingerprint import content_sha256
         from lakehouse.ml.reproduce import training_set_of
         from lakehouse.ml.tracking import log_training_run
-        from lakehouse.ml.training import content_sha256, train_purchase_model
+        from lakehouse.ml.training import train_purchase_model
         from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
         from lakehouse.synthetic_features import land_feature_days
         from lakehouse.tables.storage import DeltaStore

@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 
 from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
-from lakehouse.ml.training import content_sha256
+from lakehouse.ml.fingerprint import content_sha256
 
 pytestmark = pytest.mark.e2e
 

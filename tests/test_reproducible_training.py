@@ -19,8 +19,8 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
+from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.ml.lineage import REGISTERED_MODEL
-from lakehouse.ml.training import content_sha256
 from lakehouse.synthetic_features import FIRST_DAY, land_feature_days
 from lakehouse.tables.storage import DeltaStore
 from resources import resources_for

@@ -250,8 +250,8 @@ def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: boo
 
 
 def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, str]:
-    # imported here: lakehouse.ml.training brings scikit-learn and matplotlib, which only the hash below needs
-    from lakehouse.ml.training import content_sha256
+    # imported here: pandas and Arrow, which `lakehouse runs` does not need
+    from lakehouse.ml.fingerprint import content_sha256
 
     run = _stored_run(tracking_uri, run_id)
     lineage = _lineage_of(run)
