@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 from lakehouse.cli import main as cli
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.ml.lineage import REGISTERED_MODEL
-from lakehouse.synthetic_features import FIRST_DAY, land_feature_days
 from lakehouse.tables.storage import DeltaStore
 from resources import resources_for
+from synthetic_features import FIRST_DAY, land_feature_days
 
 USERS = 1000
 SECRET = "s3cr3t-value-that-must-never-be-logged"
