@@ -21,10 +21,10 @@ from dagster import (
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_metadata, schema_check, schema_check_result
-from lakehouse.generator import MAX_LATENESS
-from lakehouse.quality import volume_drops
-from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.storage import DateRange
+from lakehouse.events.vocabulary import MAX_LATENESS
+from lakehouse.tables.quality import volume_drops
+from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
+from lakehouse.tables.storage import DateRange
 from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource

@@ -3,9 +3,9 @@
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
 import pyarrow.compute as pc
 
-from lakehouse.drift import PSI_FAIL, PSI_WARN, worst_status
-from lakehouse.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
-from lakehouse.serving_skew import measure_skew
+from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
+from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
+from lakehouse.ml.serving_skew import measure_skew
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking

@@ -3,7 +3,7 @@
 from dagster import BackfillPolicy, asset
 
 from assets.publish import publish, schema_check
-from lakehouse.schemas import CATEGORY_FEATURES, USER_FEATURES
+from lakehouse.tables.schemas import CATEGORY_FEATURES, USER_FEATURES
 from lakehouse.transforms.user_activity import category_activity_features, user_activity_features
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource

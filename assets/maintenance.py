@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from dagster import Config, DefaultScheduleStatus, MaterializeResult, MetadataValue, ScheduleDefinition, asset, define_asset_job
 
-from lakehouse.retention import maintain_lake, pinned_versions
+from lakehouse.ml.retention import maintain_lake, pinned_versions
 from resources.delta import DeltaStorage
 from resources.mlflow import MlflowTracking
 

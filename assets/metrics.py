@@ -16,7 +16,7 @@ from dbt.adapters.base.column import Column
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_table_metadata
-from lakehouse.schemas import CLEANED_EVENTS, TableSchema
+from lakehouse.tables.schemas import CLEANED_EVENTS, TableSchema
 from resources.dbt import dbt_manifest, dbt_project
 from resources.delta import DeltaStorage
 
@@ -58,7 +58,7 @@ def _declare_source_schema(invocation: DbtCliInvocation, schema: TableSchema) ->
 
     dagster-dbt asks the database for each parent's columns, but a Delta source is a DuckDB view over
     a dataset registered only in the dbt process, so the lookup finds none and column lineage to
-    cleaned_events is lost. The schema is known (lakehouse.schemas), so it is put in the invocation's
+    cleaned_events is lost. The schema is known (lakehouse.tables.schemas), so it is put in the invocation's
     relation cache (a private detail of dagster-dbt, pinned by uv.lock) before the lookup happens.
     """
     for source in invocation.manifest["sources"].values():

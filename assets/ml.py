@@ -3,13 +3,13 @@
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from assets.publish import publish, schema_check
-from lakehouse.evaluation import evaluation_figures
-from lakehouse.leakage import LeakageError
-from lakehouse.lineage import REGISTERED_MODEL, dagster_tags
-from lakehouse.schemas import TRAINING_LABELS
-from lakehouse.tracking import log_training_run
-from lakehouse.training import train_purchase_model
-from lakehouse.training_set import build_training_set, current_inputs, lineage_of
+from lakehouse.ml.evaluation import evaluation_figures
+from lakehouse.ml.leakage import LeakageError
+from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
+from lakehouse.ml.tracking import log_training_run
+from lakehouse.ml.training import train_purchase_model
+from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
+from lakehouse.tables.schemas import TRAINING_LABELS
 from lakehouse.transforms.user_activity import purchase_labels
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
-from lakehouse.schemas import TableSchema as LakehouseTableSchema
-from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport
+from lakehouse.engines.batch import Batch
+from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
+from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.validation import ValidationReport
 
 
 def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
@@ -56,7 +57,7 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
     )
 
 
-def publish(store: DeltaStore, schema: LakehouseTableSchema, batch, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
+def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
     """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed."""
     try:
         report = batch.validate(schema)

@@ -7,11 +7,11 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetE
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import publish, schema_check
-from lakehouse.engines.duckdb import ArrowBatch
-from lakehouse.ingest import landed_days, landed_lines
-from lakehouse.quality import volume_drops
-from lakehouse.schemas import RAW_EVENTS
-from lakehouse.storage import DateRange
+from lakehouse.engines.batch import ArrowBatch
+from lakehouse.tables.ingest import landed_days, landed_lines
+from lakehouse.tables.quality import volume_drops
+from lakehouse.tables.schemas import RAW_EVENTS
+from lakehouse.tables.storage import DateRange
 from resources.delta import DeltaStorage
 from resources.landing import LandingArea
 

@@ -39,7 +39,7 @@ REPO = '''
 from datetime import timedelta
 from feast import Entity, FeatureView, Field, ValueType
 from feast.types import Float64, Int64
-from lakehouse.feast_delta import DeltaSource
+from lakehouse.features.feast_delta import DeltaSource
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
 features = FeatureView(
@@ -78,7 +78,7 @@ def build(root: Path, entities: int, times: int, entity_rows: int) -> None:
     (repo / "feature_store.yaml").write_text(
         f"project: bench\nprovider: local\nregistry: {root / 'registry.db'}\n"
         f"online_store:\n  type: sqlite\n  path: {root / 'online.db'}\n"
-        "offline_store:\n  type: lakehouse.feast_delta.DeltaOfflineStore\nentity_key_serialization_version: 3\n"
+        "offline_store:\n  type: lakehouse.features.feast_delta.DeltaOfflineStore\nentity_key_serialization_version: 3\n"
     )
     (repo / "bench_repo.py").write_text(REPO.format(features=FEATURES, path=str(root / "features")))
 
@@ -137,7 +137,7 @@ def file_store_repo(root: Path) -> None:
         "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
     )
     text = REPO.format(features=FEATURES, path=str(root / "features"))
-    text = text.replace("from lakehouse.feast_delta import DeltaSource", "from feast import FileSource\nfrom feast.data_format import DeltaFormat")
+    text = text.replace("from lakehouse.features.feast_delta import DeltaSource", "from feast import FileSource\nfrom feast.data_format import DeltaFormat")
     text = text.replace('DeltaSource(name="bench_source", path=', 'FileSource(name="bench_source", file_format=DeltaFormat(), path=')
     (repo / "bench_repo.py").write_text(text)
 

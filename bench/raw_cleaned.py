@@ -31,11 +31,11 @@ from dagster import materialize  # noqa: E402
 
 from assets.cleaned import cleaned_events  # noqa: E402
 from assets.raw import raw_events  # noqa: E402
-from lakehouse.generator import GeneratorConfig, generate  # noqa: E402
 from lakehouse.engines.duckdb import get_duckdb_session  # noqa: E402
-from lakehouse.schemas import CLEANED_EVENTS  # noqa: E402
-from lakehouse.storage import DeltaStore  # noqa: E402
-from lakehouse.validation import validate_arrow  # noqa: E402
+from lakehouse.events.generator import GeneratorConfig, generate  # noqa: E402
+from lakehouse.tables.schemas import CLEANED_EVENTS  # noqa: E402
+from lakehouse.tables.storage import DeltaStore  # noqa: E402
+from lakehouse.tables.validation import validate_arrow  # noqa: E402
 from resources.delta import DeltaStorage  # noqa: E402
 from resources.engine import EngineResource  # noqa: E402
 from resources.landing import LandingArea  # noqa: E402

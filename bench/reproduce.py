@@ -1,6 +1,6 @@
 """Reproducing a run's training set against building it, timed in one process on the same lake.
 
-A temporary lake of synthetic feature tables (lakehouse.synthetic_features) gets the Feast repo
+A temporary lake of synthetic feature tables (tests/synthetic_features.py) gets the Feast repo
 applied and one training run logged through the same functions the training asset uses. Then,
 interleaved, `--repeats` times each:
 - build: pin every input to its current version, Feast historical retrieval, leakage audit,
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The bench lands its lake with tests/synthetic_features.py: test code, kept out of the installed package.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def main() -> int:
@@ -41,15 +43,16 @@ def main() -> int:
         tracking_uri = f"sqlite:///{data / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
-        from lakehouse.evaluation import evaluation_figures
-        from lakehouse.feature_store import apply_definitions, open_store
-        from lakehouse.reproduce import training_set_of
-        from lakehouse.storage import DeltaStore
-        from lakehouse.synthetic_features import land_feature_days
-        from lakehouse.tracking import log_training_run
-        from lakehouse.training import content_sha256, train_purchase_model
-        from lakehouse.training_set import build_training_set, current_inputs, lineage_of
+        from lakehouse.features.feature_store import apply_definitions, open_store
+        from lakehouse.ml.evaluation import evaluation_figures
+        from lakehouse.ml.fingerprint import content_sha256
+        from lakehouse.ml.reproduce import training_set_of
+        from lakehouse.ml.tracking import log_training_run
+        from lakehouse.ml.training import train_purchase_model
+        from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
+        from lakehouse.tables.storage import DeltaStore
         from resources.mlflow import MlflowTracking
+        from synthetic_features import land_feature_days
 
         store = DeltaStore(str(data / "delta"))
         rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Feast definitions for the purchase-propensity model: who (entity), where (source), what (views, service).
 
 The sources are the `user_features` and `category_features` Delta tables written by the Dagster
-assets of the same names; Feast reads them through the Delta log (lakehouse.feast_delta). Paths
+assets of the same names; Feast reads them through the Delta log (lakehouse.features.feast_delta). Paths
 follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
 from feast.types import Float64, Int32, Int64, String
 
-from lakehouse.feast_delta import DeltaSource
+from lakehouse.features.feast_delta import DeltaSource
 
 _DATA_DIR = Path(os.environ.get("LAKEHOUSE_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 

@@ -1,7 +1,11 @@
 """Framework-free core of the lakehouse: what a notebook user can call without starting Dagster.
 
-The event generator, table schemas, the Spark transformations, Delta storage, training-set
-construction and its reproduction live here; `assets/` and `resources/` only wire them into Dagster.
+One subpackage per concern, each importing only from the ones before it: `events` (the event
+vocabulary and the synthetic generator), `tables` (schemas, ingest, the pandera audit, Delta
+storage), `engines` (DuckDB and Spark), `transforms` (the PySpark-API transformations), `features`
+(Feast on Delta) and `ml` (training sets, training, lineage, reproduction, retention, drift).
+`config` says where files live and `cli` is the `lakehouse` command; `assets/` and `resources/`
+only wire all of it into Dagster.
 """
 
 import os as _os

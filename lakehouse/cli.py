@@ -13,8 +13,8 @@ from lakehouse.config import lakehouse_paths
 
 # Module level: the standard library and lakehouse.config only. Each subcommand imports what it needs in
 # its function, because mlflow, Feast, scikit-learn, pandas and Spark each cost seconds to import and
-# `--help` needs none of them; `runs` needs none either (lakehouse.reproduce reads a local MLflow store
-# with sqlite3). tests/test_cli_imports.py keeps it that way.
+# `--help` needs none of them; `runs` needs none either (lakehouse.ml.reproduce reads a local MLflow
+# store with sqlite3). tests/test_cli_imports.py keeps it that way.
 
 RATES = ("duplicate_rate", "clock_skew_rate", "late_rate", "missing_field_rate", "anonymous_rate", "malformed_rate", "bom_rate")
 
@@ -26,7 +26,7 @@ def default_window(days: int = 30) -> tuple[date, int]:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from lakehouse.generator import GeneratorConfig, generate
+    from lakehouse.events.generator import GeneratorConfig, generate
 
     start = args.start or default_window(args.days)[0]
     landing = args.landing or lakehouse_paths().landing
@@ -43,7 +43,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from lakehouse.reproduce import training_runs
+    from lakehouse.ml.reproduce import training_runs
 
     runs = training_runs(lakehouse_paths().mlflow_tracking_uri)
     if args.json:
@@ -59,7 +59,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from lakehouse.reproduce import ReproductionError, reproduce
+    from lakehouse.ml.reproduce import ReproductionError, reproduce
 
     paths = lakehouse_paths()
     try:
@@ -77,7 +77,7 @@ def _keep(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lakehouse.retention import KEEP_TAG
+    from lakehouse.ml.retention import KEEP_TAG
 
     client = MlflowClient(lakehouse_paths().mlflow_tracking_uri)
     try:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--users", type=int, default=3000)
     gen.add_argument("--seed", type=int, default=7)
     for rate in RATES:
-        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.generator.GeneratorConfig for the default")
+        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.events.generator.GeneratorConfig for the default")
     gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never')")
     gen.add_argument("--clean", action="store_true", help="land events without any of the data problems")
     gen.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.storage import DeltaStore
 
 
 class DeltaStorage(ConfigurableResource):

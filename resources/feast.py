@@ -4,7 +4,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from lakehouse.feature_store import open_store
+from lakehouse.features.feature_store import open_store
 
 
 class FeastResource(ConfigurableResource):

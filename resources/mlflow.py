@@ -3,7 +3,7 @@
 import mlflow
 from dagster import ConfigurableResource
 
-from lakehouse.lineage import EXPERIMENT
+from lakehouse.ml.lineage import EXPERIMENT
 
 
 class MlflowTracking(ConfigurableResource):

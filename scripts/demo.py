@@ -16,9 +16,9 @@ from pathlib import Path
 
 from lakehouse.cli import default_window
 from lakehouse.config import REPO_ROOT, lakehouse_paths
-from lakehouse.generator import GeneratorConfig, generate
-from lakehouse.reproduce import training_runs
-from lakehouse.storage import DeltaStore
+from lakehouse.events.generator import GeneratorConfig, generate
+from lakehouse.ml.reproduce import training_runs
+from lakehouse.tables.storage import DeltaStore
 
 TABLES = ("raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "category_features", "training_labels")
 

@@ -5,7 +5,8 @@ from datetime import date, datetime, timezone
 
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, evaluate_automation_conditions
 
-from lakehouse.generator import GeneratorConfig, day_folder, generate
+from lakehouse.events.generator import GeneratorConfig, generate
+from lakehouse.events.vocabulary import day_folder
 
 warnings.simplefilter("ignore")
 

@@ -13,7 +13,7 @@ import requests
 
 from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.storage import DeltaStore
 from test_definitions import dbt_model_docs
 
 pytestmark = pytest.mark.e2e

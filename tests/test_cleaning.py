@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
+from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from conftest import frame, rows_of
 

@@ -59,6 +59,12 @@ def test_lakehouse_runs_imports_nothing_heavy(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # listing runs does not create a store
 
 
+def test_verifying_a_training_set_imports_no_model_libraries():
+    """`reproduce` hashes the training set with lakehouse.ml.fingerprint, not the training module's scikit-learn."""
+    code = f"import lakehouse.ml.fingerprint, lakehouse.ml.reproduce, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
+    assert ast.literal_eval(_python(code)) == []
+
+
 def test_lakehouse_help_lists_the_subcommands():
     lakehouse = Path(sys.executable).parent / "lakehouse"
     done = subprocess.run([str(lakehouse), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -72,8 +78,8 @@ def test_local_store_reads_what_mlflow_client_reads(tmp_path, monkeypatch):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from lakehouse import reproduce
-    from lakehouse.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, InputTable, TrainingLineage
+    from lakehouse.ml import reproduce
+    from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, InputTable, TrainingLineage
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)

@@ -5,7 +5,7 @@ import warnings
 from dagster import AssetKey
 
 from lakehouse.config import DEFAULT_DATA_DIR
-from lakehouse.feature_store import FEATURE_REPO, render_config
+from lakehouse.features.feature_store import FEATURE_REPO, render_config
 
 
 METRICS = [

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lakehouse.drift import PSI_FAIL, PSI_WARN, FeatureDrift, bin_edges, drift_chart, feature_drift, ks, psi, worst_status
+from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, FeatureDrift, bin_edges, drift_chart, feature_drift, ks, psi, worst_status
 
 N = 20_000
 

@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 
 from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
-from lakehouse.training import content_sha256
+from lakehouse.ml.fingerprint import content_sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -204,7 +204,7 @@ def _latest_offline(data, users):
 
 def test_online_features_equal_the_latest_offline_values(lake):
     data, _ = lake
-    from lakehouse.feature_store import open_store
+    from lakehouse.features.feature_store import open_store
 
     store = open_store(data)
     latest = _latest_offline(data, _table(data, "user_features")["user_id"].drop_duplicates().sample(n=40, random_state=1).tolist())

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from conftest import frame
 from lakehouse.engines import engine_named
-from lakehouse.generator import GeneratorConfig, generate
-from lakehouse.ingest import landed_lines
-from lakehouse.schemas import CLEANED_EVENTS, RAW_EVENTS
+from lakehouse.events.generator import GeneratorConfig, generate
+from lakehouse.tables.ingest import landed_lines
+from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 from test_cleaning import D1, D2, RAW

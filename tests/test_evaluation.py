@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.linear_model import LogisticRegression
 
-from lakehouse.evaluation import evaluate, evaluation_figures, expected_calibration_error, permutation_importance_by_auc
+from lakehouse.ml.evaluation import evaluate, evaluation_figures, expected_calibration_error, permutation_importance_by_auc
 
 # Ten rows, deliberately not in score order. Positives score 0.93, 0.81, 0.62, 0.42;
 # negatives 0.87, 0.58, 0.33, 0.17, 0.12, 0.04. No score sits on a bin edge.

@@ -16,8 +16,8 @@ from feast.types import Int64, String
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
-from lakehouse.leakage import leakage_violations
+from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
+from lakehouse.ml.leakage import leakage_violations
 
 
 def at(hhmmss: str, day: str = "2026-03-02") -> datetime:
@@ -247,7 +247,7 @@ def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp
 
 
 def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, features):
-    from lakehouse.feature_store import materialize_incremental, online_offline_mismatches
+    from lakehouse.features.feature_store import materialize_incremental, online_offline_mismatches
 
     store = store_for(tmp_path, [view(features)])
     first = materialize_incremental(store, at("12:00:00"))

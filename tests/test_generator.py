@@ -5,7 +5,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from lakehouse.generator import EVENT_NAMES, MALFORMED_KINDS, PLATFORMS, GeneratorConfig, day_folder, generate
+from lakehouse.events.generator import MALFORMED_KINDS, GeneratorConfig, generate
+from lakehouse.events.vocabulary import EVENT_NAMES, PLATFORMS, day_folder
 
 START = date(2026, 3, 1)
 CLEAN = GeneratorConfig(

@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from lakehouse.generator import day_folder
-from lakehouse.ingest import landed_lines
+from lakehouse.events.vocabulary import day_folder
+from lakehouse.tables.ingest import landed_lines
 
 DAY = date(2026, 3, 1)
 

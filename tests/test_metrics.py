@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lakehouse.schemas import CLEANED_EVENTS
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.schemas import CLEANED_EVENTS
+from lakehouse.tables.storage import DeltaStore
 from resources.dbt import DBT_DIR
 
 DBT = str(Path(sys.executable).parent / "dbt")

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.engines import engine_named
-from lakehouse.generator import day_folder
-from lakehouse.ingest import landed_lines
-from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
+from lakehouse.events.vocabulary import day_folder
+from lakehouse.tables.ingest import landed_lines
+from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from conftest import frame, rows_of
 

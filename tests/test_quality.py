@@ -1,6 +1,6 @@
 from datetime import date, timedelta
 
-from lakehouse.quality import volume_drops
+from lakehouse.tables.quality import volume_drops
 
 D = [date(2026, 3, 1) + timedelta(days=i) for i in range(12)]
 

@@ -19,11 +19,11 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
-from lakehouse.lineage import REGISTERED_MODEL
-from lakehouse.storage import DeltaStore
-from lakehouse.synthetic_features import FIRST_DAY, land_feature_days
-from lakehouse.training import content_sha256
+from lakehouse.ml.fingerprint import content_sha256
+from lakehouse.ml.lineage import REGISTERED_MODEL
+from lakehouse.tables.storage import DeltaStore
 from resources import resources_for
+from synthetic_features import FIRST_DAY, land_feature_days
 
 USERS = 1000
 SECRET = "s3cr3t-value-that-must-never-be-logged"

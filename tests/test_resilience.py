@@ -7,16 +7,16 @@ import sys
 import time
 from datetime import date, timedelta
 
-from lakehouse.schemas import RAW_EVENTS
-from lakehouse.storage import DeltaStore
+from lakehouse.tables.schemas import RAW_EVENTS
+from lakehouse.tables.storage import DeltaStore
 
 # Writes `rows` lines into ingest date `day` of raw_events under `root`, `repeat` times, replacing the partition.
 WRITER = """
 import sys
 from datetime import date
 import pyarrow as pa
-from lakehouse.schemas import RAW_EVENTS
-from lakehouse.storage import DateRange, DeltaStore
+from lakehouse.tables.schemas import RAW_EVENTS
+from lakehouse.tables.storage import DateRange, DeltaStore
 root, day, rows, repeat = sys.argv[1], date.fromisoformat(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 batch = pa.table({
     "ingest_date": pa.array([day] * rows, pa.date32()),

@@ -15,9 +15,9 @@ from deltalake import DeltaTable, write_deltalake
 from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
-from lakehouse.lineage import EXPERIMENT, REGISTERED_MODEL, InputTable, TrainingLineage, log_lineage
-from lakehouse.reproduce import ReproductionError, _check_inputs_readable, load_lineage
-from lakehouse.retention import LOG_CLEANUP, maintain_lake, pinned_versions
+from lakehouse.ml.lineage import EXPERIMENT, REGISTERED_MODEL, InputTable, TrainingLineage, log_lineage
+from lakehouse.ml.reproduce import ReproductionError, _check_inputs_readable, load_lineage
+from lakehouse.ml.retention import LOG_CLEANUP, maintain_lake, pinned_versions
 
 
 def _versions(uri: str, contents: list[list[int]]) -> None:

@@ -3,8 +3,8 @@ from datetime import date
 import pyarrow as pa
 import pytest
 
-from lakehouse.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
-from lakehouse.storage import DateRange, DeltaStore
+from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
+from lakehouse.tables.storage import DateRange, DeltaStore
 
 
 def _raw(day: date, lines: list[str]) -> pa.Table:

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lakehouse.training import canonical_training_set, content_sha256, temporal_split, train_purchase_model
+from lakehouse.ml.fingerprint import canonical_training_set, content_sha256
+from lakehouse.ml.training import temporal_split, train_purchase_model
 
 FEATURES = ["purchases_7d", "revenue_30d"]
 

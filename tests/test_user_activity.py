@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from conftest import frame, rows_of
-from lakehouse.schemas import CLEANED_EVENTS
+from lakehouse.tables.schemas import CLEANED_EVENTS
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 
 _N = 0

@@ -8,8 +8,9 @@ from dagster import AssetKey, materialize
 from assets.cleaned import cleaned_events
 from assets.features import user_features
 from assets.raw import raw_events
-from lakehouse.generator import GeneratorConfig, day_folder, generate
-from lakehouse.storage import DeltaStore
+from lakehouse.events.generator import GeneratorConfig, generate
+from lakehouse.events.vocabulary import day_folder
+from lakehouse.tables.storage import DeltaStore
 from resources.delta import DeltaStorage
 from resources.landing import LandingArea
 from resources.engine import EngineResource

@@ -5,8 +5,9 @@
 
 Both offer the same few operations: `read` a Delta table (optionally as of a version) as a
 DataFrame, `from_arrow` for small inputs, `persisting()` to compute a DataFrame once for several
-readers, and `batch(df)` to turn a result into something that is validated with pandera, committed
-to Delta and previewed. Which one a process uses is a setting of the profile (resources/).
+readers, and `batch(df)` to turn a result into a `Batch` (engines/batch.py) that is validated with
+pandera, committed to Delta and previewed. Which one a process uses is a setting of the profile
+(resources/).
 """
 
 from __future__ import annotations

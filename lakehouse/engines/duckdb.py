@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from lakehouse.schemas import TableSchema
-from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport, validate_arrow
+from lakehouse.engines.batch import ArrowBatch
+from lakehouse.tables.schemas import TableSchema
+from lakehouse.tables.storage import DeltaStore
 
 _lock = threading.Lock()
 _names = itertools.count()
@@ -62,29 +62,6 @@ def view_of_sql(df):
     name = _fresh_name("view")
     df.session._conn.execute(f'CREATE TEMP VIEW "{name}" AS {df.sql(dialect="duckdb", optimize=False, pretty=False)}')  # noqa: SLF001
     return _table(df.session, name)
-
-
-class ArrowBatch:
-    """An Arrow table about to be committed by deltalake; validated with pandera on polars."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-
-    @property
-    def rows(self) -> int:
-        return self.table.num_rows
-
-    def validate(self, schema: TableSchema) -> ValidationReport:
-        return validate_arrow(schema, self.table)
-
-    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None) -> int:
-        return store.write_arrow(schema, self.table, replace)
-
-    def preview(self, rows: int = 10) -> pa.Table:
-        return self.table.slice(0, rows)
-
-    def release(self) -> None:
-        self.table = None
 
 
 class DuckDBEngine:

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from lakehouse.schemas import TableSchema
-from lakehouse.storage import DateRange, DeltaStore
-from lakehouse.validation import ValidationReport, validate_spark
+from lakehouse.tables.schemas import TableSchema
+from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.validation import ValidationReport, validate_spark
 
 # Every session: Delta's SQL extension and catalog (jars in pyspark/jars, from scripts/fetch_jars.py).
 SESSION_CONF = {

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING
 
 from lakehouse.engines.api import F, Window, compat, conform, transformation
 
-from lakehouse.generator import EVENT_NAMES, MAX_LATENESS, PLATFORMS
-from lakehouse.schemas import CLEANED_EVENTS, QUARANTINE
+from lakehouse.events.vocabulary import EVENT_NAMES, MAX_LATENESS, PLATFORMS
+from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from lakehouse.engines.api import F, Window, compat, conform, transformation
-from lakehouse.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
+from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame

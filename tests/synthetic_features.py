@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse.generator import CATEGORIES
-from lakehouse.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
-from lakehouse.storage import DeltaStore
+from lakehouse.events.vocabulary import CATEGORIES
+from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
+from lakehouse.tables.storage import DeltaStore
 
 FIRST_DAY = datetime(2026, 3, 1, tzinfo=timezone.utc)
 

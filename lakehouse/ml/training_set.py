@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lakehouse.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
-from lakehouse.leakage import leakage_violations
-from lakehouse.lineage import InputTable, TrainingLineage
-from lakehouse.schemas import TRAINING_LABELS
-from lakehouse.storage import DeltaStore, read_table, table_row_count, table_version
-from lakehouse.training import canonical_training_set, content_sha256
+from lakehouse.features.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
+from lakehouse.ml.fingerprint import canonical_training_set, content_sha256
+from lakehouse.ml.leakage import leakage_violations
+from lakehouse.ml.lineage import InputTable, TrainingLineage
+from lakehouse.tables.schemas import TRAINING_LABELS
+from lakehouse.tables.storage import DeltaStore, read_table, table_row_count, table_version
 
 LABELS_ROLE = "labels"
 

@@ -17,8 +17,8 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from lakehouse.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, log_lineage
-from lakehouse.training import TrainedModel
+from lakehouse.ml.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, log_lineage
+from lakehouse.ml.training import TrainedModel
 
 # HistGradientBoostingClassifier's tree nodes, which skops must be told to load.
 _SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]

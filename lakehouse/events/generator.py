@@ -33,15 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-PLATFORMS = ("ios", "android", "web")
+from lakehouse.events.vocabulary import CATEGORIES, MAX_LATENESS, PLATFORMS, VARIANTS, day_folder
+
 PLATFORM_WEIGHTS = (0.4, 0.35, 0.25)
-VARIANTS = ("A", "B")
-CATEGORIES = ("electronics", "home", "fashion", "beauty", "sports", "toys", "books", "grocery")
 SOURCE_PAGES = ("home", "search_results", "category", "recommendations")
 N_ITEMS = 2000
-EVENT_NAMES = ("session_started", "user_logged_in", "product_viewed", "cart_item_added", "purchase_completed")
 MANIFEST = "manifest.json"
-MAX_LATENESS = timedelta(days=3)
 MALFORMED_KINDS = ("broken_json", "wrong_type", "unknown_event_name", "negative_price", "empty_line")
 
 
@@ -57,10 +54,6 @@ class GeneratorConfig:
     malformed_rate: float = 0.003  # share of lines corrupted (one of MALFORMED_KINDS)
     bom_rate: float = 0.2  # share of files that start with a UTF-8 byte-order mark
     drift_from: str | None = "2026-11-10"  # first day with `price` (cents) + `currency`; None: never
-
-
-def day_folder(landing: Path, day: date) -> Path:
-    return landing / f"date={day.isoformat()}"
 
 
 class _Population:

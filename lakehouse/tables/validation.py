@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandera.errors
 
-from lakehouse.schemas import TableSchema
+from lakehouse.tables.schemas import TableSchema
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Training side: the training-set snapshot of the newest registered model version.
 the online store's values, read through the feature service that run recorded, for the entities
 active on the newest feature day (the users with a `user_features` row at its newest as-of time,
 each with their favourite category, the key of the category features). PSI for every feature, KS
-for the continuous (float) ones; thresholds and the PSI/KS details are in `lakehouse.drift`.
+for the continuous (float) ones; thresholds and the PSI/KS details are in `lakehouse.ml.drift`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 from feast.types import Float32, Float64
 from mlflow.tracking import MlflowClient
 
-from lakehouse.drift import FeatureDrift, drift_chart, feature_drift
-from lakehouse.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
-from lakehouse.schemas import USER_FEATURES
-from lakehouse.storage import DeltaStore
+from lakehouse.ml.drift import FeatureDrift, drift_chart, feature_drift
+from lakehouse.ml.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
+from lakehouse.tables.schemas import USER_FEATURES
+from lakehouse.tables.storage import DeltaStore
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
-from lakehouse.lineage import EXPERIMENT, TAG, read_lineage
-from lakehouse.storage import with_commit_retries
+from lakehouse.ml.lineage import EXPERIMENT, TAG, read_lineage
+from lakehouse.tables.storage import with_commit_retries
 
 KEEP_TAG = f"{TAG}.keep"
 # Spark's and delta-rs' checkpoints delete log entries older than delta.logRetentionDuration unless this is off.

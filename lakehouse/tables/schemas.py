@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pandera.api.checks import Check
 
-from lakehouse.generator import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
+from lakehouse.events.vocabulary import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
 
 IDENTITIES = ("logged_in", "stitched", "anonymous")
 QUARANTINE_REASONS = (

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lakehouse.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage
+from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -184,7 +184,7 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
     """Every input at its recorded version: the log entry, every data file, the row count."""
     import pyarrow.fs as pafs
 
-    from lakehouse.storage import read_dataset, table_version
+    from lakehouse.tables.storage import read_dataset, table_version
 
     for t in lineage.inputs:
         if table_version(t.uri) is None:
@@ -230,8 +230,8 @@ def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
 
 def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFrame:
     # imported here: Feast (through both modules) costs several seconds, and only --rebuild needs it
-    from lakehouse.feature_store import feature_refs, open_store
-    from lakehouse.training_set import build_training_set
+    from lakehouse.features.feature_store import feature_refs, open_store
+    from lakehouse.ml.training_set import build_training_set
 
     store = open_store(data_dir)
     current = tuple(feature_refs(store, lineage.feature_service))
@@ -250,8 +250,8 @@ def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: boo
 
 
 def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, str]:
-    # imported here: lakehouse.training brings scikit-learn and matplotlib, which only the hash below needs
-    from lakehouse.training import content_sha256
+    # imported here: pandas and Arrow, which `lakehouse runs` does not need
+    from lakehouse.ml.fingerprint import content_sha256
 
     run = _stored_run(tracking_uri, run_id)
     lineage = _lineage_of(run)

@@ -20,7 +20,7 @@ import pyarrow.dataset  # noqa: F401  (pa.dataset in annotations)
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from lakehouse.schemas import TableSchema
+from lakehouse.tables.schemas import TableSchema
 
 
 T = TypeVar("T")

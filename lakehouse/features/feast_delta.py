@@ -3,7 +3,7 @@
 Plugged in through Feast's own extension point, so the ordinary CLI and SDK work on it:
 
     offline_store:
-      type: lakehouse.feast_delta.DeltaOfflineStore
+      type: lakehouse.features.feast_delta.DeltaOfflineStore
 
 and feature views use `DeltaSource(path=..., timestamp_field=...)` as their batch source.
 
@@ -48,7 +48,7 @@ from feast.type_map import pa_to_feast_value_type
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
-SOURCE_CLASS = "lakehouse.feast_delta.DeltaSource"
+SOURCE_CLASS = "lakehouse.features.feast_delta.DeltaSource"
 FEATURE_TIMESTAMP_SUFFIX = "__feature_timestamp"
 
 
@@ -176,9 +176,9 @@ def pinned(view: FeatureView, version: int) -> FeatureView:
 
 
 class DeltaOfflineStoreConfig(FeastConfigBaseModel):
-    """feature_store.yaml: `offline_store: {type: lakehouse.feast_delta.DeltaOfflineStore}`."""
+    """feature_store.yaml: `offline_store: {type: lakehouse.features.feast_delta.DeltaOfflineStore}`."""
 
-    type: StrictStr = "lakehouse.feast_delta.DeltaOfflineStore"
+    type: StrictStr = "lakehouse.features.feast_delta.DeltaOfflineStore"
 
 
 class DeltaRetrievalJob(RetrievalJob):

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pandas as pd
 
-from lakehouse.feast_delta import FEATURE_TIMESTAMP_SUFFIX
+from lakehouse.features.feast_delta import FEATURE_TIMESTAMP_SUFFIX
 
 
 class LeakageError(Exception):

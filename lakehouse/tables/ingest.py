@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lakehouse.generator import day_folder
-from lakehouse.schemas import RAW_EVENTS
+from lakehouse.events.vocabulary import day_folder
+from lakehouse.tables.schemas import RAW_EVENTS
 
 
 def landed_days(landing: Path) -> dict[date, str]:
