@@ -3,11 +3,8 @@
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from assets.publish import publish, schema_check
-from lakehouse.ml.evaluation import evaluation_figures
 from lakehouse.ml.leakage import LeakageError
 from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
-from lakehouse.ml.tracking import log_training_run
-from lakehouse.ml.training import train_purchase_model
 from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
 from lakehouse.tables.schemas import TRAINING_LABELS
 from lakehouse.transforms.user_activity import purchase_labels
@@ -56,6 +53,12 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     `purchase_propensity` carrying the same tags. `lakehouse reproduce RUN_ID` returns that training
     set later (`--rebuild` recomputes it from the pinned versions).
     """
+    # scikit-learn, matplotlib and MLflow load here, not with the module: every Dagster process
+    # imports the assets, and only this one trains.
+    from lakehouse.ml.evaluation import evaluation_figures
+    from lakehouse.ml.tracking import log_training_run
+    from lakehouse.ml.training import train_purchase_model
+
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
     built = build_training_set(feast_store, inputs)

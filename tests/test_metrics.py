@@ -18,6 +18,7 @@ from lakehouse.tables.schemas import CLEANED_EVENTS
 from lakehouse.tables.storage import DeltaStore
 from resources.dbt import DBT_DIR
 
+pytestmark = pytest.mark.slow  # each test runs dbt
 DBT = str(Path(sys.executable).parent / "dbt")
 D1, D2, D3 = date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 9)  # Monday, Tuesday, next Monday
 

@@ -7,8 +7,13 @@ import sys
 import time
 from datetime import date, timedelta
 
+import pytest
+
 from lakehouse.tables.schemas import RAW_EVENTS
 from lakehouse.tables.storage import DeltaStore
+
+# Every test here runs writers or Dagster in processes of their own, and kills some of them.
+pytestmark = pytest.mark.slow
 
 # Writes `rows` lines into ingest date `day` of raw_events under `root`, `repeat` times, replacing the partition.
 WRITER = """

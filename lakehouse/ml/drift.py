@@ -23,8 +23,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure  # a bare Figure needs no GUI backend, so this is safe on a server
-from scipy import stats
 
 PSI_WARN = 0.1
 PSI_FAIL = 0.25
@@ -85,6 +83,8 @@ def ks(training: ArrayLike, serving: ArrayLike) -> tuple[float, float]:
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     if len(a) == 0 or len(b) == 0:
         return math.nan, math.nan
+    from scipy import stats
+
     result = stats.ks_2samp(a, b)
     return float(result.statistic), float(result.pvalue)
 
@@ -137,6 +137,8 @@ def drift_chart(training: pd.DataFrame, serving: pd.DataFrame, report: list[Feat
     """One PNG with a panel per reported feature: training vs serving share per (training) bin."""
     columns = min(3, max(1, len(report)))
     rows = max(1, math.ceil(len(report) / columns))
+    from matplotlib.figure import Figure  # a bare Figure needs no GUI backend, so this is safe on a server
+
     figure = Figure(figsize=(4.5 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, drift in zip(axes, report):

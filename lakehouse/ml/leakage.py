@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pandas as pd
 
-from lakehouse.features.feast_delta import FEATURE_TIMESTAMP_SUFFIX
 
 
 class LeakageError(Exception):
@@ -21,6 +20,8 @@ class LeakageError(Exception):
 
 def leakage_violations(frame: pd.DataFrame, ttl_by_view: dict[str, timedelta | None], entity_timestamp: str = "event_timestamp") -> dict[str, dict[str, int]]:
     """Per feature view: rows whose feature row is from after the entity time, or older than the TTL."""
+    from lakehouse.features.feast_delta import FEATURE_TIMESTAMP_SUFFIX  # here: it imports Feast, and Dagster imports this module
+
     entity_ts = pd.to_datetime(frame[entity_timestamp], utc=True)
     violations = {}
     for view, ttl in ttl_by_view.items():

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
-from mlflow.tracking import MlflowClient
 
 from lakehouse.ml.lineage import EXPERIMENT, TAG, read_lineage
 from lakehouse.tables.storage import with_commit_retries
@@ -38,6 +37,8 @@ class Pin:
 
 def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> list[Pin]:
     """Every (table, version) that a registered model version or a kept run read."""
+    from mlflow.tracking import MlflowClient  # here: every Dagster process imports this module, few call it
+
     client = MlflowClient(tracking_uri)
     pins: list[Pin] = []
 

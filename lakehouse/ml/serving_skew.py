@@ -13,16 +13,18 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.compute as pc
-from feast.types import Float32, Float64
-from mlflow.tracking import MlflowClient
 
 from lakehouse.ml.drift import FeatureDrift, drift_chart, feature_drift
 from lakehouse.ml.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
 from lakehouse.tables.schemas import USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,15 @@ def recent_entity_rows(delta: DeltaStore) -> list[dict[str, str]]:
 
 def _continuous(feast_store, refs: tuple[str, ...]) -> set[str]:
     dtypes = {f"{fv.name}:{f.name}": f.dtype for fv in feast_store.list_feature_views() for f in fv.features}
+    from feast.types import Float32, Float64
+
     return {ref.split(":", 1)[1] for ref in refs if dtypes.get(ref) in (Float32, Float64)}
 
 
 def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewReport | None:
     """Compare the serving model's training set with the online values; None if no model is registered."""
+    from mlflow.tracking import MlflowClient  # here: every Dagster process imports this module, few call it
+
     client = MlflowClient(tracking_uri)
     model = serving_model(client)
     if model is None:
