@@ -27,9 +27,10 @@ class _JsonObjects:
     def json_objects(self, df, line: str, fields: dict):
         """`df` with the JSON object of its `line` column read into `fields`, in three columns.
 
-        - `_json`: null unless `_is_object`, else a struct shaped as `fields`, which maps names to "string" (the field's text when
-          it is a JSON string, else null), "text" (the text of any JSON value: numbers may come as
-          strings) or a dict of the same shape for a nested object;
+        - `_json`: null unless `_is_object`, else a struct shaped as `fields`, which maps names
+          to "string" (the field's text when it is a JSON string, else null), "text" (the text of
+          any JSON value: numbers may come as strings) or a dict of the same shape for a nested
+          object;
         - `_is_object`: the line is exactly one JSON object, and the objects read here repeat no
           key (which of two values counts is a choice each engine makes differently);
         - `_not_string`: a "string" field holds a number, boolean, object or array.
@@ -53,16 +54,17 @@ class _JsonObjects:
                 fields.append(leaf.alias(name))
             return F.struct(*fields)
 
-        text = texts(fields, "$", F.col("_json_leaves"))
+        parsed = F.col("_json_leaves")
+        text = texts(fields, "$", parsed)
         unique_keys = F.lit(True)
         for path in paths:
-            keys = self.json_keys(F.col(line), path)
+            keys = F.when(parsed.isNotNull(), self.json_keys(F.col(line), path))  # only on JSON objects
             unique_keys = unique_keys & F.coalesce(F.size(keys) == F.size(F.array_distinct(keys)), F.lit(True))
         not_string = F.lit(False)
         for leaf in strings:
             not_string = not_string | F.coalesce(self.json_not_string(leaf), F.lit(False))
         staged = df.select("*", self.parsed_json_leaves(F.col(line), fields).alias("_json_leaves"))
-        staged = staged.select("*", (F.col("_json_leaves").isNotNull() & unique_keys).alias("_is_object"))
+        staged = staged.select("*", (parsed.isNotNull() & unique_keys).alias("_is_object"))
         return staged.select(
             *df.columns,
             F.when(F.col("_is_object"), text).alias("_json"),
@@ -193,10 +195,11 @@ class _SqlFrameApi(_JsonObjects):
 
         # DuckDB's json functions raise on text that is not JSON: json_valid guards each of them.
         # json_valid accepts NaN and Infinity, which JSON does not have: outside strings no valid
-        # JSON holds those letters.
+        # JSON holds those letters (strings are only cut out of the rare lines that hold them).
         F = self.functions
         strings = r'"([^"\\]|\\.)*"'
-        non_finite = F.regexp_replace(line, strings, "").rlike("(?i)nan|inf")
+        maybe = F.lower(line).contains("nan") | F.lower(line).contains("inf")
+        non_finite = F.when(maybe, F.regexp_replace(line, strings, "").rlike("(?i)nan|inf")).otherwise(F.lit(False))
         is_object = F.when(self._call("json_valid", line), (self._call("json_type", line) == "OBJECT") & ~non_finite)
         parsed = exp.Case(
             ifs=[exp.If(this=is_object.column_expression, true=exp.Anonymous(this="json_transform", expressions=[line.column_expression, exp.Literal.string(json.dumps(shape(fields)))]))]
@@ -204,13 +207,18 @@ class _SqlFrameApi(_JsonObjects):
         return Column(parsed)
 
     def json_keys(self, line, path: str):
-        return self.functions.when(self._call("json_valid", line), self._call("json_keys", line, self.functions.lit(path)))
+        return self._call("json_keys", line, self.functions.lit(path))
 
+    # A leaf is the JSON text of its value (JSON null is SQL null): its first character gives its
+    # type without another parse.
     def json_string(self, leaf):
-        return self.functions.when(self._call("json_type", leaf) == "VARCHAR", self._call("json_extract_string", leaf, self.functions.lit("$")))
+        return self.functions.when(self._first_char(leaf) == '"', self._call("json_extract_string", leaf, self.functions.lit("$")))
 
     def json_not_string(self, leaf):
-        return leaf.isNotNull() & ~self._call("json_type", leaf).isin("VARCHAR", "NULL")
+        return leaf.isNotNull() & (self._first_char(leaf) != '"')
+
+    def _first_char(self, leaf):
+        return self.functions.substring(leaf.cast("string"), 1, 1)
 
     def _call(self, name: str, *columns):
         from sqlframe.base.column import Column
