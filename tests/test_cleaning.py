@@ -193,12 +193,23 @@ JSON_EDGES = [
     (json.dumps({**_VALID, "event_id": "e_tab"}).replace("ios", "i\tos"), "malformed_json", None),  # a raw tab
     (json.dumps({**_VALID, "event_id": "e_nan_text", "session_id": "NaN Infinity"}), None, "e_nan_text"),  # in a string: fine
 ]
+# Values the cleaning rules used to pass and the cleaned schema forbids: each is one quarantined line.
+FORBIDDEN_VALUES = [
+    (_line("v_nan", price_usd="NaN"), "wrong_type", "v_nan"),
+    (_line("v_inf", name="purchase_completed", revenue_usd="Infinity", order_id="o1"), "wrong_type", "v_inf"),
+    (_line("v_overflow").replace('"properties": {}', '"properties": {"price_usd": 1e999}'), "wrong_type", "v_overflow"),
+    (_line("v_cents_overflow", price="1e400", currency="USD"), "wrong_type", "v_cents_overflow"),
+    (_line("v_qty", name="cart_item_added", price_usd=2.0, quantity=0), "invalid_value", "v_qty"),
+    (_line("v_variant", experiment_variant="Z"), "invalid_value", "v_variant"),
+    (_line("v_ok", name="cart_item_added", price_usd=1e308, quantity=1, experiment_variant="A"), None, "v_ok"),
+]
 
 
-def test_json_edge_lines_get_the_same_outcome_on_every_engine(engine):
-    raw = [(D1, F1, n, line) for n, (line, _, _) in enumerate(JSON_EDGES, start=1)]
+@pytest.mark.parametrize("cases", [JSON_EDGES, FORBIDDEN_VALUES], ids=["json_edges", "forbidden_values"])
+def test_edge_lines_get_the_same_outcome_on_every_engine(engine, cases):
+    raw = [(D1, F1, n, line) for n, (line, _, _) in enumerate(cases, start=1)]
     with engine.persisting() as persist:
         result = clean_events(frame(engine, raw, RAW_EVENTS), D1, D1, persist)
         rows = rows_of(engine, result.quarantined) + rows_of(engine, result.cleaned)
     got = sorted((r["line_number"], r.get("reason"), r["event_id"]) for r in rows)
-    assert got == [(n, reason, event_id) for n, (_, reason, event_id) in enumerate(JSON_EDGES, start=1)]
+    assert got == [(n, reason, event_id) for n, (_, reason, event_id) in enumerate(cases, start=1)]

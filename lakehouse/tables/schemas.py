@@ -15,6 +15,8 @@ from pandera.api.checks import Check
 from lakehouse.events.vocabulary import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
 
 IDENTITIES = ("logged_in", "stitched", "anonymous")
+# ge(0) alone lets NaN through; every backend orders NaN above infinity, so lt(inf) rejects both.
+_FINITE_NON_NEGATIVE = (Check.ge(0), Check.lt(float("inf")))
 QUARANTINE_REASONS = (
     "empty_line",
     "malformed_json",
@@ -23,6 +25,7 @@ QUARANTINE_REASONS = (
     "bad_timestamp",
     "wrong_type",
     "negative_price",
+    "invalid_value",
     "unsupported_currency",
     "unknown_platform",
     "missing_identity",
@@ -147,10 +150,10 @@ CLEANED_EVENTS = TableSchema(
         Col("platform", "string", "Client platform; 'unknown' when the event did not say.", checks=(Check.isin([*PLATFORMS, "unknown"]),)),
         Col("item_id", "string", "Product, for view and cart events.", nullable=True),
         Col("item_category", "string", "Product category, for view and cart events.", nullable=True),
-        Col("price_usd", "double", "Unit price in USD (from price_usd, or price in cents with currency USD after the drift).", nullable=True, checks=(Check.ge(0),)),
+        Col("price_usd", "double", "Unit price in USD (from price_usd, or price in cents with currency USD after the drift).", nullable=True, checks=_FINITE_NON_NEGATIVE),
         Col("quantity", "int", "Units added, for cart events.", nullable=True, checks=(Check.ge(1),)),
         Col("order_id", "string", "Order, for purchases.", nullable=True),
-        Col("revenue_usd", "double", "Order value in USD, for purchases.", nullable=True, checks=(Check.ge(0),)),
+        Col("revenue_usd", "double", "Order value in USD, for purchases.", nullable=True, checks=_FINITE_NON_NEGATIVE),
         Col("source_page", "string", "Page the product was seen on.", nullable=True),
         Col("experiment_variant", "string", "Experiment arm of the user.", nullable=True, checks=(Check.isin(list(VARIANTS)),)),
         Col("ingest_date", "date", "raw_events partition of the delivery kept."),

@@ -8,8 +8,11 @@ Rules, in order (the first that applies is the line's quarantine reason):
 - missing_event_id, unknown_event_name;
 - bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time, or a corrected
   event time that is not on the ingest day or the 3 days before (it would belong to no partition);
-- wrong_type: a numeric property that is neither a number nor a text that reads as one;
+- wrong_type: a numeric property that is neither a finite number nor a text that reads as one
+  (NaN, the infinities and overflows such as 1e999 included: one would make every sum infinite);
 - negative_price: price or revenue below zero;
+- invalid_value: a value cleaned_events' schema forbids: a quantity below 1, an experiment variant
+  outside the known ones (the schema check stays, as the guard against a rule that misses one);
 - unsupported_currency: a drifted price in a currency other than USD;
 - unknown_platform: a platform other than ios, android, web (a missing one becomes 'unknown');
 - missing_identity: neither user_id nor anonymous_id;
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from lakehouse.engines.api import F, Window, compat, conform, transformation
 
-from lakehouse.events.vocabulary import EVENT_NAMES, MAX_LATENESS, PLATFORMS
+from lakehouse.events.vocabulary import EVENT_NAMES, MAX_LATENESS, PLATFORMS, VARIANTS
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 
 if TYPE_CHECKING:
@@ -131,6 +134,13 @@ def _utc(text: Column) -> Column:
     return F.when(text.rlike(_ISO_8601), compat.parse_timestamp(text))
 
 
+def _not_finite(number: Column) -> Column:
+    # x - x is 0 for every finite x, NaN for NaN and the infinities (and null for null), on both
+    # engines; they do not spell an infinity literal the same way. Spark reads an overflow such as
+    # 1e999 as no number, DuckDB as infinity: both are wrong_type.
+    return (number - number) != 0
+
+
 @transformation
 def parse_events(raw: DataFrame) -> DataFrame:
     """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
@@ -141,7 +151,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
     typed = {name: compat.try_cast(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
-        wrong_type = wrong_type | (props[name].isNotNull() & typed[name].isNull())
+        wrong_type = wrong_type | (props[name].isNotNull() & (typed[name].isNull() | _not_finite(typed[name])))
     fields = wire.select(
         *raw_columns,
         (F.trim("_line") == "").alias("_blank"),
@@ -184,6 +194,7 @@ def _reason() -> Column:
         .when(c("event_ts").isNull(), F.lit("bad_timestamp"))
         .when(c("_wrong_type"), F.lit("wrong_type"))
         .when((c("price_usd") < 0) | (c("revenue_usd") < 0), F.lit("negative_price"))
+        .when((c("quantity") < 1) | ~c("experiment_variant").isin(*VARIANTS), F.lit("invalid_value"))
         .when(c("_foreign_currency"), F.lit("unsupported_currency"))
         .when(~c("platform").isin(*PLATFORMS, "unknown"), F.lit("unknown_platform"))
         .when(c("user_id").isNull() & c("anonymous_id").isNull(), F.lit("missing_identity"))
