@@ -1,6 +1,8 @@
 """Feast: register the feature repo and keep the online store current."""
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
+
+from assets.publish import bounded
 import pyarrow.compute as pc
 
 from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
@@ -51,7 +53,7 @@ def feast_online_store(feast: FeastResource, delta: DeltaStorage):
     yield AssetCheckResult(
         check_name="online_matches_offline",
         passed=not mismatches,
-        metadata={"entities_compared": MetadataValue.int(compared), "mismatches": MetadataValue.json(mismatches[:20])},
+        metadata={"entities_compared": MetadataValue.int(compared), "mismatches": MetadataValue.json(bounded(mismatches[:20]))},
     )
 
 

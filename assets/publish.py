@@ -8,6 +8,7 @@ nothing is written and no downstream asset runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
@@ -16,6 +17,35 @@ from lakehouse.engines.batch import Batch
 from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
 from lakehouse.tables.storage import DateRange, DeltaStore
 from lakehouse.tables.validation import ValidationReport
+
+
+# Metadata is stored with every event in Dagster's instance: one 5 MB raw line copied into each
+# preview made each materialization event ~60 MB. Cells and whole values are cut to these sizes.
+CELL_CHARS = 200
+VALUE_CHARS = 20_000
+PREVIEW_ROWS = 10
+
+
+def clipped(text: str, limit: int = CELL_CHARS) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text):,} chars]"
+
+
+def bounded(value: Any) -> Any:
+    """A JSON-like value with every string clipped, for metadata."""
+    if isinstance(value, str):
+        return clipped(value)
+    if isinstance(value, dict):
+        return {clipped(str(k)): bounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bounded(v) for v in value]
+    return value
+
+
+def preview_markdown(frame: pd.DataFrame) -> str:
+    """The first rows as a markdown table, long cells clipped."""
+    shown = frame.head(PREVIEW_ROWS).map(lambda v: clipped(v) if isinstance(v, str) else v)
+    return clipped(shown.to_markdown(index=False), VALUE_CHARS)
 
 
 def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
@@ -37,7 +67,7 @@ def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: p
         "delta_uri": MetadataValue.path(store.uri(table)),
         "delta_version": MetadataValue.int(version),
         "dagster/row_count": MetadataValue.int(store.row_count(table, version)),
-        "preview": MetadataValue.md(preview.head(10).to_markdown(index=False)),
+        "preview": MetadataValue.md(preview_markdown(preview)),
     }
 
 
@@ -53,7 +83,7 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
         asset_key=schema.name,
         check_name=f"{schema.name}_schema",
         passed=report.passed,
-        metadata={"rows": report.rows, "failures": MetadataValue.json(report.failures[:20])},
+        metadata={"rows": report.rows, "failures": MetadataValue.json(bounded(report.failures[:20]))},
     )
 
 
@@ -64,7 +94,7 @@ def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, repla
         yield schema_check_result(schema, report)
         report.raise_if_failed()
         version = batch.commit(store, schema, replace)
-        preview = batch.preview().to_pandas()
+        preview = batch.preview(PREVIEW_ROWS).to_pandas()
     finally:
         batch.release()
     yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview) | (extra or {}))

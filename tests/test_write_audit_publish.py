@@ -3,7 +3,7 @@
 import warnings
 from datetime import date, timedelta
 
-from dagster import AssetKey, materialize
+from dagster import AssetKey, materialize, serialize_value
 
 from assets.cleaned import cleaned_events
 from assets.features import user_features
@@ -74,3 +74,19 @@ def test_three_reruns_of_a_range_leave_the_content_of_one_run(tmp_path):
     for first, last in ((START, START + timedelta(days=4)), (START + timedelta(days=1), START + timedelta(days=3)), (START + timedelta(days=2), START + timedelta(days=4))):
         assert _run(tmp_path, first, last, assets=(raw_events, cleaned_events)).success
     assert {t: _content_hash(store, t) for t in tables} == after_one
+
+
+def test_a_huge_line_does_not_bloat_the_metadata_of_any_materialization(tmp_path):
+    generate(tmp_path / "landing", START, 1, CLEAN)
+    landed = day_folder(tmp_path / "landing", START) / "events.jsonl"
+    lines = landed.read_text().splitlines(keepends=True)
+    huge = lines[0].replace('"session_id":"', '"session_id":"' + "x" * 5_000_000, 1)
+    assert len(huge) > 5_000_000
+    landed.write_text(huge + "".join(lines[1:]))  # first line: every preview shows it
+    result = _run(tmp_path, START, START, assets=(raw_events, cleaned_events))
+    assert result.success
+    materialized = {e.asset_key: e.materialization for e in result.get_asset_materialization_events()}
+    assert {AssetKey("raw_events"), AssetKey("cleaned_events")} <= set(materialized)
+    sizes = {key.to_user_string(): len(serialize_value(m)) for key, m in materialized.items()}
+    sizes |= {e.check_name: len(serialize_value(e)) for e in result.get_asset_check_evaluations()}
+    assert max(sizes.values()) < 100_000, sizes
