@@ -47,6 +47,25 @@ def test_hash_is_the_known_sha256_of_the_arrow_stream():
     assert content_sha256(frame) == hashlib.sha256(sink.getvalue()).hexdigest()
 
 
+# Recorded once from this three-row frame. Every run's lineage holds such a digest, so a change in
+# the canonical form or its serialization (a dtype, the column order, pyarrow's IPC layout) must
+# show up here before it makes old runs unverifiable.
+GOLDEN_SHA256 = "0dd40794742aa73b5331e8934aa904c7907f2fc7a6c1e7d35967b820fbb698f5"
+
+
+def test_a_fixed_frame_keeps_its_recorded_digest():
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u2", "u1", "u1"],
+            "event_timestamp": pd.to_datetime(["2026-03-02", "2026-03-01", "2026-03-02"]),
+            "label": [1, 0, 1],
+            "purchases_7d": [2, 0, 1],
+            "revenue_30d": [19.99, 0.0, 5.5],
+        }
+    )
+    assert content_sha256(canonical_training_set(frame, FEATURES)) == GOLDEN_SHA256
+
+
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="revenue_30d"):
         canonical_training_set(_frame().drop(columns=["revenue_30d"]), FEATURES)
