@@ -2,6 +2,7 @@
 
 import warnings
 
+import pytest
 from dagster import AssetKey
 
 from lakehouse.config import DEFAULT_DATA_DIR
@@ -102,3 +103,11 @@ def test_workspace_yaml_loads_the_code_location(tmp_path):
     result = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "lakehouse" in result.stdout + result.stderr
+
+
+def test_an_unknown_profile_is_refused_by_name(monkeypatch):
+    from resources import resources_for
+
+    monkeypatch.setenv("LAKEHOUSE_PROFILE", "clustr")
+    with pytest.raises(ValueError, match=r"LAKEHOUSE_PROFILE='clustr': expected one of \['local'\]"):
+        resources_for()

@@ -129,3 +129,13 @@ def test_pinned_versions_survive_log_cleanup_after_maintenance(lake):
     assert _values(uri, 1) == [1, 2]
     with pytest.raises(Exception, match="No files in log segment"):
         _values(unmaintained, 1)
+
+
+def test_keeping_an_unknown_run_fails_clearly_and_pins_nothing(lake, capsys):
+    tracking, _, uri = lake
+    _log_run(uri, 1, 2)
+    unknown = "0" * 32
+    assert cli(["keep", unknown]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run {unknown}:") and "Traceback" not in err
+    assert pinned_versions(tracking, 0, datetime.now(timezone.utc)) == []
