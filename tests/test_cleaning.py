@@ -201,6 +201,8 @@ FORBIDDEN_VALUES = [
     (_line("v_cents_overflow", price="1e400", currency="USD"), "wrong_type", "v_cents_overflow"),
     (_line("v_qty", name="cart_item_added", price_usd=2.0, quantity=0), "invalid_value", "v_qty"),
     (_line("v_variant", experiment_variant="Z"), "invalid_value", "v_variant"),
+    (_line("v_no_currency", price=500), "missing_currency", "v_no_currency"),
+    (_line("v_usd_wins", price_usd=5.0, price=500), None, "v_usd_wins"),
     (_line("v_ok", name="cart_item_added", price_usd=1e308, quantity=1, experiment_variant="A"), None, "v_ok"),
 ]
 

@@ -27,6 +27,7 @@ QUARANTINE_REASONS = (
     "negative_price",
     "invalid_value",
     "unsupported_currency",
+    "missing_currency",
     "unknown_platform",
     "missing_identity",
     "duplicate",

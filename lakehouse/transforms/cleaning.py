@@ -14,6 +14,8 @@ Rules, in order (the first that applies is the line's quarantine reason):
 - invalid_value: a value cleaned_events' schema forbids: a quantity below 1, an experiment variant
   outside the known ones (the schema check stays, as the guard against a rule that misses one);
 - unsupported_currency: a drifted price in a currency other than USD;
+- missing_currency: a drifted price (no price_usd) without a currency: its unit is unknown, and a
+  guess would put a wrong number into every revenue figure;
 - unknown_platform: a platform other than ios, android, web (a missing one becomes 'unknown');
 - missing_identity: neither user_id nor anonymous_id;
 - duplicate: a later delivery of an event_id already seen (the first delivery, by ingest date,
@@ -172,6 +174,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
         props["experiment_variant"].alias("experiment_variant"),
         wrong_type.alias("_wrong_type"),
         (props["currency"].isNotNull() & (props["currency"] != "USD")).alias("_foreign_currency"),
+        (props["price_usd"].isNull() & props["price"].isNotNull() & props["currency"].isNull()).alias("_no_currency"),
     )
     micros = F.unix_micros
     corrected = fields.withColumn("_corrected", compat.timestamp_from_micros(micros("received_at") - (micros("_sent_at") - micros("device_ts"))))
@@ -196,6 +199,7 @@ def _reason() -> Column:
         .when((c("price_usd") < 0) | (c("revenue_usd") < 0), F.lit("negative_price"))
         .when((c("quantity") < 1) | ~c("experiment_variant").isin(*VARIANTS), F.lit("invalid_value"))
         .when(c("_foreign_currency"), F.lit("unsupported_currency"))
+        .when(c("_no_currency"), F.lit("missing_currency"))
         .when(~c("platform").isin(*PLATFORMS, "unknown"), F.lit("unknown_platform"))
         .when(c("user_id").isNull() & c("anonymous_id").isNull(), F.lit("missing_identity"))
     )
