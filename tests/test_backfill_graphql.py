@@ -14,6 +14,7 @@ import requests
 
 from conftest import free_port, wait_for_http
 from lakehouse.config import REPO_ROOT
+from lakehouse.events.vocabulary import EVENT_NAMES, MAX_LATENESS
 from lakehouse.tables.storage import DeltaStore
 from test_definitions import dbt_model_docs
 
@@ -48,7 +49,6 @@ def _event_dates(landing: Path, first: date, last: date) -> set[date]:
     """UTC dates in [first, last] of the landed events with a known name, each at its server-corrected
     time received_at - (sent_at - timestamp) and at most 3 days before the day it landed, worked
     out here with the standard library alone."""
-    names = {"session_started", "user_logged_in", "product_viewed", "cart_item_added", "purchase_completed"}
     found = set()
     for path in landing.glob("date=*/*.jsonl"):
         ingested = date.fromisoformat(path.parent.name.removeprefix("date="))
@@ -58,9 +58,9 @@ def _event_dates(landing: Path, first: date, last: date) -> set[date]:
                 ts, sent, received = (datetime.fromisoformat(event[k].replace("Z", "+00:00")) for k in ("timestamp", "sent_at", "received_at"))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-            if event.get("event_name") in names and event.get("event_id"):
+            if event.get("event_name") in EVENT_NAMES and event.get("event_id"):
                 day = (received - (sent - ts)).astimezone(timezone.utc).date()
-                if first <= day <= last and ingested - timedelta(days=3) <= day <= ingested:  # later is quarantined
+                if first <= day <= last and ingested - MAX_LATENESS <= day <= ingested:  # later is quarantined
                     found.add(day)
     return found
 

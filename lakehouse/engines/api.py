@@ -200,31 +200,25 @@ class _SqlFrameApi(_JsonObjects):
         strings = r'"([^"\\]|\\.)*"'
         maybe = F.lower(line).contains("nan") | F.lower(line).contains("inf")
         non_finite = F.when(maybe, F.regexp_replace(line, strings, "").rlike("(?i)nan|inf")).otherwise(F.lit(False))
-        is_object = F.when(self._call("json_valid", line), (self._call("json_type", line) == "OBJECT") & ~non_finite)
+        is_object = F.when(F.call_function("json_valid", line), (F.call_function("json_type", line) == "OBJECT") & ~non_finite)
         parsed = exp.Case(
             ifs=[exp.If(this=is_object.column_expression, true=exp.Anonymous(this="json_transform", expressions=[line.column_expression, exp.Literal.string(json.dumps(shape(fields)))]))]
         )
         return Column(parsed)
 
     def json_keys(self, line, path: str):
-        return self._call("json_keys", line, self.functions.lit(path))
+        return self.functions.call_function("json_keys", line, self.functions.lit(path))
 
     # A leaf is the JSON text of its value (JSON null is SQL null): its first character gives its
     # type without another parse.
     def json_string(self, leaf):
-        return self.functions.when(self._first_char(leaf) == '"', self._call("json_extract_string", leaf, self.functions.lit("$")))
+        return self.functions.when(self._first_char(leaf) == '"', self.functions.call_function("json_extract_string", leaf, self.functions.lit("$")))
 
     def json_not_string(self, leaf):
         return leaf.isNotNull() & (self._first_char(leaf) != '"')
 
     def _first_char(self, leaf):
         return self.functions.substring(leaf.cast("string"), 1, 1)
-
-    def _call(self, name: str, *columns):
-        from sqlframe.base.column import Column
-        from sqlglot import exp
-
-        return Column(exp.Anonymous(this=name, expressions=[c.column_expression for c in columns]))
 
 
 _APIS: dict[str, Any] = {}
