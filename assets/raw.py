@@ -6,9 +6,9 @@ import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, MetadataValue, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
 
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import publish, schema_check
+from assets.publish import bounded, publish, schema_check
 from lakehouse.engines.batch import ArrowBatch
-from lakehouse.tables.ingest import landed_days, landed_lines
+from lakehouse.tables.ingest import landed_days, landed_lines, unreadable_entries
 from lakehouse.tables.quality import volume_drops
 from lakehouse.tables.schemas import RAW_EVENTS
 from lakehouse.tables.storage import DateRange
@@ -28,20 +28,31 @@ from resources.landing import LandingArea
             asset="raw_events",
             description="Warns when an ingest date has 50% or fewer lines than the trailing 7-day mean (raw keeps them all regardless).",
         ),
+        AssetCheckSpec(
+            "raw_events_unread_landing",
+            asset="raw_events",
+            description="Warns about what the landing area holds and ingestion does not read: folders that are not date=YYYY-MM-DD, files that are not .jsonl or .jsonl.gz in the ingested day folders, gzip files that do not decompress.",
+        ),
     ],
 )
 def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: LandingArea):
     """Every line that landed in the landing folder, one row per line, partitioned by ingest date.
 
     A partition is the day folder the lines were read from, not the day the events happened.
-    Nothing is parsed or filtered: broken lines are kept verbatim so that every later count can be
-    reconciled with what arrived. Rematerializing a range replaces exactly those ingest dates.
+    Nothing is parsed or filtered: broken lines are kept verbatim (a line that is not UTF-8 keeps its
+    bytes) so that every later count can be reconciled with what arrived. `.jsonl.gz` files are read
+    like `.jsonl` ones; anything else found in the landing area is listed by a warning check. Rematerializing a range replaces exactly those ingest dates.
     """
     days = partition_dates(context)
     store = delta.store()
     batches = {day: landed_lines(landing.root, day) for day in days}
     drops = volume_drops(store.daily_rows(RAW_EVENTS.name, "ingest_date"), {day: batch.num_rows for day, batch in batches.items()})
     yield AssetCheckResult(check_name="raw_events_volume", passed=not drops, severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(drops)})
+    unread = unreadable_entries(landing.root, days)
+    yield AssetCheckResult(
+        check_name="raw_events_unread_landing", passed=not unread, severity=AssetCheckSeverity.WARN,
+        metadata={"entries": MetadataValue.int(len(unread)), "unread": MetadataValue.json(bounded(dict(list(unread.items())[:100])))},
+    )
     yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]))
 
 

@@ -215,3 +215,19 @@ def test_edge_lines_get_the_same_outcome_on_every_engine(engine, cases):
         rows = rows_of(engine, result.quarantined) + rows_of(engine, result.cleaned)
     got = sorted((r["line_number"], r.get("reason"), r["event_id"]) for r in rows)
     assert got == [(n, reason, event_id) for n, (_, reason, event_id) in enumerate(cases, start=1)]
+
+
+def test_a_line_that_is_not_utf8_is_quarantined_with_its_bytes_not_merged_with_another(engine, tmp_path):
+    from lakehouse.events.vocabulary import day_folder
+    from lakehouse.tables.ingest import landed_lines
+
+    folder = day_folder(tmp_path, D1)
+    folder.mkdir(parents=True)
+    undecodable = [_line("e_X").encode().replace(b"_X", b"\xff"), _line("e_X").encode().replace(b"_X", b"\xfe")]
+    # A valid line whose id is the replacement character itself: what both of the others decode to.
+    (folder / "events.jsonl").write_bytes(b"\n".join([*undecodable, _line("e\ufffd").encode()]))
+    with engine.persisting() as persist:
+        result = clean_events(engine.from_arrow(landed_lines(tmp_path, D1), RAW_EVENTS), D1, D1, persist)
+        quarantined, cleaned = rows_of(engine, result.quarantined), rows_of(engine, result.cleaned)
+    assert [(r["line_number"], r["reason"], r["raw_bytes"]) for r in quarantined] == [(1, "invalid_encoding", undecodable[0]), (2, "invalid_encoding", undecodable[1])]
+    assert [(r["line_number"], r["event_id"]) for r in cleaned] == [(3, "e\ufffd")]

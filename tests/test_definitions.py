@@ -44,6 +44,7 @@ def test_definitions_load_with_every_group_and_dependency():
     assert {
         "raw_events_schema",
         "raw_events_volume",
+        "raw_events_unread_landing",
         "cleaned_events_schema",
         "quarantined_events_schema",
         "cleaned_events_volume",

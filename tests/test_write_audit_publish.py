@@ -90,3 +90,15 @@ def test_a_huge_line_does_not_bloat_the_metadata_of_any_materialization(tmp_path
     sizes = {key.to_user_string(): len(serialize_value(m)) for key, m in materialized.items()}
     sizes |= {e.check_name: len(serialize_value(e)) for e in result.get_asset_check_evaluations()}
     assert max(sizes.values()) < 100_000, sizes
+
+
+def test_what_ingestion_does_not_read_is_reported_by_a_warning(tmp_path):
+    generate(tmp_path / "landing", START, 1, CLEAN)
+    folder = day_folder(tmp_path / "landing", START)
+    (folder / "events.jsonl").rename(folder / "events.json")  # misnamed: not ingested
+    (tmp_path / "landing" / "date=2026-3-2").mkdir()  # not an ISO date
+    result = _run(tmp_path, START, START, assets=(raw_events,))
+    assert result.success  # a warning: the lines that were readable are committed
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_unread_landing"]
+    assert not check.passed and check.severity.value == "WARN"
+    assert sorted(check.metadata["unread"].data) == ["date=2026-03-01/events.json", "date=2026-3-2"]

@@ -266,7 +266,7 @@ def transformation(fn: Fn) -> Fn:
 
 
 # Spark SQL names of the schema types: both libraries cast by them.
-_SQL_TYPES = {"string": "string", "long": "bigint", "int": "int", "double": "double", "date": "date", "timestamp": "timestamp"}
+_SQL_TYPES = {"string": "string", "long": "bigint", "int": "int", "double": "double", "date": "date", "timestamp": "timestamp", "binary": "binary"}
 
 
 @transformation

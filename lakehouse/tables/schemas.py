@@ -18,6 +18,7 @@ IDENTITIES = ("logged_in", "stitched", "anonymous")
 # ge(0) alone lets NaN through; every backend orders NaN above infinity, so lt(inf) rejects both.
 _FINITE_NON_NEGATIVE = (Check.ge(0), Check.lt(float("inf")))
 QUARANTINE_REASONS = (
+    "invalid_encoding",
     "empty_line",
     "malformed_json",
     "missing_event_id",
@@ -41,6 +42,7 @@ _ARROW_TYPES = {
     "date": pa.date32(),
     # UTC tz-aware microseconds: keeps Delta at protocol 1/2 and is readable by Spark.
     "timestamp": pa.timestamp("us", tz="UTC"),
+    "binary": pa.binary(),
 }
 
 
@@ -78,6 +80,7 @@ class TableSchema:
             "double": T.DoubleType(),
             "date": T.DateType(),
             "timestamp": T.TimestampType(),
+            "binary": T.BinaryType(),
         }
         return T.StructType([T.StructField(c.name, spark_types[c.dtype], c.nullable) for c in self.columns])
 
@@ -106,6 +109,7 @@ class TableSchema:
             "double": pl.Float64,
             "date": pl.Date,
             "timestamp": pl.Datetime("us", "UTC"),
+            "binary": pl.Binary,
         }
         return pap.DataFrameSchema(
             name=self.name,
@@ -128,7 +132,8 @@ RAW_EVENTS = TableSchema(
         Col("ingest_date", "date", "Day folder of the landing area the line was read from."),
         Col("source_file", "string", "Landing file, relative to the landing root."),
         Col("line_number", "long", "1-based line number within the source file.", checks=(Check.ge(1),)),
-        Col("raw_line", "string", "The line as landed (without its newline)."),
+        Col("raw_line", "string", "The line as landed (without its newline), decoded as UTF-8."),
+        Col("raw_bytes", "binary", "The line's bytes, only when they are not valid UTF-8 (raw_line then shows U+FFFD for each invalid sequence); null when raw_line encoded as UTF-8 is exactly what landed.", nullable=True),
     ),
     unique=("source_file", "line_number"),
     partition_by=("ingest_date",),
@@ -173,7 +178,8 @@ QUARANTINE = TableSchema(
         Col("ingest_date", "date", "raw_events partition of the line."),
         Col("source_file", "string", "Landing file of the line."),
         Col("line_number", "long", "Line within the file.", checks=(Check.ge(1),)),
-        Col("raw_line", "string", "The line as landed."),
+        Col("raw_line", "string", "The line as landed, decoded as UTF-8."),
+        Col("raw_bytes", "binary", "The line's bytes when they are not valid UTF-8 (see raw_events).", nullable=True),
         Col("reason", "string", "Why the line was not kept.", checks=(Check.isin(list(QUARANTINE_REASONS)),)),
         Col("event_id", "string", "The event id, when the line had one.", nullable=True),
     ),

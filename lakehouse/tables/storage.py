@@ -139,6 +139,7 @@ class DeltaStore:
                 mode="overwrite",
                 predicate=replace.predicate(schema) if (replace and exists) else None,
                 partition_by=list(schema.partition_by) or None,
+                schema_mode="merge",  # a column added to the schema reaches a table written before it
                 storage_options=self.storage_options,
                 commit_properties=CommitProperties(max_commit_retries=25),
             )
@@ -157,7 +158,7 @@ class DeltaStore:
         from pyspark.sql import functions as F
 
         df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields])
-        writer = df.write.format("delta").mode("overwrite")
+        writer = df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
         if replace is not None:
             writer = writer.option("replaceWhere", replace.predicate(schema))
         else:

@@ -1,6 +1,8 @@
 """raw_events -> cleaned_events + quarantined_events: every raw line ends in exactly one of them.
 
 Rules, in order (the first that applies is the line's quarantine reason):
+- invalid_encoding: the line is not valid UTF-8 (raw_events keeps its bytes); its text would hold
+  replacement characters, and two different ids could read as one;
 - empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
 - malformed_json: not exactly one JSON object, or an object that repeats a key (which value
   would count is ambiguous);
@@ -101,7 +103,7 @@ class CleaningResult:
     @property
     @transformation
     def quarantined(self) -> DataFrame:
-        lines = self.parsed.select(*LINE_KEY, "raw_line")
+        lines = self.parsed.select(*LINE_KEY, "raw_line", "raw_bytes")
         return conform(compat.settled(self._with("quarantined").join(lines, list(LINE_KEY))), QUARANTINE)
 
 
@@ -146,7 +148,7 @@ def _not_finite(number: Column) -> Column:
 @transformation
 def parse_events(raw: DataFrame) -> DataFrame:
     """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
-    raw_columns = ("ingest_date", "source_file", "line_number", "raw_line")
+    raw_columns = ("ingest_date", "source_file", "line_number", "raw_line", "raw_bytes")
     lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
     wire = compat.json_objects(lines, "_line", WIRE_JSON)
     e, props = F.col("_json"), F.col("_json")["properties"]
@@ -156,6 +158,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
         wrong_type = wrong_type | (props[name].isNotNull() & (typed[name].isNull() | _not_finite(typed[name])))
     fields = wire.select(
         *raw_columns,
+        F.col("raw_bytes").isNotNull().alias("_undecodable"),
         (F.trim("_line") == "").alias("_blank"),
         "_is_object",
         "_not_string",
@@ -189,7 +192,8 @@ def parse_events(raw: DataFrame) -> DataFrame:
 def _reason() -> Column:
     c = F.col
     return (
-        F.when(c("_blank"), F.lit("empty_line"))
+        F.when(c("_undecodable"), F.lit("invalid_encoding"))
+        .when(c("_blank"), F.lit("empty_line"))
         .when(~c("_is_object"), F.lit("malformed_json"))
         .when(c("_not_string"), F.lit("wrong_type"))
         .when(c("event_id").isNull(), F.lit("missing_event_id"))
@@ -242,7 +246,7 @@ def clean_events(raw: DataFrame, start: date, end: date, persist: Callable[[Data
         .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
         .distinct()
     )
-    parsed = parsed_all.drop("raw_line").filter(F.col("ingest_date") >= F.lit(start))
+    parsed = parsed_all.drop("raw_line", "raw_bytes").filter(F.col("ingest_date") >= F.lit(start))
     # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one.
     first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
     parsed = parsed.withColumn(
