@@ -22,9 +22,10 @@ from dagster import (
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_metadata, schema_check, schema_check_result
 from lakehouse.events.vocabulary import MAX_LATENESS
-from lakehouse.tables.quality import volume_drops
+from lakehouse.tables.quality import unbalanced_days, volume_drops
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.tables.storage import DateRange
+from lakehouse.tables.publication import new_batch_id, publication, published_quarantine, settle_quarantine
+from lakehouse.tables.storage import DateRange, DeltaStore, fault_point
 from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
@@ -88,14 +89,18 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
     duplicate). An event date is rebuilt from the ingest dates it can arrive on (the 3-day late
     window) and replaced whole, so reruns are idempotent and late events reach their own date.
     Write-audit-publish: both batches pass their schemas and the volume rule before anything is
-    committed. Limits: identities are stitched with the logins seen from 30 days before to 3 days
+    committed, and the pair is published atomically for readers (lakehouse/tables/publication.py:
+    read quarantined_events through `published_quarantine`). Both commits record the raw_events
+    version they were computed from. Limits: identities are stitched with the logins seen from 30 days before to 3 days
     after an event; deliveries more than 3 days late are not picked up.
     """
     days = partition_dates(context)
     store, runner = delta.store(), engine.engine()
     replace = DateRange("event_date", days[0], days[-1])
+    inputs = {"raw_events": store.version("raw_events")}
+    batch_id = new_batch_id()
     with runner.persisting() as persist:
-        result = clean_events(runner.read(store, "raw_events"), days[0], days[-1], persist)
+        result = clean_events(runner.read(store, "raw_events", inputs["raw_events"]), days[0], days[-1], persist, batch_id)
         cleaned, quarantined = runner.batch(result.cleaned), runner.batch(result.quarantined)
         attributed, counts, by_reason = result.rows_by_event_date(), result.counts(), result.quarantined_by_reason()
         batch_days = {day: 0 for day in days} | result.cleaned_by_event_date()
@@ -113,22 +118,25 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
             if drops:
                 raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
 
-            quarantine_version = quarantined.commit(store, QUARANTINE, replace)
-            cleaned_version = cleaned.commit(store, CLEANED_EVENTS, replace)
-            gaps = _accounting_gaps(store, days, attributed)
+            quarantine_version = quarantined.commit(store, QUARANTINE, inputs=inputs, append=True)
+            fault_point("between_quarantine_and_cleaned_commits")
+            cleaned_version = cleaned.commit(store, CLEANED_EVENTS, replace, inputs, properties=publication(batch_id, days[0], days[-1]))
+            quarantine_version = settle_quarantine(store, days[0], days[-1], inputs) or quarantine_version
+            gaps = accounting_gaps(store, days, attributed, cleaned_version)
             yield AssetCheckResult(
                 asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
                 metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
             )
+            publication_metadata = {"batch_id": MetadataValue.text(batch_id), "cleaned_events_version": MetadataValue.int(cleaned_version)}
             yield MaterializeResult(
                 asset_key="quarantined_events",
-                metadata=delta_metadata(store, QUARANTINE, quarantine_version, reports[1].rows, quarantined.preview().to_pandas())
-                | {"rows_by_reason": MetadataValue.json(by_reason)},
+                metadata=delta_metadata(store, QUARANTINE, quarantine_version, reports[1].rows, quarantined.preview().to_pandas(), inputs)
+                | publication_metadata | {"rows_by_reason": MetadataValue.json(by_reason)},
             )
             yield MaterializeResult(
                 asset_key="cleaned_events",
-                metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, reports[0].rows, cleaned.preview().to_pandas())
-                | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
+                metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, reports[0].rows, cleaned.preview().to_pandas(), inputs)
+                | publication_metadata | {"raw_rows_read": MetadataValue.int(sum(counts.values())), "quarantined": MetadataValue.int(counts["quarantined"])},
             )
         finally:
             cleaned.release()
@@ -148,12 +156,10 @@ class VolumeDropError(Exception):
     pass
 
 
-def _accounting_gaps(store, days: list[date], attributed: dict[date, int]) -> list[str]:
-    cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date")
-    quarantined = store.daily_rows(QUARANTINE.name, "event_date")
-    gaps = []
-    for day in days:
-        kept = cleaned.get(day, 0) + quarantined.get(day, 0)
-        if kept != attributed.get(day, 0):
-            gaps.append(f"{day}: {attributed.get(day, 0)} raw rows attributed, {kept} in cleaned + quarantine")
-    return gaps
+def accounting_gaps(store: DeltaStore, days: list[date], attributed: dict[date, int], cleaned_version: int) -> list[str]:
+    """Event dates whose raw lines do not all appear, once, in the published pair."""
+    cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date", cleaned_version)
+    quarantined: dict[date, int] = {}
+    for day in published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"]).column("event_date").to_pylist():
+        quarantined[day] = quarantined.get(day, 0) + 1
+    return unbalanced_days(days, attributed, cleaned, quarantined)

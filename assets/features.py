@@ -2,11 +2,22 @@
 
 from dagster import BackfillPolicy, asset
 
+from lakehouse.tables.storage import DeltaStore
+
 from assets.publish import publish, schema_check
 from lakehouse.tables.schemas import CATEGORY_FEATURES, USER_FEATURES
 from lakehouse.transforms.user_activity import category_activity_features, user_activity_features
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
+
+
+def pinned_cleaned_events(store: DeltaStore, runner):
+    """cleaned_events at its current version, its newest event date, and that version as the input to record.
+
+    One version for the whole computation: the late-data automation can commit at any moment.
+    """
+    version = store.version("cleaned_events")
+    return runner.read(store, "cleaned_events", version), store.last_day("cleaned_events", "event_date", version), {"cleaned_events": version}
 
 
 @asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(USER_FEATURES)])
@@ -21,8 +32,8 @@ def user_features(delta: DeltaStorage, engine: EngineResource):
     Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run.
     """
     store, runner = delta.store(), engine.engine()
-    cleaned = runner.read(store, "cleaned_events")
-    yield from publish(store, USER_FEATURES, runner.batch(user_activity_features(cleaned, store.last_day("cleaned_events", "event_date"))))
+    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
+    yield from publish(store, USER_FEATURES, runner.batch(user_activity_features(cleaned, last_day)), inputs=inputs)
 
 
 @asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(CATEGORY_FEATURES)])
@@ -35,5 +46,5 @@ def category_features(delta: DeltaStorage, engine: EngineResource):
     conversion to purchase; rebuilt in full on each run.
     """
     store, runner = delta.store(), engine.engine()
-    cleaned = runner.read(store, "cleaned_events")
-    yield from publish(store, CATEGORY_FEATURES, runner.batch(category_activity_features(cleaned, store.last_day("cleaned_events", "event_date"))))
+    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
+    yield from publish(store, CATEGORY_FEATURES, runner.batch(category_activity_features(cleaned, last_day)), inputs=inputs)

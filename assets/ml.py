@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
+from assets.features import pinned_cleaned_events
 from assets.publish import publish, schema_check
 from lakehouse.ml.leakage import LeakageError
 from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
@@ -23,8 +24,8 @@ def training_labels(delta: DeltaStorage, engine: EngineResource):
     the data are labelled, so the newest week of data has no labels yet.
     """
     store, runner = delta.store(), engine.engine()
-    cleaned = runner.read(store, "cleaned_events")
-    yield from publish(store, TRAINING_LABELS, runner.batch(purchase_labels(cleaned, store.last_day("cleaned_events", "event_date"))))
+    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
+    yield from publish(store, TRAINING_LABELS, runner.batch(purchase_labels(cleaned, last_day)), inputs=inputs)
 
 
 @asset(

@@ -71,10 +71,11 @@ def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: p
     }
 
 
-def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame) -> dict:
+def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame, inputs: dict[str, int] | None = None) -> dict:
     return delta_table_metadata(store, schema.name, version, preview) | {
         "rows_written": MetadataValue.int(rows_written),
         "dagster/column_schema": column_schema(schema),
+        "input_versions": MetadataValue.json(inputs or {}),
     }
 
 
@@ -87,14 +88,17 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
     )
 
 
-def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, extra: dict | None = None) -> Iterator:
-    """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed."""
+def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, inputs: dict[str, int] | None = None) -> Iterator:
+    """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed.
+
+    `inputs`: the version of each table the batch was computed from, recorded in the commit and the metadata.
+    """
     try:
         report = batch.validate(schema)
         yield schema_check_result(schema, report)
         report.raise_if_failed()
-        version = batch.commit(store, schema, replace)
+        version = batch.commit(store, schema, replace, inputs)
         preview = batch.preview(PREVIEW_ROWS).to_pandas()
     finally:
         batch.release()
-    yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview) | (extra or {}))
+    yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview, inputs))

@@ -28,6 +28,7 @@ batch = pa.table({
     "source_file": pa.array([f"date={day}/events.jsonl"] * rows),
     "line_number": pa.array(range(1, rows + 1), pa.int64()),
     "raw_line": pa.array([f"line {i} of {day} " + "x" * 60 for i in range(rows)]),
+    "raw_bytes": pa.nulls(rows, pa.binary()),
 }, schema=RAW_EVENTS.arrow())
 store = DeltaStore(root)
 print("writing", flush=True)
@@ -168,3 +169,49 @@ def test_two_materializations_of_different_partitions_both_commit(tmp_path):
     assert _materialize(env, CLEANED, start, last, tmp_path / "whole.log").wait(timeout=900) == 0
     assert _cleaned_state(store) == together
     assert sorted(together["cleaned_events"]) == [start + timedelta(days=i) for i in range(days)]
+
+
+def _published_pair(store, first, last):
+    """What a reader of the pair sees per event date: cleaned event ids, quarantined lines."""
+    from lakehouse.tables.publication import published_quarantine
+
+    cleaned = store.read_arrow("cleaned_events", columns=["event_date", "event_id"]).to_pylist()
+    quarantined = published_quarantine(store, first, last, columns=["event_date", "source_file", "line_number", "reason"]).to_pylist()
+    return sorted((r["event_date"], r["event_id"]) for r in cleaned), sorted((r["event_date"], r["source_file"], r["line_number"], r["reason"]) for r in quarantined)
+
+
+def test_a_run_killed_between_the_quarantine_and_the_cleaned_commit_publishes_neither(tmp_path):
+    start, days = date(2026, 3, 1), 3
+    first, last = start, start + timedelta(days=days - 1)
+    env = _dagster_env(tmp_path)
+    _landed(tmp_path, env, start, days, users=300)
+    assert _materialize(env, "raw_events," + CLEANED, first, last, tmp_path / "first.log").wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    store = DeltaStore(str(tmp_path / "data" / "delta"))
+    before = _published_pair(store, first, last)
+
+    # New content: 25 valid lines of the middle day are broken, so the next run moves them to quarantine.
+    landed = tmp_path / "data" / "landing" / f"date={start + timedelta(days=1)}" / "events.jsonl"
+    lines = landed.read_text().split("\n")
+    broken = [i for i, line in enumerate(lines) if line.startswith("{") and line.endswith("}")][:25]
+    for i in broken:
+        lines[i] = lines[i][:-1]
+    landed.write_text("\n".join(lines))
+    assert _materialize(env, "raw_events", first, last, tmp_path / "raw.log").wait(timeout=900) == 0
+    versions = {t: store.version(t) for t in ("cleaned_events", "quarantined_events")}
+
+    killed = _materialize(env | {"LAKEHOUSE_FAULT": "between_quarantine_and_cleaned_commits"}, CLEANED, first, last, tmp_path / "killed.log")
+    assert killed.wait(timeout=900) == -signal.SIGKILL
+    assert store.version("quarantined_events") == versions["quarantined_events"] + 1, "the quarantine was not committed: nothing was tested"
+    assert store.version("cleaned_events") == versions["cleaned_events"]
+    assert _published_pair(store, first, last) == before  # the half-written quarantine is invisible
+
+    rerun = _materialize(env, CLEANED, first, last, tmp_path / "rerun.log")
+    assert rerun.wait(timeout=900) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    cleaned, quarantined = _published_pair(store, first, last)
+    # Worked out from the edit alone: each broken line is one more malformed_json row (attributed to
+    # its ingest date), one fewer cleaned event; the physical table holds only the published batch.
+    assert len(cleaned) == len(before[0]) - len(broken)
+    malformed = [q for q in quarantined if q[3] == "malformed_json" and q[1].endswith(landed.parent.name + "/events.jsonl") and q[2] - 1 in broken]
+    assert len(malformed) == len(broken)
+    assert len(quarantined) == len(before[1]) + len(broken)
+    assert store.row_count("quarantined_events") == len(quarantined)

@@ -10,7 +10,7 @@ from lakehouse.tables.storage import DateRange, DeltaStore
 def _raw(day: date, lines: list[str]) -> pa.Table:
     n = len(lines)
     return pa.table(
-        {"ingest_date": [day] * n, "source_file": ["f"] * n, "line_number": list(range(1, n + 1)), "raw_line": lines},
+        {"ingest_date": [day] * n, "source_file": ["f"] * n, "line_number": list(range(1, n + 1)), "raw_line": lines, "raw_bytes": [None] * n},
         schema=RAW_EVENTS.arrow(),
     )
 
@@ -40,6 +40,15 @@ def test_replacing_a_partition_leaves_the_others_and_reruns_are_idempotent(tmp_p
     assert sorted(r["raw_line"] for r in store.read_arrow("raw_events", version=1).to_pylist()) == ["a", "b", "c"]
 
 
+def test_each_commit_records_the_input_versions_it_was_computed_from(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1 = date(2026, 3, 1)
+    assert store.write_arrow(RAW_EVENTS, _raw(d1, ["a"]), inputs={"landing": 7}) == 0
+    assert store.write_arrow(RAW_EVENTS, _raw(d1, ["b"]), inputs={"cleaned_events": 3, "landing": 8}) == 1
+    assert store.write_arrow(RAW_EVENTS, _raw(d1, ["c"])) == 2
+    assert [store.commit_inputs("raw_events", v) for v in (0, 1, 2, 3)] == [{"landing": 7}, {"cleaned_events": 3, "landing": 8}, {}, {}]
+
+
 def test_a_batch_that_violates_the_schema_is_not_committed(tmp_path):
     store = DeltaStore(str(tmp_path))
     d1 = date(2026, 3, 1)
@@ -59,7 +68,8 @@ def test_tables_written_by_spark_and_by_deltalake_are_readable_by_both(spark, tm
     schema = TableSchema("spark_written", "test", CLEANED_EVENTS.columns[:4], partition_by=("event_date",))
     df = spark.createDataFrame([("e1", "product_viewed", None, d1)], "event_id string, event_name string, event_ts timestamp, event_date date")
     df = df.selectExpr("event_id", "event_name", "timestamp'2026-03-01 10:00:00' as event_ts", "event_date")
-    store.write_spark(schema, df)
+    assert store.write_spark(schema, df, inputs={"raw_events": 0}) == 0
+    assert store.commit_inputs("spark_written", 0) == {"raw_events": 0}
     table = store.read_arrow("spark_written")
     assert table.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
     assert table.to_pylist()[0]["event_ts"].isoformat() == "2026-03-01T10:00:00+00:00"

@@ -81,8 +81,8 @@ class SparkBatch:
         self._rows = report.rows
         return report
 
-    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None) -> int:
-        return store.write_spark(schema, self.df, replace)
+    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None, inputs: dict[str, int] | None = None, append: bool = False, properties: dict[str, str] | None = None) -> int:
+        return store.write_spark(schema, self.df, replace, inputs, append, properties)
 
     def preview(self, rows: int = 10) -> pa.Table:
         return self.df.limit(rows).toArrow()

@@ -182,6 +182,7 @@ QUARANTINE = TableSchema(
         Col("raw_bytes", "binary", "The line's bytes when they are not valid UTF-8 (see raw_events).", nullable=True),
         Col("reason", "string", "Why the line was not kept.", checks=(Check.isin(list(QUARANTINE_REASONS)),)),
         Col("event_id", "string", "The event id, when the line had one.", nullable=True),
+        Col("batch_id", "string", "The cleaning run that wrote the row; a date's rows are those of the batch cleaned_events published for it (lakehouse/tables/publication.py)."),
     ),
     unique=("source_file", "line_number"),
     partition_by=("event_date",),

@@ -7,8 +7,12 @@ objects and a column the table's schema declares as a partition column, never fr
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -25,8 +29,18 @@ from lakehouse.tables.schemas import TableSchema
 
 T = TypeVar("T")
 COMMIT_ATTEMPTS = 8
+# Written into every commit this project makes (delta-rs custom metadata, Spark's userMetadata):
+# the versions of the tables the commit was computed from, and an id that finds the commit again.
+INPUTS_KEY = "lakehouse.inputs"
+WRITE_ID_KEY = "lakehouse.write_id"
 # Conflicts Spark's Delta writer reports when another writer committed first.
 _SPARK_CONFLICTS = ("DELTA_CONCURRENT", "ConcurrentAppendException", "ConcurrentModificationException", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here when LAKEHOUSE_FAULT names this point: how tests crash a run between two commits."""
+    if os.environ.get("LAKEHOUSE_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _is_commit_conflict(exc: Exception) -> bool:
@@ -128,24 +142,62 @@ class DeltaStore:
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
         return read_table(self.uri(table), version, columns, self.storage_options)
 
-    def write_arrow(self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None) -> int:
-        """Commit `data` to `schema`'s table: replacing the partitions in `replace`, or the whole table."""
+    def dataset(self, table: str, version: int | None = None) -> pa.dataset.Dataset:
+        return read_dataset(self.uri(table), version, self.storage_options)
+
+    def history(self, table: str, version: int | None = None, limit: int | None = None) -> list[dict]:
+        """What each commit recorded, newest first, from `version` (the latest if None) down."""
+        latest = self.version(table)
+        if latest is None:
+            return []
+        start = latest if version is None else version
+        depth = None if limit is None else latest - start + limit
+        # Spark can only write one string into a commit, and it holds the same keys as JSON.
+        infos = [entry | json.loads(entry.get("userMetadata") or "{}") for entry in self.table(table).history(limit=depth)]
+        return [info for info in infos if info.get("version", -1) <= start]
+
+    def commit_info(self, table: str, version: int) -> dict:
+        """What the commit that made `version` recorded; {} if it is gone from the log."""
+        return next((info for info in self.history(table, version, limit=1) if info.get("version") == version), {})
+
+    def commit_inputs(self, table: str, version: int) -> dict[str, int]:
+        """The input tables and versions the commit of `version` was computed from."""
+        return json.loads(self.commit_info(table, version).get(INPUTS_KEY) or "{}")
+
+    def _version_written(self, table: str, write_id: str) -> int:
+        """The version our commit made: the latest one may already be another writer's."""
+        for limit in (8, None):
+            for info in self.history(table, limit=limit):
+                if info.get(WRITE_ID_KEY) == write_id:
+                    return info["version"]
+        raise LookupError(f"the commit {write_id} to {table} is not in its log")
+
+    def write_arrow(
+        self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
+        append: bool = False, properties: dict[str, str] | None = None,
+    ) -> int:
+        """Commit `data` to `schema`'s table: appended, or replacing the partitions in `replace`, or the whole table.
+
+        `inputs` (table -> version it was computed from) and `properties` are recorded in the commit.
+        Returns the version committed.
+        """
         data = data.select(list(schema.column_names)).cast(schema.arrow())
+        info = _commit_metadata(inputs, properties)
         def commit() -> None:
             exists = self.version(schema.name) is not None
             write_deltalake(
                 self.uri(schema.name),
                 data,
-                mode="overwrite",
-                predicate=replace.predicate(schema) if (replace and exists) else None,
+                mode="append" if append else "overwrite",
+                predicate=replace.predicate(schema) if (replace and exists and not append) else None,
                 partition_by=list(schema.partition_by) or None,
                 schema_mode="merge",  # a column added to the schema reaches a table written before it
                 storage_options=self.storage_options,
-                commit_properties=CommitProperties(max_commit_retries=25),
+                commit_properties=CommitProperties(custom_metadata=info, max_commit_retries=25),
             )
 
         with_commit_retries(commit)
-        return self.version(schema.name)
+        return self._version_written(schema.name, info[WRITE_ID_KEY])
 
     def read_spark(self, spark, table: str, version: int | None = None):
         reader = spark.read.format("delta")
@@ -153,17 +205,25 @@ class DeltaStore:
             reader = reader.option("versionAsOf", int(version))
         return reader.load(self.uri(table))
 
-    def write_spark(self, schema: TableSchema, df, replace: DateRange | None = None) -> int:
-        """Commit a Spark DataFrame, with the same replacement rules as `write_arrow`."""
+    def write_spark(
+        self, schema: TableSchema, df, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
+        append: bool = False, properties: dict[str, str] | None = None,
+    ) -> int:
+        """Commit a Spark DataFrame, with the same modes and recording rules as `write_arrow`."""
         from pyspark.sql import functions as F
 
         df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields])
-        writer = df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
-        if replace is not None:
+        info = _commit_metadata(inputs, properties)
+        writer = df.write.format("delta").mode("append" if append else "overwrite").option("mergeSchema", "true").option("userMetadata", json.dumps(info))
+        if replace is not None and not append:
             writer = writer.option("replaceWhere", replace.predicate(schema))
-        else:
+        elif not append:
             writer = writer.option("overwriteSchema", "true")
         if schema.partition_by:
             writer = writer.partitionBy(*schema.partition_by)
         with_commit_retries(lambda: writer.save(self.uri(schema.name)))
-        return self.version(schema.name)
+        return self._version_written(schema.name, info[WRITE_ID_KEY])
+
+
+def _commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None) -> dict[str, str]:
+    return (properties or {}) | {WRITE_ID_KEY: uuid.uuid4().hex, INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items())))}

@@ -90,6 +90,7 @@ class CleaningResult:
 
     classified: DataFrame
     parsed: DataFrame
+    batch_id: str  # the publication the quarantined rows belong to (lakehouse/tables/publication.py)
 
     @transformation
     def _with(self, outcome: str) -> DataFrame:
@@ -104,7 +105,8 @@ class CleaningResult:
     @transformation
     def quarantined(self) -> DataFrame:
         lines = self.parsed.select(*LINE_KEY, "raw_line", "raw_bytes")
-        return conform(compat.settled(self._with("quarantined").join(lines, list(LINE_KEY))), QUARANTINE)
+        quarantined = compat.settled(self._with("quarantined").join(lines, list(LINE_KEY)))
+        return conform(quarantined.withColumn("batch_id", F.lit(self.batch_id)), QUARANTINE)
 
 
     @transformation
@@ -228,7 +230,9 @@ def _stitched(valid: DataFrame, ties: DataFrame) -> DataFrame:
 
 
 @transformation
-def clean_events(raw: DataFrame, start: date, end: date, persist: Callable[[DataFrame], DataFrame] = lambda df: df) -> CleaningResult:
+def clean_events(
+    raw: DataFrame, start: date, end: date, persist: Callable[[DataFrame], DataFrame] = lambda df: df, batch_id: str = "unpublished"
+) -> CleaningResult:
     """Classify raw rows; the cleaned and quarantined ones are those attributed to [start, end].
 
     Only raw rows of `ingest_window(start, end)` are read. Rows ingested before `start` only
@@ -257,4 +261,4 @@ def clean_events(raw: DataFrame, start: date, end: date, persist: Callable[[Data
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
     in_range = (F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
     outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
-    return CleaningResult(persist(classified.withColumn("outcome", outcome)), parsed_all)
+    return CleaningResult(persist(classified.withColumn("outcome", outcome)), parsed_all, batch_id)
