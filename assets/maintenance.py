@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from dagster import Config, DefaultScheduleStatus, MaterializeResult, MetadataValue, ScheduleDefinition, asset, define_asset_job
 
-from lakehouse.ml.retention import maintain_lake, pinned_versions
+from lakehouse.ml.retention import MIN_RETENTION_HOURS, maintain_lake, pinned_versions
 from resources.delta import DeltaStorage
 from resources.mlflow import MlflowTracking
 
@@ -12,6 +12,7 @@ from resources.mlflow import MlflowTracking
 class MaintenanceConfig(Config):
     retention_hours: int = 168  # files younger than this stay: a writer in flight may not have committed them yet
     keep_runs_days: int = 30  # unregistered training runs this recent stay rebuildable
+    min_retention_hours: int = MIN_RETENTION_HOURS  # a shorter retention_hours is refused; lower only where nothing else writes
 
 
 @asset(group_name="maintenance", kinds={"delta"})
@@ -23,9 +24,13 @@ def table_maintenance(config: MaintenanceConfig, delta: DeltaStorage, mlflow_tra
     read by the run of a registered model version, or by a training run that is tagged
     `lakehouse.keep=true` or younger than `keep_runs_days`. Other old versions stop being readable;
     a training run that read one can still be reproduced from its snapshot, but not rebuilt.
+
+    Limits: fails without touching a table when MLflow cannot list every pin (PinListingError), or
+    when `retention_hours` is below `min_retention_hours`.
     """
+    # Pins first: if they cannot all be listed, the failure comes before any table is compacted or vacuumed.
     pins = pinned_versions(mlflow_tracking.tracking_uri, config.keep_runs_days, datetime.now(timezone.utc))
-    results = maintain_lake(delta.root, pins, config.retention_hours)
+    results = maintain_lake(delta.root, pins, config.retention_hours, min_retention_hours=config.min_retention_hours)
     rows = "\n".join(
         f"| {r.table} | {r.version_before} | {r.version_after} | {r.files_compacted} | {r.files_vacuumed} | {', '.join(map(str, r.kept_versions)) or '-'} |"
         for r in results

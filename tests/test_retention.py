@@ -1,23 +1,32 @@
 """Table maintenance keeps exactly the Delta versions that registered models and kept runs read.
 
 Real Delta tables (deltalake) and a real MLflow SQLite store; runs carry the same lineage tags the
-training asset logs. Vacuum runs with a zero retention period, the harshest setting.
+training asset logs. Vacuum runs with a zero retention period, the harshest setting, which the
+tests allow explicitly (min_retention_hours=0): nothing else writes to their tables.
 """
 
 import os
+import re
+import socket
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import mlflow
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from assets.maintenance import MaintenanceConfig, table_maintenance
 from lakehouse.cli import main as cli
 from lakehouse.ml.lineage import EXPERIMENT, REGISTERED_MODEL, InputTable, TrainingLineage, log_lineage
 from lakehouse.ml.reproduce import ReproductionError, _check_inputs_readable, load_lineage
-from lakehouse.ml.retention import LOG_CLEANUP, maintain_lake, pinned_versions
+from lakehouse.ml.retention import LOG_CLEANUP, PinListingError, maintain_lake, pinned_versions
+from lakehouse.ml.serving_skew import serving_model
+from resources.delta import DeltaStorage
+from resources.mlflow import MlflowTracking
 
 
 def _versions(uri: str, contents: list[list[int]]) -> None:
@@ -68,6 +77,27 @@ def _values(uri, version):
     return sorted(DeltaTable(uri, version=version).to_pyarrow_table().column("x").to_pylist())
 
 
+@pytest.fixture
+def pages_of_two(monkeypatch):
+    """A store that answers every search with at most two results: more pins than one page holds."""
+    for name in ("search_model_versions", "search_runs"):
+
+        def capped(self, *args, _search=getattr(MlflowClient, name), max_results, **kwargs):
+            return _search(self, *args, max_results=min(max_results, 2), **kwargs)
+
+        monkeypatch.setattr(MlflowClient, name, capped)
+
+
+def _maintain(tracking: str, root, **config):
+    """The table_maintenance asset, run as the schedule runs it."""
+    mlflow_tracking = MlflowTracking(tracking_uri=tracking, artifact_root=str(Path(root).parent / "artifacts"))
+    return table_maintenance(MaintenanceConfig(keep_runs_days=0, **config), delta=DeltaStorage(root=str(root)), mlflow_tracking=mlflow_tracking)
+
+
+def _files(root) -> set[Path]:
+    return set(Path(root).rglob("*"))
+
+
 def test_vacuum_keeps_registered_and_kept_versions_and_loses_the_rest_clearly(lake):
     tracking, root, uri = lake
     registered = _log_run(uri, 1, 2, register=True)
@@ -77,7 +107,7 @@ def test_vacuum_keeps_registered_and_kept_versions_and_loses_the_rest_clearly(la
     forgotten = _log_run(uri, 4, 1)  # unregistered, not kept, older than 0 days: version 4 is [7]
     assert sorted((p.version, p.reason.split()[0]) for p in pins) == [(1, "model"), (3, "kept")]
 
-    results = maintain_lake(str(root), pins, retention_hours=0)
+    results = maintain_lake(str(root), pins, retention_hours=0, min_retention_hours=0)
 
     (table,) = results
     assert table.files_compacted == 2 and table.kept_versions == (1, 3)
@@ -112,7 +142,7 @@ def test_pinned_versions_survive_log_cleanup_after_maintenance(lake):
     unmaintained = str(root.parent / "elsewhere" / "t")  # the control: same history, never maintained
     _versions(unmaintained, [[1, 2], [3, 4, 5, 6], [7, 8]])
     _log_run(uri, 1, 2, register=True)
-    maintain_lake(str(root), pinned_versions(tracking, 0, datetime.now(timezone.utc)), retention_hours=0)
+    maintain_lake(str(root), pinned_versions(tracking, 0, datetime.now(timezone.utc)), retention_hours=0, min_retention_hours=0)
     assert DeltaTable(uri).metadata().configuration[LOG_CLEANUP] == "false"
 
     for table in (uri, unmaintained):
@@ -139,3 +169,84 @@ def test_keeping_an_unknown_run_fails_clearly_and_pins_nothing(lake, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: run {unknown}:") and "Traceback" not in err
     assert pinned_versions(tracking, 0, datetime.now(timezone.utc)) == []
+
+
+def test_pins_past_the_first_page_survive_and_only_unpinned_versions_are_vacuumed(lake, pages_of_two):
+    tracking, root, _ = lake
+    uri = str(root / "u")
+    for value in range(8):  # version v holds [v], in a file of its own
+        write_deltalake(uri, pa.table({"x": [value]}), mode="overwrite")
+    for version in (0, 1, 2):  # three model versions: two pages
+        _log_run(uri, version, 1, register=True)
+    for version in (3, 4):
+        _log_run(uri, version, 1, keep=True)
+    _log_run(uri, 5, 1)  # neither registered nor kept; six runs: three pages
+    unpinned = DeltaTable(uri, version=5).file_uris() + DeltaTable(uri, version=6).file_uris()
+
+    pins = pinned_versions(tracking, 0, datetime.now(timezone.utc))
+    assert sorted(p.version for p in pins) == [0, 1, 2, 3, 4]
+    maintain_lake(str(root), pins, retention_hours=0, min_retention_hours=0)
+
+    assert [_values(uri, version) for version in range(5)] == [[0], [1], [2], [3], [4]]
+    assert unpinned and not any(os.path.exists(f) for f in unpinned)
+    assert _values(uri, None) == [7]
+
+
+def test_the_serving_model_is_the_newest_version_with_a_run_even_pages_away(lake, pages_of_two):
+    tracking, _, uri = lake
+    newest_run = [_log_run(uri, 1, 2, register=True) for _ in range(3)][-1]
+    client = MlflowClient(tracking)
+    for _ in range(2):  # newer versions without a run (registered from a path), which fill the first page
+        client.create_model_version(REGISTERED_MODEL, source=str(Path(uri).parent / "model"))
+    assert serving_model(client) == (newest_run, "3")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("cause", ["unreachable server", "failing second page"])
+def test_maintenance_touches_no_file_when_the_pins_cannot_all_be_listed(lake, pages_of_two, monkeypatch, cause):
+    tracking, root, uri = lake
+    for version in (1, 3, 5):
+        _log_run(uri, version, 2, register=True)
+    if cause == "unreachable server":
+        tracking = f"http://127.0.0.1:{_closed_port()}"
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+        detail = "Connection refused"
+    else:
+        search = MlflowClient.search_model_versions
+
+        def failing(self, *args, page_token=None, **kwargs):
+            if page_token:
+                raise MlflowException("the tracking server went away")
+            return search(self, *args, page_token=page_token, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, "search_model_versions", failing)
+        detail = "the tracking server went away"
+    before = _files(root)
+
+    with pytest.raises(PinListingError, match=rf"cannot list every pinned Delta version from MLflow at {re.escape(tracking)}.*{detail}"):
+        _maintain(tracking, root, retention_hours=0, min_retention_hours=0)
+
+    assert _files(root) == before  # not even compacted
+    assert _values(uri, 0) == [1]
+
+
+def test_a_retention_shorter_than_a_write_in_flight_is_refused_before_any_table_is_touched(lake):
+    tracking, root, uri = lake
+    _log_run(uri, 1, 2, register=True)
+    before = _files(root)
+
+    with pytest.raises(ValueError, match=r"retention_hours=0 is below the 1 h a write can be in flight"):
+        _maintain(tracking, root, retention_hours=0)
+    with pytest.raises(ValueError, match=r"retention_hours=0 is below the 1 h"):
+        maintain_lake(str(root), [], retention_hours=0)
+    assert _files(root) == before
+
+    # The floor itself is allowed; every file is younger than it, so nothing goes.
+    assert _maintain(tracking, root, retention_hours=1).metadata["files_vacuumed"].value == 0
+    assert _values(uri, 0) == [1]

@@ -8,24 +8,55 @@ Vacuum removes the data files that neither the current version nor a pinned one 
 they are older than the retention period; files of every other old version go, and time travel to
 it fails (reproduction says so). Expired-log cleanup is switched off on every table, because
 checkpoints otherwise delete log entries older than 30 days, and with them the pinned versions.
+
+Limits: MLflow pages by offset. A model version or run deleted while the pins are being listed
+shifts the later pages back by one, so the result that slides onto an already-read page is missed,
+and the versions only it pins are vacuumed that night.
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
-from lakehouse.ml.lineage import EXPERIMENT, TAG, read_lineage
+from lakehouse.ml.lineage import EXPERIMENT, TAG, public_uri, read_lineage
 from lakehouse.tables.storage import with_commit_retries
+
+if TYPE_CHECKING:
+    from mlflow.store.entities import PagedList
+
+T = TypeVar("T")
 
 KEEP_TAG = f"{TAG}.keep"
 # Spark's and delta-rs' checkpoints delete log entries older than delta.logRetentionDuration unless this is off.
 LOG_CLEANUP = "delta.enableExpiredLogCleanup"
+# Results per MLflow search request: within every store's limit (runs 50,000, model versions
+# 200,000 on the file and SQL stores and the server), and small enough for one HTTP response.
+PAGE_SIZE = 1000
+# Files younger than this may belong to a write still in flight; vacuum never goes below it unless told.
+MIN_RETENTION_HOURS = 1
+
+
+class PinListingError(RuntimeError):
+    """The pins could not all be listed; vacuuming without one would delete a version a model needs."""
+
+
+def every_result(search: Callable[..., PagedList[T]], *args, **kwargs) -> Iterator[T]:
+    """Every result of an MLflow search, page after page: a single call stops silently at its max_results."""
+    token = None
+    while True:
+        page = search(*args, max_results=PAGE_SIZE, page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:  # None from local stores, "" from a server
+            return
 
 
 @dataclass(frozen=True)
@@ -49,15 +80,23 @@ def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> li
             return
         pins.extend(Pin(t.uri, t.version, reason) for t in lineage.inputs)
 
-    for mv in client.search_model_versions(max_results=10_000):  # every version of every registered model
-        if mv.run_id:
-            pin_run(mv.run_id, f"model {mv.name} v{mv.version}")
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        since = int((now - timedelta(days=keep_runs_days)).timestamp() * 1000)
-        for run in client.search_runs([experiment.experiment_id], max_results=50_000):
-            if run.data.tags.get(KEEP_TAG) == "true" or run.info.start_time >= since:
-                pin_run(run.info.run_id, f"kept run {run.info.run_id}")
+    try:
+        # Ordered by what never changes, so that a version updated mid-listing keeps its place in the pages.
+        order = ["creation_timestamp ASC", "name ASC", "version_number ASC"]
+        for mv in every_result(client.search_model_versions, order_by=order):  # every version of every registered model
+            if mv.run_id:
+                pin_run(mv.run_id, f"model {mv.name} v{mv.version}")
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            since = int((now - timedelta(days=keep_runs_days)).timestamp() * 1000)
+            for run in every_result(client.search_runs, [experiment.experiment_id]):
+                if run.data.tags.get(KEEP_TAG) == "true" or run.info.start_time >= since:
+                    pin_run(run.info.run_id, f"kept run {run.info.run_id}")
+    except Exception as exc:  # whatever the cause, an incomplete list must not reach vacuum
+        raise PinListingError(
+            f"cannot list every pinned Delta version from MLflow at {public_uri(tracking_uri)}, and a vacuum without one would delete data a model needs: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     return pins
 
 
@@ -97,12 +136,18 @@ class TableMaintenance:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def maintain_table(uri: str, pins: list[Pin], retention_hours: int) -> TableMaintenance:
+def maintain_table(uri: str, pins: list[Pin], retention_hours: int, *, min_retention_hours: int = MIN_RETENTION_HOURS) -> TableMaintenance:
     """Compact, then vacuum files older than `retention_hours` that no kept version references.
 
     A retention shorter than the longest write in flight could delete files an uncommitted writer
-    just wrote; the scheduled default is a week.
+    just wrote, so one below `min_retention_hours` is refused before the table is touched; the
+    scheduled default is a week.
     """
+    if retention_hours < min_retention_hours:
+        raise ValueError(
+            f"retention_hours={retention_hours} is below the {min_retention_hours} h a write can be in flight: "
+            "vacuum could delete its uncommitted files; lower min_retention_hours only where nothing else writes"
+        )
     table = DeltaTable(uri)
     before = table.version()
     if table.metadata().configuration.get(LOG_CLEANUP) != "false":
@@ -110,12 +155,13 @@ def maintain_table(uri: str, pins: list[Pin], retention_hours: int) -> TableMain
     compacted = with_commit_retries(lambda: DeltaTable(uri).optimize.compact())["numFilesRemoved"]
     table = DeltaTable(uri)
     kept = tuple(sorted({p.version for p in pins if p.version <= table.version()}))
+    # Delta's own check would refuse anything under the table's 7-day default; the floor above replaces it.
     # full=True also removes files no commit ever referenced (a writer killed mid-write).
     vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True, keep_versions=list(kept))
     pinned_by = tuple(sorted({f"v{p.version}: {p.reason}" for p in pins}))
     return TableMaintenance(uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept, pinned_by)
 
 
-def maintain_lake(root: str, pins: list[Pin], retention_hours: int) -> list[TableMaintenance]:
+def maintain_lake(root: str, pins: list[Pin], retention_hours: int, *, min_retention_hours: int = MIN_RETENTION_HOURS) -> list[TableMaintenance]:
     by_table = pins_by_table(pins)
-    return [maintain_table(uri, by_table.get(table_key(uri), []), retention_hours) for uri in delta_tables(root)]
+    return [maintain_table(uri, by_table.get(table_key(uri), []), retention_hours, min_retention_hours=min_retention_hours) for uri in delta_tables(root)]

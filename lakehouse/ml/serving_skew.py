@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from lakehouse.ml.drift import FeatureDrift, drift_chart, feature_drift
 from lakehouse.ml.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, read_lineage
+from lakehouse.ml.retention import every_result
 from lakehouse.tables.schemas import USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
 
@@ -39,8 +40,8 @@ class SkewReport:
 
 def serving_model(client: MlflowClient) -> tuple[str, str] | None:
     """(run id, version) of the newest registered version of the model, or None before the first."""
-    versions = [mv for mv in client.search_model_versions(max_results=10_000) if mv.name == REGISTERED_MODEL and mv.run_id]
-    newest = max(versions, key=lambda mv: int(mv.version), default=None)
+    versions = every_result(client.search_model_versions, filter_string=f"name = '{REGISTERED_MODEL}'", order_by=["version_number DESC"])
+    newest = next((mv for mv in versions if mv.run_id), None)  # newest first: usually the first page is all it reads
     return (newest.run_id, str(newest.version)) if newest else None
 
 
