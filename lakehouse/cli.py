@@ -72,6 +72,27 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    from lakehouse.ml.lineage import lineage_chain
+    from lakehouse.ml.reproduce import ReproductionError, load_lineage
+
+    try:
+        lineage = load_lineage(lakehouse_paths().mlflow_tracking_uri, args.run_id)
+    except ReproductionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    chain = lineage_chain(lineage)
+    if args.json:
+        print(json.dumps({role: [{"depth": t.depth, "table": t.table, "version": t.version, "uri": t.uri} for t in tables] for role, tables in chain}, indent=2))
+        return 0
+    print(f"run {args.run_id}: training set sha256={lineage.training_set_sha256} rows={lineage.training_set_rows} feature service {lineage.feature_service}")
+    for role, tables in chain:
+        print(f"  {role}:")
+        for t in tables:
+            print(f"  {'  ' * t.depth}{t.table} v{t.version}  {t.uri}")
+    return 0
+
+
 def _keep(args: argparse.Namespace) -> int:
     # imported here: mlflow takes seconds to import; writing a tag needs its client
     from mlflow.exceptions import MlflowException
@@ -117,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", type=Path, required=True, help="parquet file to write")
     rep.add_argument("--rebuild", action="store_true", help="recompute it from the pinned Delta versions through Feast instead of reading the run's snapshot")
     rep.set_defaults(func=_reproduce)
+
+    lin = sub.add_parser("lineage", help="print the table versions a training run was built from, down to raw_events")
+    lin.add_argument("run_id")
+    lin.add_argument("--json", action="store_true")
+    lin.set_defaults(func=_lineage)
 
     keep = sub.add_parser("keep", help="keep a training run's input versions through table maintenance, so it stays rebuildable")
     keep.add_argument("run_id")

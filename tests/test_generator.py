@@ -1,4 +1,5 @@
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -57,32 +58,109 @@ def test_clean_events_have_the_seed_shape_and_land_on_the_day_received(tmp_path)
                 assert props["price_usd"] > 0 and props["quantity"] >= 1 and props["experiment_variant"] in ("A", "B")
 
 
+# What makes a landed line malformed, restated from the generator's MALFORMED_KINDS with the standard
+# library only: the test judges the landed bytes itself instead of reading the generator's own counts.
+REQUIRED_FIELDS = {"event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "properties"}
+
+
+def _malformed_kind(line: str) -> str | None:
+    """The kind of corruption a landed line shows, or None for a well-formed event line."""
+    if line == "":
+        return "empty_line"
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return "broken_json"
+    if not isinstance(event, dict) or not REQUIRED_FIELDS <= set(event) or not isinstance(event["properties"], dict):
+        return "missing_required_field"  # no kind of the generator produces it: must stay 0
+    if not all(isinstance(event[k], str) for k in ("timestamp", "sent_at", "received_at")):
+        return "wrong_type"
+    if event["event_name"] not in EVENT_NAMES:
+        return "unknown_event_name"
+    if any(isinstance(event["properties"].get(k), (int, float)) and event["properties"][k] < 0 for k in ("price_usd", "price")):
+        return "negative_price"
+    return None
+
+
+def _within(observed: int, expected: float, variance: float, sds: float = 4.0) -> bool:
+    return abs(observed - expected) <= sds * math.sqrt(variance)
+
+
 def test_each_problem_appears_at_about_its_rate(tmp_path):
-    config = replace(CLEAN, duplicate_rate=0.05, clock_skew_rate=0.2, late_rate=0.1, anonymous_rate=0.3, malformed_rate=0.02, bom_rate=1.0, drift_from="2026-03-03")
-    manifest = generate(tmp_path, START, 5, config)
-    stats = Counter()
-    for day_stats in manifest["days"].values():
-        stats.update({k: v for k, v in day_stats.items() if k != "bom"})
-    assert 0.03 < stats["duplicates"] / stats["events"] < 0.07
-    assert 0.01 < sum(stats[k] for k in MALFORMED_KINDS) / stats["events"] < 0.03
+    duplicate_rate, malformed_rate = 0.05, 0.02
+    config = replace(CLEAN, users=600, duplicate_rate=duplicate_rate, clock_skew_rate=0.2, late_rate=0.1, anonymous_rate=0.3,
+                     malformed_rate=malformed_rate, bom_rate=1.0, drift_from="2026-03-03")
+    generate(tmp_path, START, 5, config)
+    lines_total = malformed = duplicates = first_deliveries = 0
+    kinds = Counter()
     skewed = late = anonymous = drifted = 0
     for offset in range(5):
         day = START + timedelta(days=offset)
         text = (day_folder(tmp_path, day) / "events.jsonl").read_text(encoding="utf-8")
         assert text.startswith("\ufeff")
-        for line in text.lstrip("\ufeff").splitlines():
-            try:
-                event = json.loads(line)
-                ts, sent, received = (_ts(event[k]) for k in ("timestamp", "sent_at", "received_at"))
-            except (ValueError, TypeError, AttributeError, KeyError):
+        # Lines end with "\n" (not str.splitlines, which would also split inside a line on U+2028 and the like).
+        *lines, tail = text.removeprefix("\ufeff").split("\n")
+        assert tail == ""
+        seen: set[str] = set()  # a retry is delivered within the same day's file
+        for line in lines:
+            lines_total += 1
+            kind = _malformed_kind(line)
+            if kind:
+                malformed += 1
+                kinds[kind] += 1
+            event = json.loads(line) if kind not in ("empty_line", "broken_json") else None
+            if event is not None:
+                if event["event_id"] in seen:
+                    duplicates += 1
+                else:
+                    seen.add(event["event_id"])
+                    first_deliveries += 1
+            if kind:
                 continue
+            ts, sent, received = (_ts(event[k]) for k in ("timestamp", "sent_at", "received_at"))
             skewed += abs(sent - received) > timedelta(minutes=1)  # the device clock's offset, give or take the network
             late += sent - ts > timedelta(hours=1)  # held back on the device before sending
             anonymous += event["user_id"] is None
             if "price" in event["properties"]:
                 drifted += 1
                 assert (received - (sent - ts)).date() >= date(2026, 3, 3)
+    assert lines_total > 5000  # enough lines that a rate off by a factor of 2 lies >= 5 standard deviations out
+
+    # Duplicates: every first delivery of a line is delivered again with probability duplicate_rate, once
+    # at most, so the repeated event ids are Binomial(first deliveries, duplicate_rate). The bound is 4
+    # standard deviations: the seed is fixed, but any seed passes with probability > 0.9999, and a rate
+    # half or twice the configured one lies more than 8 standard deviations away here.
+    p = duplicate_rate
+    assert _within(duplicates, first_deliveries * p, first_deliveries * p * (1 - p)), (duplicates, first_deliveries)
+
+    # Malformed: every event is corrupted with probability malformed_rate, independently of whether its
+    # line is then delivered twice (a retry repeats the corrupted line). So each landed line is malformed
+    # with probability m, but a line and its retry go together: with n = lines / (1 + d) events, the
+    # count is a sum of n independent X(1 + Y), X ~ Bernoulli(m), Y ~ Bernoulli(d), of mean m(1 + d) and
+    # variance m(1 + 3d) - m^2 (1 + d)^2 each. Same 4 standard deviations (a halved or doubled rate is
+    # 5 or more away).
+    m, d = malformed_rate, duplicate_rate
+    events = lines_total / (1 + d)
+    assert _within(malformed, m * lines_total, events * (m * (1 + 3 * d) - (m * (1 + d)) ** 2)), (malformed, lines_total)
+    # Every kind the generator produces is there (about 1/5 of ~125 each), and nothing else is malformed.
+    assert set(kinds) == set(MALFORMED_KINDS), kinds
     assert skewed > 0 and late > 0 and anonymous > 0 and drifted > 0
+
+
+def test_the_malformed_line_rule_of_this_test_knows_every_kind(tmp_path):
+    """_malformed_kind must not be a rule that passes anything: a well-formed line is None, each corruption its kind."""
+    from lakehouse.events.generator import _corrupt  # noqa: PLC2415 (the corruption itself, to check the rule above)
+    import numpy as np
+
+    generate(tmp_path, START, 1, replace(CLEAN, drift_from="2026-03-01"))
+    rng = np.random.default_rng(0)
+    seen = Counter()
+    for line in _lines(tmp_path, START)[:200]:
+        assert _malformed_kind(line) is None
+        kind, corrupted = _corrupt(rng, json.loads(line))
+        assert _malformed_kind(corrupted) == kind, corrupted
+        seen[kind] += 1
+    assert set(seen) == set(MALFORMED_KINDS)
 
 
 def test_purchases_follow_cart_adds_of_a_logged_in_session(tmp_path):

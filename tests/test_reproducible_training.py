@@ -14,6 +14,7 @@ from datetime import timedelta
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
@@ -137,6 +138,191 @@ def test_reproduce_fails_clearly_for_an_unknown_run(lake, tmp_path, capsys, monk
     assert not (tmp_path / "x.parquet").exists()
 
 
+# Failure paths of `lakehouse reproduce`. The shared runs stay untouched: each test tampers with a copy
+# (of the MLflow store, the Feast registry, a Delta table or a run's artifacts) and points the command
+# at it with MLFLOW_TRACKING_URI / LAKEHOUSE_DATA_DIR.
+
+def _store_copy(lake, tmp_path) -> str:
+    """A copy of the MLflow tracking store (the run's tags and artifact location live in it); its URI."""
+    import sqlite3
+
+    target = tmp_path / "mlflow_copy.db"
+    source, copy = sqlite3.connect(lake["data"] / "mlflow.db"), sqlite3.connect(target)
+    with copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
+    return f"sqlite:///{target}"
+
+
+def _edit_store(tracking: str, sql: str, params: tuple) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tracking.removeprefix("sqlite:///"))
+    with conn:
+        assert conn.execute(sql, params).rowcount == 1
+    conn.close()
+
+
+def _set_tag(tracking: str, run_id: str, key: str, value: str) -> None:
+    _edit_store(tracking, "UPDATE tags SET value = ? WHERE run_uuid = ? AND key = ?", (value, run_id, key))
+
+
+def _reproduce_fails(args: list[str], out, capsys) -> str:
+    """`lakehouse reproduce ARGS --out OUT` exits 1, writes nothing and says why in one line, no traceback."""
+    assert cli(["reproduce", *args, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "Traceback" not in captured.err and captured.out == ""
+    assert not out.exists()
+    return captured.err
+
+
+def test_reproduce_fails_when_the_training_set_no_longer_hashes_to_the_logged_sha256(lake, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(lake["data"]))
+    old = lake["runs"][0]
+    tags = MlflowClient(lake["tracking"]).get_run(old).data.tags
+    sha, rows = tags["lakehouse.training_set.sha256"], int(tags["lakehouse.training_set.rows"])
+    tracking = _store_copy(lake, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+
+    # The recorded digest is not the data's: both the snapshot and the rebuilt set are refused by it.
+    _set_tag(tracking, old, "lakehouse.training_set.sha256", "0" * 64)
+    for flags, source in (([], "snapshot"), (["--rebuild"], "rebuilt")):
+        error = _reproduce_fails([old, *flags], tmp_path / "out.parquet", capsys)
+        assert f"{source} training set differs from the logged one (sha256 {sha} vs {'0' * 64}, rows {rows} vs {rows})" in error
+
+    # The digest is right but the data under the pinned labels version changed: same rows, one label
+    # flipped, in a copy of the table at the same version number that the copied run now points at.
+    from deltalake import DeltaTable, write_deltalake
+
+    _set_tag(tracking, old, "lakehouse.training_set.sha256", sha)
+    version = int(tags["lakehouse.input.labels.version"])
+    labels = DeltaTable(tags["lakehouse.input.labels.uri"], version=version).to_pyarrow_table()
+    flipped = labels.to_pandas()
+    flipped.loc[0, "label"] = 1 - flipped.loc[0, "label"]
+    tampered = tmp_path / "training_labels"
+    for _ in range(version + 1):
+        write_deltalake(str(tampered), pa.Table.from_pandas(flipped, schema=labels.schema, preserve_index=False), mode="overwrite")
+    assert DeltaTable(str(tampered)).version() == version
+    _set_tag(tracking, old, "lakehouse.input.labels.uri", str(tampered))
+    error = _reproduce_fails([old, "--rebuild"], tmp_path / "out.parquet", capsys)
+    assert "rebuilt training set differs from the logged one" in error and f"vs {sha}, rows {rows} vs {rows})" in error
+    # The snapshot does not depend on the tables: it still matches.
+    assert cli(["reproduce", old, "--out", str(tmp_path / "snapshot.parquet")]) == 0
+
+
+def test_reproduce_fails_when_the_feature_service_was_redefined(lake, tmp_path, capsys, monkeypatch):
+    """purchase_propensity_v2 redefined in place, in a copy of the Feast registry, to serve v1's features."""
+    import shutil
+
+    from feast import FeatureService
+
+    from lakehouse.features.feature_store import open_store
+
+    old = lake["runs"][0]
+    recorded = MlflowClient(lake["tracking"]).get_run(old).data.tags["lakehouse.feature_refs"].split(",")
+    data = tmp_path / "data"
+    (data / "feast").mkdir(parents=True)
+    shutil.copy(lake["data"] / "feast" / "registry.db", data / "feast" / "registry.db")
+    store = open_store(data)
+    v1 = ["events_7d", "sessions_7d", "views_7d", "carts_7d", "purchases_7d", "purchases_30d", "revenue_30d", "days_since_last_event"]
+    store.apply([FeatureService(name="purchase_propensity_v2", features=[store.get_feature_view("user_activity")[v1]])])
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lake["tracking"])
+
+    error = _reproduce_fails([old, "--rebuild"], tmp_path / "out.parquet", capsys)
+    now = [f"user_activity:{f}" for f in v1]
+    assert f"feature service purchase_propensity_v2 now serves {now}, the run used {recorded}" in error
+    assert "restore the service definition" in error
+    assert len(recorded) > len(now)  # what the run used was the real v2, not the redefinition
+
+
+def test_reproduce_fails_when_an_input_table_or_the_training_set_has_another_row_count(lake, tmp_path, capsys, monkeypatch):
+    from deltalake import DeltaTable
+
+    from lakehouse.ml.reproduce import _local_path
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(lake["data"]))
+    old = lake["runs"][0]
+    tags = MlflowClient(lake["tracking"]).get_run(old).data.tags
+    tracking = _store_copy(lake, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+
+    # The labels table at the pinned version holds one row fewer than the (copied) run says it logged.
+    version = int(tags["lakehouse.input.labels.version"])
+    rows = DeltaTable(tags["lakehouse.input.labels.uri"], version=version).to_pyarrow_table().num_rows
+    _set_tag(tracking, old, "lakehouse.input.labels.rows", str(rows + 1))
+    error = _reproduce_fails([old, "--rebuild"], tmp_path / "out.parquet", capsys)
+    assert f"input table training_labels version {version} has {rows} rows, the run logged {rows + 1}" in error
+
+    # The training set's row count: the snapshot file holds one row fewer than the run says.
+    _set_tag(tracking, old, "lakehouse.input.labels.rows", str(rows))
+    snapshot = pd.read_parquet(_local_path(MlflowClient(lake["tracking"]).get_run(old).info.artifact_uri) / "training_set" / "training_set.parquet")
+    _set_tag(tracking, old, "lakehouse.training_set.rows", str(len(snapshot) + 1))
+    error = _reproduce_fails([old], tmp_path / "out.parquet", capsys)
+    assert "snapshot training set differs from the logged one" in error and f"rows {len(snapshot)} vs {len(snapshot) + 1})" in error
+
+
+def test_reproduce_fails_when_the_snapshot_artifact_is_gone_but_rebuilds(lake, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from lakehouse.ml.reproduce import _local_path
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(lake["data"]))
+    old = lake["runs"][0]
+    tracking = _store_copy(lake, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    # The run's artifacts, copied, without the snapshot; the copied run's artifact location points there.
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(_local_path(MlflowClient(lake["tracking"]).get_run(old).info.artifact_uri), artifacts)
+    (artifacts / "training_set" / "training_set.parquet").unlink()
+    _edit_store(tracking, "UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (artifacts.as_uri(), old))
+
+    error = _reproduce_fails([old], tmp_path / "out.parquet", capsys)
+    assert f"run {old} has no training-set snapshot (training_set/training_set.parquet)" in error and "try --rebuild" in error
+    # The pinned Delta versions are all there: --rebuild does not need the snapshot.
+    assert cli(["reproduce", old, "--rebuild", "--out", str(tmp_path / "rebuilt.parquet")]) == 0
+    assert "matches run" in capsys.readouterr().out
+
+
+def test_a_training_set_with_a_future_or_stale_feature_row_fails_the_point_in_time_check_and_trains_nothing(lake, monkeypatch):
+    """The model asset, through Dagster, on a retrieval that hands some label rows feature rows they could not have had.
+
+    The point-in-time join itself is replaced by one that moves the user_activity feature time of
+    five label rows: three one day after their label time (from the future), one to exactly the label
+    time (allowed: a feature row stamped at midnight D summarizes the days before D) and one a day
+    older than the view's 2-day TTL (stale). The blocking check must count 3 future and 1 stale, and
+    nothing may be trained, logged or registered."""
+    import lakehouse.ml.training_set as training_set
+
+    real = training_set.historical_features
+
+    def leaky(*args, **kwargs):
+        joined = real(*args, **kwargs)
+        column = "user_activity__feature_timestamp"
+        label_ts = pd.to_datetime(joined["event_timestamp"], utc=True)
+        moved = pd.to_datetime(joined[column], utc=True)
+        moved.iloc[:3] = label_ts.iloc[:3] + pd.Timedelta(days=1)
+        moved.iloc[3] = label_ts.iloc[3]
+        moved.iloc[4] = label_ts.iloc[4] - pd.Timedelta(days=3)
+        return joined.assign(**{column: moved})
+
+    monkeypatch.setattr(training_set, "historical_features", leaky)
+    client = MlflowClient(lake["tracking"])
+    runs_before = {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("purchase_propensity").experiment_id])}
+    versions_before = {v.version for v in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")}
+
+    result = _materialize("purchase_propensity_model")
+
+    assert not result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "training_set_point_in_time"]
+    assert not check.passed and check.severity == AssetCheckSeverity.ERROR
+    assert check.metadata["violations"].value == {"user_activity": {"rows_with_future_features": 3, "rows_with_features_older_than_ttl": 1}}
+    assert not result.get_asset_materialization_events()
+    assert {r.info.run_id for r in client.search_runs([client.get_experiment_by_name("purchase_propensity").experiment_id])} == runs_before
+    assert {v.version for v in client.search_model_versions(f"name = '{REGISTERED_MODEL}'")} == versions_before
+
+
 def _skew_check(result):
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "serving_features_match_training"]
     return evaluation
@@ -163,7 +349,7 @@ def test_maintenance_keeps_the_registered_run_rebuildable_and_reports_an_unpinne
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(lake["data"]))
     old, new = lake["runs"]
     MlflowClient(lake["tracking"]).delete_model_version(REGISTERED_MODEL, "1")  # run 1 is no longer pinned
-    result = _materialize("table_maintenance", run_config={"ops": {"table_maintenance": {"config": {"retention_hours": 0, "keep_runs_days": 0}}}})
+    result = _materialize("table_maintenance", run_config={"ops": {"table_maintenance": {"config": {"retention_hours": 0, "min_retention_hours": 0, "keep_runs_days": 0}}}})
     assert result.success
     assert result.asset_materializations_for_node("table_maintenance")[0].metadata["files_vacuumed"].value > 0
 

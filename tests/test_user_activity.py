@@ -1,11 +1,14 @@
 """Features and labels without Dagster, against values worked out by hand (see the comments)."""
 
-from datetime import date, datetime, timezone
+import json
+import time
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
 from conftest import frame, rows_of
-from lakehouse.tables.schemas import CLEANED_EVENTS
+from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
+from lakehouse.transforms.cleaning import clean_events
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 
 _N = 0
@@ -70,10 +73,63 @@ def test_one_row_per_day_after_the_first_active_day_through_the_day_after_the_da
     assert (u2[0], u2[-1], len(u2)) == (date(2026, 3, 6), date(2026, 3, 13), 8)
 
 
+def _utc_midnight(day: int) -> datetime:
+    return datetime(2026, 3, day, tzinfo=timezone.utc)
+
+
 def test_feature_time_is_utc_midnight(engine):
-    ts = engine.to_arrow(user_activity_features(frame(engine, EVENTS, CLEANED_EVENTS), LAST_DAY))["feature_ts"]
-    assert ts.type.tz == "UTC"
-    assert all(t.hour == t.minute == t.second == t.microsecond == 0 for t in ts.to_pylist())
+    table = engine.to_arrow(user_activity_features(frame(engine, EVENTS, CLEANED_EVENTS), LAST_DAY))
+    assert table["feature_ts"].type.tz == "UTC"
+    # Aware datetimes compare as instants: a midnight of another zone labelled UTC would not be equal.
+    u1 = sorted(t for t, user in zip(table["feature_ts"].to_pylist(), table["user_id"].to_pylist()) if user == "u1")
+    assert u1 == [_utc_midnight(d) for d in range(2, 14)]  # 03-02 .. 03-13, as in the test above
+    assert all(t.utcoffset() == timedelta(0) for t in u1)
+
+
+@pytest.fixture
+def los_angeles_local_time(engine, monkeypatch):
+    """The process's local time zone is Los Angeles (UTC-8 in early March) for one test.
+
+    The engine (and Spark's JVM) is started first, in the zone the suite runs in: only Python's local
+    time changes, and it is restored afterwards."""
+    engine.session  # noqa: B018 (starts the session before the zone changes)
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    assert time.localtime(0).tm_hour == 16  # 1970-01-01 00:00 UTC is 16:00 the day before there: the zone is in effect
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _raw(ingest_day: date, line_number: int, event_id: str, timestamp: str) -> tuple:
+    body = {
+        "event_id": event_id, "event_name": "product_viewed", "timestamp": timestamp, "sent_at": timestamp, "received_at": timestamp,
+        "user_id": "u9", "anonymous_id": "anon_9", "session_id": "s9", "platform": "web",
+        "properties": {"item_id": "prod_0001", "item_category": "books", "price_usd": 5.0},
+    }
+    return (ingest_day, f"date={ingest_day.isoformat()}/events.jsonl", line_number, json.dumps(body), None)
+
+
+def test_one_second_before_and_at_utc_midnight_are_different_days_whatever_the_local_zone(engine, los_angeles_local_time):
+    """23:59:59 UTC and 00:00:00 UTC the next day, from raw lines through cleaning to features: two days.
+
+    By hand: the first event is on 03-01 and the second on 03-02 (UTC dates). Features are as of UTC
+    midnights and count the days strictly before: as of 03-02 00:00 UTC only the 23:59:59 event (the
+    00:00:00 one is at, not before, the as-of time); as of 03-03 00:00 UTC the 00:00:00 one on the day
+    before, and both in the 7 days before. A day or midnight taken in the local zone (UTC-8) would put
+    both events in 03-01 (15:59:59 and 16:00:00 there) and feature times 8 hours off."""
+    raw = [_raw(date(2026, 3, 1), 1, "before", "2026-03-01T23:59:59.000Z"), _raw(date(2026, 3, 2), 1, "at", "2026-03-02T00:00:00.000Z")]
+    with engine.persisting() as persist:
+        cleaning = clean_events(frame(engine, raw, RAW_EVENTS), date(2026, 3, 1), date(2026, 3, 2), persist)
+        cleaned = persist(cleaning.cleaned)
+        events = {r["event_id"]: (r["event_ts"], r["event_date"]) for r in rows_of(engine, cleaned)}
+        assert events == {
+            "before": (datetime(2026, 3, 1, 23, 59, 59, tzinfo=timezone.utc), date(2026, 3, 1)),
+            "at": (datetime(2026, 3, 2, 0, 0, 0, tzinfo=timezone.utc), date(2026, 3, 2)),
+        }
+        features = {r["feature_ts"]: (r["events_1d"], r["events_7d"], r["days_since_last_event"]) for r in rows_of(engine, user_activity_features(cleaned, date(2026, 3, 2)))}
+    assert features == {_utc_midnight(2): (1, 1, 1), _utc_midnight(3): (1, 2, 1)}
+    assert all(t.utcoffset() == timedelta(0) for t in features)
 
 
 def test_labels_cover_only_days_whose_whole_week_is_in_the_data(engine):

@@ -27,6 +27,8 @@ def public_uri(uri: str) -> str:
     parts = urlsplit(uri)
     if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
         return uri
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri  # nothing to remove; rebuilding it would turn sqlite:////abs into sqlite://abs
     return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
@@ -127,3 +129,34 @@ def log_lineage(lineage: TrainingLineage, extra_tags: dict[str, str]) -> dict[st
 
 def read_lineage(run) -> TrainingLineage:
     return TrainingLineage.from_tags(run.data.tags)
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One table at one version in a training run's lineage, `depth` steps below the training set."""
+
+    depth: int
+    table: str
+    uri: str
+    version: int
+
+
+def upstream_of(uri: str, version: int, depth: int = 1) -> list[TableVersion]:
+    """`uri` at `version`, then every table version its commit was computed from, depth first.
+
+    Each commit records its inputs (lakehouse.tables.storage.INPUTS_KEY); the inputs live in the
+    same Delta root. A table written before inputs were recorded ends its branch.
+    """
+    from lakehouse.tables.storage import DeltaStore  # deltalake: not needed to read a run's tags
+
+    root, table = uri.rstrip("/").rsplit("/", 1)
+    store = DeltaStore(root)
+    chain = [TableVersion(depth, table, uri, version)]
+    for name, input_version in sorted(store.commit_inputs(table, version).items() if store.version(table) is not None else []):
+        chain += upstream_of(store.uri(name), input_version, depth + 1)
+    return chain
+
+
+def lineage_chain(lineage: TrainingLineage) -> list[tuple[str, list[TableVersion]]]:
+    """For each input of a training set (by role), its table version and everything upstream of it, down to raw."""
+    return [(t.role, upstream_of(t.uri, t.version)) for t in lineage.inputs]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
-from lakehouse.ml.lineage import EXPERIMENT, TAG, public_uri, read_lineage
+from lakehouse.ml.lineage import EXPERIMENT, TAG, TableVersion, public_uri, read_lineage, upstream_of
 from lakehouse.tables.storage import with_commit_retries
 
 if TYPE_CHECKING:
@@ -67,18 +67,27 @@ class Pin:
 
 
 def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> list[Pin]:
-    """Every (table, version) that a registered model version or a kept run read."""
+    """Every (table, version) that a registered model version or a kept run read, directly or upstream.
+
+    A run's inputs pin their versions, and so does every table version they were computed from
+    (cleaned_events, raw_events: see lakehouse.ml.lineage.upstream_of), so the run stays
+    traceable, and rebuildable, down to the raw lines.
+    """
     from mlflow.tracking import MlflowClient  # here: every Dagster process imports this module, few call it
 
     client = MlflowClient(tracking_uri)
     pins: list[Pin] = []
+    upstream: dict[tuple[str, int], list[TableVersion]] = {}  # runs share their input versions
 
     def pin_run(run_id: str, reason: str) -> None:
         try:
             lineage = read_lineage(client.get_run(run_id))
         except LookupError:  # a run logged by something other than the training asset
             return
-        pins.extend(Pin(t.uri, t.version, reason) for t in lineage.inputs)
+        for t in lineage.inputs:
+            if (t.uri, t.version) not in upstream:
+                upstream[(t.uri, t.version)] = upstream_of(t.uri, t.version)
+            pins.extend(Pin(u.uri, u.version, reason) for u in upstream[(t.uri, t.version)])
 
     try:
         # Ordered by what never changes, so that a version updated mid-listing keeps its place in the pages.
