@@ -250,3 +250,29 @@ def test_a_retention_shorter_than_a_write_in_flight_is_refused_before_any_table_
     # The floor itself is allowed; every file is younger than it, so nothing goes.
     assert _maintain(tracking, root, retention_hours=1).metadata["files_vacuumed"].value == 0
     assert _values(uri, 0) == [1]
+
+
+def test_a_registered_run_pins_the_cleaned_and_raw_versions_its_features_were_computed_from(lake):
+    from deltalake import CommitProperties
+
+    from lakehouse.tables.storage import INPUTS_KEY
+
+    tracking, root, _ = lake
+
+    def commit(table, values, inputs):
+        """An overwrite that records its inputs the way the assets' commits do."""
+        properties = CommitProperties(custom_metadata={INPUTS_KEY: f'{{"{inputs[0]}": {inputs[1]}}}'} if inputs else None)
+        write_deltalake(str(root / table), pa.table({"x": values}), mode="overwrite", commit_properties=properties)
+        return DeltaTable(str(root / table)).version()
+
+    raw = [commit("raw_events", [i], None) for i in range(3)]  # versions 0, 1, 2
+    cleaned = [commit("cleaned_events", [10 + i], ("raw_events", raw[i])) for i in range(3)]
+    features = commit("user_features", [100], ("cleaned_events", cleaned[1]))  # built from cleaned v1, itself from raw v1
+    _log_run(str(root / "user_features"), features, 1, register=True)
+
+    pins = pinned_versions(tracking, keep_runs_days=0, now=datetime.now(timezone.utc))
+    assert {(Path(p.uri).name, p.version) for p in pins} == {("user_features", 0), ("cleaned_events", 1), ("raw_events", 1)}
+    maintain_lake(str(root), pins, retention_hours=0, min_retention_hours=0)
+    assert _values(str(root / "cleaned_events"), 1) == [11] and _values(str(root / "raw_events"), 1) == [1]
+    for table in ("raw_events", "cleaned_events"):  # the unpinned old version is gone
+        assert not any(Path(f.removeprefix("file://")).exists() for f in DeltaTable(str(root / table), version=0).file_uris()), table
