@@ -207,7 +207,34 @@ FORBIDDEN_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("cases", [JSON_EDGES, FORBIDDEN_VALUES], ids=["json_edges", "forbidden_values"])
+# What a hostile landing file holds; each outcome follows from the rules in the cleaning module's docstring.
+_CART = {"price_usd": 1.0}
+HOSTILE = [
+    (_line("h_deep_ignored").replace('"platform"', '"junk": ' + "[" * 600 + "]" * 600 + ', "platform"'), "malformed_json", None),
+    ("[" * 100_000 + "]" * 100_000, "malformed_json", None),
+    (_line("h_deep_ok").replace('"platform"', '"junk": ' + "[" * 100 + "]" * 100 + ', "platform"'), None, "h_deep_ok"),
+    (_line("h_crlf") + "\r", None, "h_crlf"),
+    (_line("h_raw_control").replace('"ses_1"', '"ses\x07_1"'), "malformed_json", None),
+    (_line("h_escaped_control\u0007\u001b"), None, "h_escaped_control\u0007\u001b"),
+    (_line("h_lone_surrogate").replace('"ses_1"', '"\\ud800"'), "malformed_json", None),
+    (_line("h_ünïcødé_🎉_עברית"), None, "h_ünïcødé_🎉_עברית"),
+    (_line("h_whole_float", name="cart_item_added", quantity=2.0, **_CART), None, "h_whole_float"),
+    (_line("h_whole_text", name="cart_item_added", quantity="2", **_CART), None, "h_whole_text"),
+    (_line("h_fraction", name="cart_item_added", quantity=2.5, **_CART), "wrong_type", "h_fraction"),
+    (_line("h_fraction_text", name="cart_item_added", quantity="2.5", **_CART), "wrong_type", "h_fraction_text"),
+    (_line("h_int_overflow", name="cart_item_added", quantity=10**10, **_CART), "wrong_type", "h_int_overflow"),
+    (_line("h_price_text", price_usd=" 1e2 "), None, "h_price_text"),
+    (_line("h_price_bool", price_usd=True), "wrong_type", "h_price_bool"),
+    (_line(""), "missing_event_id", None),
+    (_line(" \t"), "missing_event_id", None),
+    (_line("h_blank_ids", user="", anon="  "), "missing_identity", "h_blank_ids"),
+    (_line("h_leap", ts="2026-03-01T23:59:60Z"), "bad_timestamp", "h_leap"),
+    (_line("h_lower", ts="2026-03-01t10:00:00z"), "bad_timestamp", "h_lower"),
+    (_line("h_compact_offset", ts="2026-03-01T10:00:00+0100"), None, "h_compact_offset"),
+]
+
+
+@pytest.mark.parametrize("cases", [JSON_EDGES, FORBIDDEN_VALUES, HOSTILE], ids=["json_edges", "forbidden_values", "hostile"])
 def test_edge_lines_get_the_same_outcome_on_every_engine(engine, cases):
     raw = [(D1, F1, n, line) for n, (line, _, _) in enumerate(cases, start=1)]
     with engine.persisting() as persist:

@@ -32,7 +32,30 @@ def test_ingestion_keeps_every_line_verbatim(tmp_path, lines, bom, trailing_newl
     assert [r["line_number"] for r in rows] == list(range(1, len(expected) + 1))
 
 
-json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")), max_size=20), gzipped=st.booleans())
+def test_ingestion_keeps_every_byte_of_any_encoding(tmp_path, lines, gzipped):
+    import gzip
+    import shutil
+
+    shutil.rmtree(tmp_path / "date=2026-03-01", ignore_errors=True)
+    folder = day_folder(tmp_path, DAY)
+    folder.mkdir(parents=True)
+    data = b"\n".join(lines) + (b"\n" if lines else b"")
+    (folder / ("events.jsonl.gz" if gzipped else "events.jsonl")).write_bytes(gzip.compress(data) if gzipped else data)
+    rows = landed_lines(tmp_path, DAY).to_pylist()
+    assert [r["raw_bytes"] if r["raw_bytes"] is not None else r["raw_line"].encode() for r in rows] == lines
+
+
+# Text that reads as a number on one engine and not another, or as a number nobody should sum.
+numeric_text = st.one_of(
+    st.floats().map(str),
+    st.integers(-(2**40), 2**40).map(str),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0.0", "2.5", "2.0", "0x10", " 7 ", "1_000", "+3", ".5", "5.", ""]),
+)
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), numeric_text
+)
 timestamps = st.one_of(
     st.datetimes(min_value=datetime(2026, 2, 1), max_value=datetime(2026, 3, 5)).map(lambda d: d.isoformat() + "Z"),
     json_scalar,
@@ -53,7 +76,14 @@ events = st.fixed_dictionaries(
         ),
     }
 )
-raw_lines = st.one_of(events.map(json.dumps), events.map(lambda e: json.dumps(e)[: len(json.dumps(e)) // 2]), line_text)
+# Lines no generator writes: raw control characters, deep nesting, CR line ends, unicode escapes.
+hostile_lines = st.one_of(
+    st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",), max_codepoint=0x1F),  max_size=10),
+    st.integers(1, 800).map(lambda n: '{"event_id": "deep", "x": ' + "[" * n + "]" * n + "}"),
+    events.map(lambda e: json.dumps(e, ensure_ascii=False) + "\r"),
+    events.map(lambda e: json.dumps(e).replace('"platform"', '"platform\\u0000"')),
+)
+raw_lines = st.one_of(events.map(json.dumps), events.map(lambda e: json.dumps(e)[: len(json.dumps(e)) // 2]), line_text, hostile_lines)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -4,14 +4,17 @@ Rules, in order (the first that applies is the line's quarantine reason):
 - invalid_encoding: the line is not valid UTF-8 (raw_events keeps its bytes); its text would hold
   replacement characters, and two different ids could read as one;
 - empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
-- malformed_json: not exactly one JSON object, or an object that repeats a key (which value
-  would count is ambiguous);
+- malformed_json: not exactly one JSON object, an object that repeats a key (which value would
+  count is ambiguous), or a line with more than MAX_CONTAINERS '{' or '[' characters (Spark's
+  parser gives up on nesting past about 1000 levels, DuckDB's does not; no event needs a tenth of it);
 - wrong_type: a text field (ids, names, platform, item fields) that is not a JSON string;
-- missing_event_id, unknown_event_name;
+- missing_event_id (an empty or blank id is missing too; so are blank user, device and session
+  ids, which are then read as absent), unknown_event_name;
 - bad_timestamp: timestamp, sent_at or received_at missing or not an ISO-8601 time, or a corrected
   event time that is not on the ingest day or the 3 days before (it would belong to no partition);
 - wrong_type: a numeric property that is neither a finite number nor a text that reads as one
-  (NaN, the infinities and overflows such as 1e999 included: one would make every sum infinite);
+  (NaN, the infinities and overflows such as 1e999 included: one would make every sum infinite),
+  or a count (quantity, item_count) that is not a whole number within 32 bits (2, "2" and 2.0 are 2);
 - negative_price: price or revenue below zero;
 - invalid_value: a value cleaned_events' schema forbids: a quantity below 1, an experiment variant
   outside the known ones (the schema check stays, as the guard against a rule that misses one);
@@ -70,6 +73,9 @@ WIRE_JSON = {
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
 LINE_KEY = ("ingest_date", "source_file", "line_number")  # identifies a raw line
 IDENTITY_LOOKBACK = timedelta(days=30)
+MAX_CONTAINERS = 500
+# Blank ids (empty, or only ASCII whitespace) are no ids. Spelled out: \s differs between Java and RE2.
+_BLANK = r"^[ \t\n\r\f\x0B]*$"
 
 
 def ingest_window(start: date, end: date) -> tuple[date, date]:
@@ -140,6 +146,24 @@ def _utc(text: Column) -> Column:
     return F.when(text.rlike(_ISO_8601), compat.parse_timestamp(text))
 
 
+def _present(text: Column) -> Column:
+    return F.when(~text.rlike(_BLANK), text)
+
+
+def _typed(text: Column, kind: str) -> Column:
+    """A numeric property's text as a number of its kind, or null."""
+    number = compat.try_cast(text, "double")
+    if kind == "double":
+        return number
+    # DuckDB rounds "2.5" to 3 and Spark refuses "2.0": both read a double and keep whole values in range.
+    return F.when((number >= -(2**31)) & (number < 2**31) & (number % 1 == 0), number.cast("int"))
+
+
+def _unsigned_zero(number: Column) -> Column:
+    # -0.0 is 0.0: DuckDB keeps the sign, Spark drops it.
+    return F.when(number == 0, F.lit(0.0)).otherwise(number)
+
+
 def _not_finite(number: Column) -> Column:
     # x - x is 0 for every finite x, NaN for NaN and the infinities (and null for null), on both
     # engines; they do not spell an infinity literal the same way. Spark reads an overflow such as
@@ -152,9 +176,12 @@ def parse_events(raw: DataFrame) -> DataFrame:
     """Each raw row with its fields read as text, typed where they can be, and the corrected event time."""
     raw_columns = ("ingest_date", "source_file", "line_number", "raw_line", "raw_bytes")
     lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
-    wire = compat.json_objects(lines, "_line", WIRE_JSON)
+    parsed = compat.json_objects(lines, "_line", WIRE_JSON)
+    # A line over the container limit is no object, on either engine, and shows none of its fields.
+    structured = F.col("_is_object") & (F.length("_line") - F.length(F.translate("_line", "{[", "")) <= MAX_CONTAINERS)
+    wire = parsed.withColumn("_is_object", structured).withColumn("_json", F.when(structured, F.col("_json")))
     e, props = F.col("_json"), F.col("_json")["properties"]
-    typed = {name: compat.try_cast(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
+    typed = {name: _typed(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
         wrong_type = wrong_type | (props[name].isNotNull() & (typed[name].isNull() | _not_finite(typed[name])))
@@ -164,17 +191,18 @@ def parse_events(raw: DataFrame) -> DataFrame:
         (F.trim("_line") == "").alias("_blank"),
         "_is_object",
         "_not_string",
-        *[e[name].alias(name) for name in ("event_id", "event_name", "user_id", "anonymous_id", "session_id")],
+        e["event_name"].alias("event_name"),
+        *[_present(e[name]).alias(name) for name in ("event_id", "user_id", "anonymous_id", "session_id")],
         F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
         _utc(e["timestamp"]).alias("device_ts"),
         _utc(e["sent_at"]).alias("_sent_at"),
         _utc(e["received_at"]).alias("received_at"),
-        props["item_id"].alias("item_id"),
+        _present(props["item_id"]).alias("item_id"),
         props["item_category"].alias("item_category"),
-        F.round(F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100)), 2).alias("price_usd"),
+        _unsigned_zero(F.round(F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100)), 2)).alias("price_usd"),
         typed["quantity"].alias("quantity"),
-        props["order_id"].alias("order_id"),
-        typed["revenue_usd"].alias("revenue_usd"),
+        _present(props["order_id"]).alias("order_id"),
+        _unsigned_zero(typed["revenue_usd"]).alias("revenue_usd"),
         props["source_page"].alias("source_page"),
         props["experiment_variant"].alias("experiment_variant"),
         wrong_type.alias("_wrong_type"),
