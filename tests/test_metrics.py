@@ -165,7 +165,9 @@ def test_a_source_pinned_to_version_zero_reads_version_zero(lake):
     assert store.version("cleaned_events") == 1
     build(data_dir, version=0)
     assert_known_answers(store)
+    assert store.commit_inputs("daily_revenue", store.version("daily_revenue")) == {"cleaned_events": 0}
     build(data_dir, version=1)
+    assert store.commit_inputs("weekly_retention", store.version("weekly_retention")) == {"cleaned_events": 1}
     assert store.read_arrow("daily_revenue").num_rows == 0
 
 

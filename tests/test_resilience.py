@@ -110,7 +110,13 @@ def _landed(tmp_path, env, start, days, users):
 
 
 def _cleaned_state(store):
-    return {t: store.daily_rows(t, "event_date") for t in ("cleaned_events", "quarantined_events")}
+    """Rows per event date of the pair as readers see it (the quarantine through its publication)."""
+    from collections import Counter
+
+    from lakehouse.tables.publication import published_quarantine
+
+    quarantined = published_quarantine(store, date(2000, 1, 1), date(2100, 1, 1), columns=["event_date"]).column("event_date").to_pylist()
+    return {"cleaned_events": store.daily_rows("cleaned_events", "event_date"), "quarantined_events": dict(Counter(quarantined))}
 
 
 def _data_files(table_dir):

@@ -11,6 +11,7 @@ dates); rows outside it fail the write instead of leaking into other partitions.
 whole table is replaced.
 """
 
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 
@@ -41,10 +42,13 @@ def delta_table_path(model_name: str) -> str:
     return str(Path(data_dir) / "delta" / model_name)
 
 
+def _unset(value: Any) -> bool:
+    """An unset var, as YAML rendering leaves it."""
+    return value is None or str(value).strip() in ("", "None", "null")
+
+
 def _date_or_none(value: Any) -> date | None:
-    if value is None or str(value).strip() in ("", "None", "null"):
-        return None
-    return date.fromisoformat(str(value))
+    return None if _unset(value) else date.fromisoformat(str(value))
 
 
 def replace_predicate(column: str, grain: str, start: Any, end: Any) -> str | None:
@@ -88,4 +92,11 @@ class Plugin(BasePlugin):
             predicate=predicate if exists else None,
             partition_by=[column] if column else None,
             schema_mode=None if (exists and predicate) else "overwrite",
+            commit_properties=CommitProperties(custom_metadata={"lakehouse.inputs": json.dumps(_inputs(config))}),
         )
+
+
+def _inputs(config: Any) -> dict[str, int]:
+    """The source versions the model read, as lakehouse.tables.storage records inputs (same key, same JSON)."""
+    version = config.get("cleaned_events_version")
+    return {} if _unset(version) else {"cleaned_events": int(version)}
