@@ -91,8 +91,8 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
     Write-audit-publish: both batches pass their schemas and the volume rule before anything is
     committed, and the pair is published atomically for readers (lakehouse/tables/publication.py:
     read quarantined_events through `published_quarantine`). Both commits record the raw_events
-    version they were computed from. Limits: identities are stitched with the logins seen from 30 days before to 3 days
-    after an event; deliveries more than 3 days late are not picked up.
+    version they were computed from. Limits: identities are stitched with the logins seen from 30
+    days before to 3 days after an event; deliveries more than 3 days late are not picked up.
     """
     days = partition_dates(context)
     store, runner = delta.store(), engine.engine()

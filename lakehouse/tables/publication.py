@@ -9,7 +9,8 @@ A run that dies after step 1 leaves quarantine rows no reader sees (the next run
 removes them); one that dies after step 2 leaves extra rows that readers filter out. Readers of the
 quarantine go through `published_quarantine`; cleaned_events needs no filter, its own commit is
 the publication. Ranges of runs that overlap in time are settled per date: the last publication of
-a date wins in both tables.
+a date wins in both tables. Quarantine rows written before publications existed have no batch id;
+they stay visible for dates that no publication covers yet.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ def published_quarantine(store: DeltaStore, start: date, end: date, cleaned_vers
     batches = published_batches(store, _days(start, end), cleaned_version)
     dataset = store.dataset(QUARANTINE.name)
     in_range = (pc.field("event_date") >= pa.scalar(start)) & (pc.field("event_date") <= pa.scalar(end))
-    rows = dataset.to_table(filter=in_range, columns=sorted({*(columns or QUARANTINE.column_names), "event_date", "batch_id"}))
+    wanted = sorted({*(columns or QUARANTINE.column_names), "event_date", "batch_id"})
+    rows = dataset.to_table(filter=in_range, columns=[c for c in wanted if c in dataset.schema.names])
+    for name in [c for c in wanted if c not in rows.column_names]:  # a table written before the column existed
+        rows = rows.append_column(QUARANTINE.arrow().field(name).with_nullable(True), pa.nulls(rows.num_rows, QUARANTINE.arrow().field(name).type))
     published = pa.array([batches.get(d) for d in rows.column("event_date").to_pylist()], pa.string())
-    kept = rows.filter(pc.fill_null(pc.equal(rows.column("batch_id"), published), False))
+    legacy = pc.and_(pc.is_null(published), pc.is_null(rows.column("batch_id")))
+    kept = rows.filter(pc.or_(pc.fill_null(pc.equal(rows.column("batch_id"), published), False), legacy))
     return kept.select(columns or list(QUARANTINE.column_names))
 
 
