@@ -8,15 +8,17 @@ nothing is written and no downstream asset runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
 from lakehouse.engines.batch import Batch
 from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
 from lakehouse.tables.storage import DateRange, DeltaStore
 from lakehouse.tables.validation import ValidationReport
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # Metadata is stored with every event in Dagster's instance: one 5 MB raw line copied into each

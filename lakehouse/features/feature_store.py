@@ -18,13 +18,16 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import math
 
-import pandas as pd
 import pyarrow.compute as pc
 
 from lakehouse.config import DEFAULT_DATA_DIR, REPO_ROOT
+
+if TYPE_CHECKING:
+    import pandas as pd  # every Dagster process imports this module; pandas costs a second
 
 FEATURE_REPO = REPO_ROOT / "feature_repo"
 PROJECT = "lakehouse"

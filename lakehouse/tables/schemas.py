@@ -10,9 +10,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from pandera.api.checks import Check
 
 from lakehouse.events.vocabulary import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
+
+
+
+@dataclass(frozen=True)
+class Check:
+    """A column rule, made a pandera Check only when a batch is validated: importing pandera takes
+    seconds (it pulls in pandas and pyspark), and every Dagster process imports the schemas."""
+
+    name: str  # a pandera Check constructor
+    args: tuple
+
+    @classmethod
+    def ge(cls, value) -> Check:
+        return cls("ge", (value,))
+
+    @classmethod
+    def lt(cls, value) -> Check:
+        return cls("lt", (value,))
+
+    @classmethod
+    def isin(cls, values) -> Check:
+        return cls("isin", (tuple(values),))
+
+    @classmethod
+    def in_range(cls, low, high) -> Check:
+        return cls("in_range", (low, high))
+
+    def pandera(self):
+        from pandera.api.checks import Check as PanderaCheck
+
+        return getattr(PanderaCheck, self.name)(*(list(a) if isinstance(a, tuple) else a for a in self.args))
+
 
 IDENTITIES = ("logged_in", "stitched", "anonymous")
 # ge(0) alone lets NaN through; every backend orders NaN above infinity, so lt(inf) rejects both.
@@ -91,7 +122,7 @@ class TableSchema:
         return pas.DataFrameSchema(
             name=self.name,
             columns={
-                c.name: pas.Column(f.dataType, checks=list(c.checks), nullable=c.nullable)
+                c.name: pas.Column(f.dataType, checks=[check.pandera() for check in c.checks], nullable=c.nullable)
                 for c, f in zip(self.columns, fields)
             },
             unique=list(self.unique) or None,
@@ -114,7 +145,7 @@ class TableSchema:
         return pap.DataFrameSchema(
             name=self.name,
             columns={
-                c.name: pap.Column(polars_types[c.dtype], checks=list(c.checks), nullable=c.nullable)
+                c.name: pap.Column(polars_types[c.dtype], checks=[check.pandera() for check in c.checks], nullable=c.nullable)
                 for c in self.columns
             },
             unique=list(self.unique) or None,

@@ -16,15 +16,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset  # noqa: F401  (pa.dataset in annotations)
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakehouse.tables.schemas import TableSchema
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds  # importing it loads pandas: seconds for every Dagster process
 
 
 T = TypeVar("T")
@@ -94,7 +96,7 @@ def table_row_count(uri: str, version: int | None = None, storage_options: dict[
     return int(pc.sum(adds.column("num_records")).as_py() or 0)
 
 
-def read_dataset(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> pa.dataset.Dataset:
+def read_dataset(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> ds.Dataset:
     """The table at `uri` as of `version`, as a lazy pyarrow dataset over exactly that version's files."""
     return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_dataset()
 
@@ -142,7 +144,7 @@ class DeltaStore:
     def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
         return read_table(self.uri(table), version, columns, self.storage_options)
 
-    def dataset(self, table: str, version: int | None = None) -> pa.dataset.Dataset:
+    def dataset(self, table: str, version: int | None = None) -> ds.Dataset:
         return read_dataset(self.uri(table), version, self.storage_options)
 
     def history(self, table: str, version: int | None = None, limit: int | None = None) -> list[dict]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandera.errors
-
 from lakehouse.tables.schemas import TableSchema
 
 
@@ -45,6 +43,7 @@ def validate_spark(schema: TableSchema, df) -> ValidationReport:
 
 def validate_arrow(schema: TableSchema, table) -> ValidationReport:
     """Validate an Arrow table with pandera's polars backend (zero-copy; nothing goes through pandas)."""
+    import pandera.errors  # here: seconds to import, and only validation needs it
     import polars as pl
 
     frame = pl.from_arrow(table)
