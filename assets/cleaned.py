@@ -38,9 +38,15 @@ _raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
 # reach their own partition. Unlike eager(), it looks back beyond the latest day (a week: the 3-day
 # late window plus slack for an ingest day materialized a few days after it ended), and does not
 # wait for ingest dates that have not happened yet. Older event dates are rebuilt by backfills.
+# Dagster's any_deps_updated() ignores an update made by a run that also targeted this asset, so
+# raw_events D materialized together with cleaned_events D would never rebuild D-3..D-1; this one
+# counts every update (D itself, rebuilt by that same run later than its raw day, stays handled).
+_deps_updated = AutomationCondition.any_deps_match(
+    AutomationCondition.newly_updated() | AutomationCondition.will_be_requested()
+).with_label("any_deps_updated_by_any_run")
 _late_data = (
     AutomationCondition.in_latest_time_window(lookback_delta=timedelta(days=7))
-    & AutomationCondition.any_deps_updated().since_last_handled()
+    & _deps_updated.since_last_handled()
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("late_window_eager")

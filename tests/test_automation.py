@@ -45,3 +45,31 @@ def test_a_new_ingest_day_rebuilds_every_event_date_of_its_late_window():
         assert result.get_requested_partitions(AssetKey("quarantined_events")) == expected
         quiet = evaluate_automation_conditions(defs=definitions.defs, instance=instance, cursor=result.cursor, evaluation_time=evaluated_at)
         assert quiet.total_requested == 0
+
+
+def test_raw_and_cleaned_materialized_in_one_run_still_rebuild_the_late_window(tmp_path):
+    """The day's own event date is rebuilt by the run; the three before it read that ingest day too."""
+    import definitions
+    from dagster import Definitions
+
+    from assets.cleaned import cleaned_events
+    from assets.raw import raw_events
+    from resources.delta import DeltaStorage
+    from resources.engine import EngineResource
+    from resources.landing import LandingArea
+
+    day = date(2026, 3, 10)
+    generate(tmp_path / "landing", day, 1, GeneratorConfig(users=20))
+    resources = {"delta": DeltaStorage(root=str(tmp_path / "delta")), "landing": LandingArea(path=str(tmp_path / "landing")), "engine": EngineResource()}
+    evaluated_at = datetime(2026, 3, 11, 1, tzinfo=timezone.utc)
+    with DagsterInstance.ephemeral() as instance:
+        first = evaluate_automation_conditions(defs=definitions.defs, instance=instance, evaluation_time=evaluated_at)
+        # As the UI launches it: a run whose asset selection names both assets.
+        job = Definitions(assets=[raw_events, cleaned_events], resources=resources).resolve_implicit_global_asset_job_def()
+        selection = [AssetKey("raw_events"), AssetKey("cleaned_events"), AssetKey("quarantined_events")]
+        run = job.execute_in_process(asset_selection=selection, partition_key=day.isoformat(), instance=instance)
+        assert run.success and AssetKey("cleaned_events") in instance.get_run_by_id(run.run_id).asset_selection
+        result = evaluate_automation_conditions(defs=definitions.defs, instance=instance, cursor=first.cursor, evaluation_time=evaluated_at)
+        expected = {"2026-03-07", "2026-03-08", "2026-03-09"}
+        assert result.get_requested_partitions(AssetKey("cleaned_events")) == expected
+        assert result.get_requested_partitions(AssetKey("quarantined_events")) == expected
