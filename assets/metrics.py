@@ -29,10 +29,20 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return "metrics"
 
 
+_TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True))
+
+
+@dbt_assets(manifest=dbt_manifest(), project=dbt_project, dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed")
+def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
+    """Load the static reference tables (dbt/seeds/) into dbt's database: not partitioned, they have no dates."""
+    yield from dbt.cli(["seed"], context=context).stream()
+
+
 @dbt_assets(
     manifest=dbt_manifest(),
     project=dbt_project,
-    dagster_dbt_translator=LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True)),
+    dagster_dbt_translator=_TRANSLATOR,
+    exclude="resource_type:seed",
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
 )

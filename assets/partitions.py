@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from dagster import AssetExecutionContext, DailyPartitionsDefinition
 
-# The first day a partition can exist for; LAKEHOUSE_PARTITIONS_START moves it for older data.
-daily_partitions = DailyPartitionsDefinition(start_date=os.environ.get("LAKEHOUSE_PARTITIONS_START", "2026-01-01"))
+from lakehouse.config import lakehouse_paths
+from lakehouse.tables.ingest import day_of_folder
+
+
+def partitions_start() -> date:
+    """The first daily partition: LAKEHOUSE_PARTITIONS_START if set, else the first landed day folder,
+    else 30 days ago (where `lakehouse generate` starts). Read when the code loads: a day folder
+    landed earlier than the start shows up after the next reload."""
+    if configured := os.environ.get("LAKEHOUSE_PARTITIONS_START"):
+        return date.fromisoformat(configured)
+    landed = [day for folder in lakehouse_paths().landing.glob("date=*") if (day := day_of_folder(folder)) is not None]
+    return min(landed, default=datetime.now(timezone.utc).date() - timedelta(days=30))
+
+
+daily_partitions = DailyPartitionsDefinition(start_date=partitions_start().isoformat())
 
 
 def partition_dates(context: AssetExecutionContext) -> list[date]:

@@ -7,6 +7,8 @@ import pytest
 import requests
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# The tests' data is dated from 2026-02; the default (the first landed day folder) depends on the machine's data dir.
+os.environ.setdefault("LAKEHOUSE_PARTITIONS_START", "2026-01-01")
 
 
 def pytest_collection_modifyitems(items):

@@ -112,3 +112,26 @@ def test_an_unknown_profile_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_PROFILE", "clustr")
     with pytest.raises(ValueError, match=r"LAKEHOUSE_PROFILE='clustr': expected one of \['local'\]"):
         resources_for()
+
+
+def test_partitions_start_at_the_first_landed_day_unless_configured(tmp_path, monkeypatch):
+    from datetime import date, datetime, timedelta, timezone
+
+    from assets.partitions import partitions_start
+
+    monkeypatch.delenv("LAKEHOUSE_PARTITIONS_START")
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))
+    assert partitions_start() == datetime.now(timezone.utc).date() - timedelta(days=30)  # nothing landed yet
+    for name in ("date=2026-10-25", "date=2026-10-24", "date=2026-02-30", "misc"):
+        (tmp_path / "landing" / name).mkdir(parents=True)
+    assert partitions_start() == date(2026, 10, 24)
+    monkeypatch.setenv("LAKEHOUSE_PARTITIONS_START", "2026-09-01")
+    assert partitions_start() == date(2026, 9, 1)
+
+
+def test_the_static_seed_is_not_partitioned_and_the_metrics_are():
+    import definitions
+
+    graph = definitions.defs.resolve_asset_graph()
+    assert graph.get(AssetKey("platforms")).partitions_def is None
+    assert graph.get(AssetKey("daily_revenue")).partitions_def is not None

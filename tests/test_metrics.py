@@ -175,7 +175,7 @@ def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, 
     """A purchase on a platform the platforms seed does not know drops out of the breakdown only."""
     from dagster import materialize
 
-    from assets.metrics import dbt_metrics
+    from assets.metrics import dbt_metrics, dbt_seeds
     from resources.dbt import dbt_cli
     from resources.delta import DeltaStorage
 
@@ -184,7 +184,7 @@ def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, 
     store.write_arrow(CLEANED_EVENTS, _table(broken))
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data_dir))
     result = materialize(
-        [dbt_metrics],
+        [dbt_seeds, dbt_metrics],
         resources={"dbt": dbt_cli(), "delta": DeltaStorage(root=str(data_dir / "delta"))},
         tags={"dagster/asset_partition_range_start": D1.isoformat(), "dagster/asset_partition_range_end": D2.isoformat()},
         raise_on_error=False,

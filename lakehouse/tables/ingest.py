@@ -21,7 +21,8 @@ from lakehouse.tables.schemas import RAW_EVENTS
 LANDED_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
-def _day(folder: Path) -> date | None:
+def day_of_folder(folder: Path) -> date | None:
+    """The day a landing folder named date=YYYY-MM-DD holds; None for any other name."""
     try:
         return date.fromisoformat(folder.name.removeprefix("date=")) if folder.name.startswith("date=") else None
     except ValueError:
@@ -36,7 +37,7 @@ def landed_days(landing: Path) -> dict[date, str]:
     """Each landed day folder with a signature of its files (names, sizes, modification times)."""
     days = {}
     for folder in sorted(landing.glob("date=*")):
-        if (day := _day(folder)) is not None:
+        if (day := day_of_folder(folder)) is not None:
             files = sorted(f for f in folder.iterdir() if _is_landed_file(f))
             days[day] = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     return days
@@ -50,7 +51,7 @@ def unreadable_entries(landing: Path, days: list[date]) -> dict[str, str]:
     """
     entries = {}
     for entry in sorted(landing.iterdir()) if landing.is_dir() else []:
-        if entry.is_dir() and _day(entry) is None:
+        if entry.is_dir() and day_of_folder(entry) is None:
             entries[entry.name] = "not a day folder (date=YYYY-MM-DD)"
         elif _is_landed_file(entry):
             entries[entry.name] = "a landed file outside a day folder"
