@@ -49,5 +49,7 @@ def table_maintenance(config: MaintenanceConfig, delta: DeltaStorage, mlflow_tra
 table_maintenance_job = define_asset_job("table_maintenance_job", selection=[table_maintenance])
 # Nightly, after the daily partitions have landed.
 table_maintenance_schedule = ScheduleDefinition(
-    job=table_maintenance_job, cron_schedule="0 3 * * *", execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING
+    name="table_maintenance_schedule",
+    job=table_maintenance_job,
+    description="Nightly at 03:00 UTC: compact and vacuum every Delta table, keeping the versions models need.", cron_schedule="0 3 * * *", execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING
 )

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output
+from dagster import AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MetadataValue, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
 from dbt.adapters.base.column import Column
@@ -27,6 +27,27 @@ _DUCKDB_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE", "
 class LakehouseDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "metrics"
+
+    def get_asset_check_spec(self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project) -> AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec  # a test with `meta: description` in schema.yml says it in its own words
+        return spec._replace(description=dbt_test_description(manifest["nodes"][unique_id], asset_spec.key.to_user_string()))
+
+
+def dbt_test_description(test: Mapping[str, Any], model: str) -> str:
+    """What a generic dbt test checks, in words, from its name and arguments."""
+    meta = test.get("test_metadata") or {}
+    kwargs = meta.get("kwargs") or {}
+    column = kwargs.get("column_name") or test.get("column_name") or "the row"
+    if meta.get("name") == "not_null":
+        return f"Fails if any row of {model} has a null {column}."
+    if meta.get("name") == "unique":
+        return f"Fails if two rows of {model} share the same {column}."
+    if meta.get("name") == "accepted_values":
+        return f"Fails if {model}.{column} holds a value other than {', '.join(map(str, kwargs.get('values', [])))}."
+    arguments = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "model")
+    return f"dbt test {meta.get('name', test.get('name'))} on {model} ({arguments})."
 
 
 _TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True))

@@ -56,7 +56,12 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]))
 
 
-@sensor(target=[raw_events], default_status=DefaultSensorStatus.STOPPED, minimum_interval_seconds=60)
+@sensor(
+    target=[raw_events],
+    default_status=DefaultSensorStatus.STOPPED,
+    minimum_interval_seconds=60,
+    description="Ingests a landing day folder into raw_events when it appears or its files change. Stopped by default: turn it on for continuous ingestion.",
+)
 def landing_sensor(context: SensorEvaluationContext, landing: LandingArea):
     """Ingest a landing day folder when it appears or its files change (new lines, late lines).
 

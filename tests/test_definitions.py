@@ -60,7 +60,15 @@ def test_definitions_load_with_every_group_and_dependency():
     } <= checks
     assert {"landing_sensor", "late_data_sensor", "freshness_checks_sensor"} <= {s.name for s in definitions.defs.sensors}
     (schedule,) = definitions.defs.schedules
-    assert (schedule.job_name, schedule.cron_schedule) == ("table_maintenance_job", "0 3 * * *")
+    assert (schedule.name, schedule.job_name, schedule.cron_schedule) == ("table_maintenance_schedule", "table_maintenance_job", "0 3 * * *")
+    # What the UI shows next to each: nothing reads "No description provided".
+    assert all(s.description for s in [*definitions.defs.sensors, schedule]), [s.name for s in definitions.defs.sensors if not s.description]
+    undescribed = [key.name for key in graph.asset_check_keys if not graph.get_check_spec(key).description]
+    assert undescribed == []
+    reconcile = next(key for key in graph.asset_check_keys if key.name == "revenue_by_platform_reconciles")
+    assert "daily_revenue_by_platform" in graph.get_check_spec(reconcile).description
+    unique = next(key for key in graph.asset_check_keys if key.name == "unique_daily_revenue_event_date")
+    assert graph.get_check_spec(unique).description == "Fails if two rows of daily_revenue share the same event_date."
 
 
 def dbt_model_docs() -> dict[str, dict]:
