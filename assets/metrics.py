@@ -9,15 +9,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MetadataValue, Output
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, CodeReferencesMetadataValue, LocalFileCodeReference, MetadataValue, Output
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
 from dbt.adapters.base.column import Column
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_table_metadata
+from lakehouse.config import lakehouse_paths
 from lakehouse.tables.schemas import CLEANED_EVENTS, TableSchema
-from resources.dbt import dbt_manifest, dbt_project
+from resources.dbt import DBT_DIR, dbt_manifest
 from resources.delta import DeltaStorage
 
 # The DuckDB types the delta_source plugin's pyarrow datasets come back as.
@@ -27,6 +28,22 @@ _DUCKDB_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE", "
 class LakehouseDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "metrics"
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project) -> AssetSpec:
+        """A model's table lives in Delta (dbt/plugins/delta_writer.py), not in dbt's DuckDB file, and the UI
+        says so. The DbtProject object, which the UI can only show as "unserializable", is left out (the
+        decorators get no `project`), and the link to each SQL file is added here instead."""
+        spec = super().get_asset_spec(manifest, unique_id, None)
+        node = manifest["nodes"].get(unique_id)  # sources are in manifest["sources"]
+        if node is None:
+            return spec
+        source_file = LocalFileCodeReference(file_path=str(DBT_DIR / node["original_file_path"]), line_number=1)
+        metadata = dict(spec.metadata) | {"dagster/code_references": CodeReferencesMetadataValue(code_references=[source_file])}
+        if node["resource_type"] != "model":
+            return spec.replace_attributes(metadata=metadata)  # seeds do live in DuckDB
+        name = node["name"]
+        delta = {"dagster/storage_kind": "delta", "dagster/table_name": name, "delta_uri": MetadataValue.path(f"{lakehouse_paths().delta_root}/{name}")}
+        return spec.replace_attributes(metadata=metadata | delta, kinds={"dbt", "delta"})
 
     def get_asset_check_spec(self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project) -> AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
@@ -50,10 +67,10 @@ def dbt_test_description(test: Mapping[str, Any], model: str) -> str:
     return f"dbt test {meta.get('name', test.get('name'))} on {model} ({arguments})."
 
 
-_TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True))
+_TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(manifest=dbt_manifest(), project=dbt_project, dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed")
+@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed")
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
     """Load the static reference tables (dbt/seeds/) into dbt's database: not partitioned, they have no dates."""
     yield from dbt.cli(["seed"], context=context).stream()
@@ -61,7 +78,6 @@ def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
 
 @dbt_assets(
     manifest=dbt_manifest(),
-    project=dbt_project,
     dagster_dbt_translator=_TRANSLATOR,
     exclude="resource_type:seed",
     partitions_def=daily_partitions,
@@ -79,8 +95,12 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
         if isinstance(event, Output):
             table = context.asset_key_for_output(event.output_name).path[-1]
             version = store.version(table)
+            metadata = dict(event.metadata)
+            if "Execution Duration" in metadata:  # dagster-dbt's, a bare number of seconds
+                metadata["dbt_execution_seconds"] = MetadataValue.float(round(float(metadata.pop("Execution Duration").value), 3))
             if version is not None:
-                event = event.with_metadata({**event.metadata, **_delta_metadata(store, table, version, source_version)})
+                metadata |= _delta_metadata(store, table, version, source_version)
+            event = event.with_metadata(metadata)
         yield event
 
 

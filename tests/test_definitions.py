@@ -137,9 +137,13 @@ def test_partitions_start_at_the_first_landed_day_unless_configured(tmp_path, mo
     assert partitions_start() == date(2026, 9, 1)
 
 
-def test_the_static_seed_is_not_partitioned_and_the_metrics_are():
+def test_the_static_seed_is_not_partitioned_and_the_metrics_are_delta_tables():
     import definitions
 
     graph = definitions.defs.resolve_asset_graph()
+    revenue = graph.get(AssetKey("daily_revenue"))
+    assert revenue.kinds == {"dbt", "delta"} and revenue.metadata["dagster/storage_kind"] == "delta"
+    assert "dagster_dbt/project" not in revenue.metadata  # shown as "unserializable" in the UI
+    assert revenue.metadata["dagster/code_references"].code_references[0].file_path.endswith("dbt/models/daily_revenue.sql")
     assert graph.get(AssetKey("platforms")).partitions_def is None
     assert graph.get(AssetKey("daily_revenue")).partitions_def is not None

@@ -196,3 +196,6 @@ def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, 
     # Everything else about the day is still right: the other checks on daily_revenue pass.
     assert all(c.passed for (asset, name), c in checks.items() if asset == "daily_revenue" and name != "revenue_by_platform_reconciles")
     assert rows(store, "daily_revenue", ["event_date"], ["revenue_usd"])[D2] == (114.25,)
+    revenue = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == "daily_revenue"]
+    metadata = revenue[-1].materialization.metadata
+    assert "Execution Duration" not in metadata and metadata["dbt_execution_seconds"].value >= 0
