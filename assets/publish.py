@@ -8,6 +8,7 @@ nothing is written and no downstream asset runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
@@ -73,12 +74,26 @@ def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: p
     }
 
 
-def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int, preview: pd.DataFrame, inputs: dict[str, int] | None = None) -> dict:
-    return delta_table_metadata(store, schema.name, version, preview) | {
-        "rows_written": MetadataValue.int(rows_written),
+def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int | None, preview: pd.DataFrame, inputs: dict[str, int] | None = None) -> dict:
+    """`rows_written` None: a partitioned write, whose row figures go on each partition (`partition_figures`)."""
+    common = delta_table_metadata(store, schema.name, version, preview) | {
         "dagster/column_schema": column_schema(schema),
         "input_versions": MetadataValue.json(inputs or {}),
     }
+    if rows_written is None:
+        return {k: v for k, v in common.items() if k != "dagster/row_count"}
+    return common | {"rows_written": MetadataValue.int(rows_written)}
+
+
+def partition_figures(context, asset_key: str, figures: dict[date, dict[str, int]], run_totals: dict[str, Any]) -> None:
+    """Each partition's own figures on its materialization, and the run's totals once, on its last partition.
+
+    Dagster copies a result's metadata to every partition a run materializes, so figures that differ
+    per partition go through `add_asset_metadata` instead.
+    """
+    for day, numbers in sorted(figures.items()):
+        context.add_asset_metadata({name: MetadataValue.int(n) for name, n in numbers.items()}, asset_key=asset_key, partition_key=day.isoformat())
+    context.add_asset_metadata(run_totals, asset_key=asset_key, partition_key=max(figures).isoformat())
 
 
 def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheckResult:
@@ -90,10 +105,13 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
     )
 
 
-def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, inputs: dict[str, int] | None = None) -> Iterator:
+def publish(
+    store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, inputs: dict[str, int] | None = None, partitioned: bool = False
+) -> Iterator:
     """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed.
 
-    `inputs`: the version of each table the batch was computed from, recorded in the commit and the metadata.
+    `inputs`: the version of each table the batch was computed from, recorded in the commit and the
+    metadata. `partitioned`: the caller reports row figures per partition (`partition_figures`).
     """
     try:
         report = batch.validate(schema)
@@ -103,4 +121,4 @@ def publish(store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, repla
         preview = batch.preview(PREVIEW_ROWS).to_pandas()
     finally:
         batch.release()
-    yield MaterializeResult(metadata=delta_metadata(store, schema, version, report.rows, preview, inputs))
+    yield MaterializeResult(metadata=delta_metadata(store, schema, version, None if partitioned else report.rows, preview, inputs))

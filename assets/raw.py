@@ -6,7 +6,7 @@ import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, MetadataValue, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
 
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import bounded, publish, schema_check
+from assets.publish import bounded, partition_figures, publish, schema_check
 from lakehouse.engines.batch import ArrowBatch
 from lakehouse.tables.ingest import landed_days, landed_lines, unreadable_entries
 from lakehouse.tables.quality import volume_drops
@@ -53,7 +53,11 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
         check_name="raw_events_unread_landing", passed=not unread, severity=AssetCheckSeverity.WARN,
         metadata={"entries": MetadataValue.int(len(unread)), "unread": MetadataValue.json(bounded(dict(list(unread.items())[:100])))},
     )
-    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]))
+    partition_figures(
+        context, "raw_events", {day: {"rows_written": batch.num_rows, "dagster/row_count": batch.num_rows} for day, batch in batches.items()},
+        {"run_rows_written": MetadataValue.int(sum(batch.num_rows for batch in batches.values())), "run_ingest_dates": MetadataValue.int(len(days))},
+    )
+    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]), partitioned=True)
 
 
 @sensor(

@@ -103,3 +103,22 @@ def test_what_ingestion_does_not_read_is_reported_by_a_warning(tmp_path):
     (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_unread_landing"]
     assert not check.passed and check.severity.value == "WARN"
     assert sorted(check.metadata["unread"].data) == ["date=2026-03-01/events.json", "date=2026-3-2"]
+
+
+def test_each_partition_reports_its_own_rows_and_the_run_totals_appear_once(tmp_path):
+    generate(tmp_path / "landing", START, 3, CLEAN)
+    result = _run(tmp_path, START, START + timedelta(days=2), assets=(raw_events, cleaned_events))
+    assert result.success
+    by_asset: dict[str, dict[str, dict]] = {}
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        by_asset.setdefault(m.asset_key.to_user_string(), {})[m.partition] = {k: v.value for k, v in m.metadata.items()}
+    days = [(START + timedelta(days=i)).isoformat() for i in range(3)]
+    # Counted here from the landed files: lines per ingest day.
+    landed = {day: len((day_folder(tmp_path / "landing", date.fromisoformat(day)) / "events.jsonl").read_bytes().splitlines()) for day in days}
+    assert {day: by_asset["raw_events"][day]["rows_written"] for day in days} == landed
+    cleaned_rows = DeltaStore(str(tmp_path / "delta")).daily_rows("cleaned_events", "event_date")
+    assert {day: by_asset["cleaned_events"][day]["rows_written"] for day in days} == {day: cleaned_rows[date.fromisoformat(day)] for day in days}
+    assert [day for day in days if "run_rows_written" in by_asset["cleaned_events"][day]] == [days[-1]]
+    assert by_asset["raw_events"][days[-1]]["run_rows_written"] == sum(landed.values())
+    assert "raw_rows_attributed" in by_asset["cleaned_events"][days[-1]]["raw_rows_read_vs_attributed"]
