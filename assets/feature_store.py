@@ -1,5 +1,8 @@
 """Feast: register the feature repo and keep the online store current."""
 
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
 
 from assets.publish import bounded
@@ -7,6 +10,7 @@ import pyarrow.compute as pc
 
 from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
 from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
+from lakehouse.ml.lineage import public_uri
 from lakehouse.ml.serving_skew import measure_skew
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
@@ -62,13 +66,22 @@ def feast_online_store(feast: FeastResource, delta: DeltaStorage):
     description=(
         f"Training-serving skew: the newest registered model's training set against the online values of the "
         f"entities active on the newest feature day. PSI per feature (KS too for continuous ones): "
-        f"warns at PSI >= {PSI_WARN}, fails at PSI >= {PSI_FAIL}."
+        f"warns at PSI >= {PSI_WARN}, fails at PSI >= {PSI_FAIL}. The chart of every feature's training and serving "
+        f"distributions is an artifact of the model's MLflow run (serving_skew/): `chart` opens it in the MLflow UI "
+        f"(`mlflow ui`, http://127.0.0.1:5000), `chart_file` is where the artifact store keeps it."
     ),
 )
 def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, mlflow_tracking: MlflowTracking):
+    # The chart is linked, not embedded: an inline PNG of every feature's panel is far above the
+    # metadata value cap (assets.publish.VALUE_CHARS), and a browser does not open file:// links
+    # from the Dagster UI. The MLflow UI's address is MlflowTracking.ui_url.
     skew = measure_skew(feast.store(), delta.store(), mlflow_tracking.tracking_uri)
     if skew is None:
         return AssetCheckResult(passed=True, metadata={"compared": "nothing: no model is registered yet"})
+    from mlflow.tracking import MlflowClient  # here: measure_skew has imported mlflow already; module import stays light
+
+    experiment_id = MlflowClient(mlflow_tracking.tracking_uri).get_run(skew.run_id).info.experiment_id
+    chart_path = f"serving_skew/{skew.chart_uri.rsplit('/', 1)[-1]}"
     status = worst_status(skew.features)
     rows = "\n".join(
         f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |" for d in skew.features
@@ -83,6 +96,15 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
             "serving_rows": MetadataValue.int(skew.serving_rows),
             "max_psi": MetadataValue.float(max(d.psi for d in skew.features)),
             "features": MetadataValue.md("| feature | PSI | KS | status |\n|---|---|---|---|\n" + rows),
-            "chart": MetadataValue.url(skew.chart_uri),
+            "chart": MetadataValue.url(mlflow_tracking.run_url(experiment_id, skew.run_id, chart_path)),
+            "chart_file": _artifact_location(skew.chart_uri),
         },
     )
+
+
+def _artifact_location(uri: str) -> MetadataValue:
+    """A local artifact as a path (the UI shows it to copy); any other as its URI, without user info or query."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return MetadataValue.path(url2pathname(parts.path))
+    return MetadataValue.text(public_uri(uri))

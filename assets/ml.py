@@ -50,14 +50,23 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     prediction times and is evaluated on the later ones (AUC, precision/recall, calibration; ROC,
     PR, calibration and feature-importance plots). The MLflow run records each input table's URI,
     version and rows, the training set's SHA-256 and a snapshot of it, the feature service and its
-    features, the git commit and this Dagster run; the model is registered as a new version of
-    `purchase_propensity` carrying the same tags. `lakehouse reproduce RUN_ID` returns that training
-    set later (`--rebuild` recomputes it from the pinned versions).
+    features, the git commit and this Dagster run, the estimator's hyperparameters and the split as
+    params, and a description (what it predicts, the training window, the feature service, how to
+    reproduce); the model is registered as a new version of `purchase_propensity` carrying the same
+    tags and description. `lakehouse reproduce RUN_ID` returns that training set later (`--rebuild`
+    recomputes it from the pinned versions).
+
+    Which version serves: the registry alias `champion`. A version is registered only once its
+    training set passed the blocking point-in-time check, and it becomes `champion` as soon as it is
+    registered, so the champion is always the newest version trained on leak-free data (the one the
+    serving-skew check, `serving_features_match_training`, compares with the online features). A
+    skew failure does not move the alias: an older version learnt from even older data, so the
+    answer to skew is a new training run, which takes the alias when it passes.
     """
     # scikit-learn, matplotlib and MLflow load here, not with the module: every Dagster process
     # imports the assets, and only this one trains.
     from lakehouse.ml.evaluation import evaluation_figures
-    from lakehouse.ml.tracking import log_training_run
+    from lakehouse.ml.tracking import CHAMPION, log_training_run, promote
     from lakehouse.ml.training import train_purchase_model
 
     feast_store = feast.store()
@@ -69,7 +78,7 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     training_set = built.frame
     lineage = lineage_of(feast_store, training_set, inputs)
     trained = train_purchase_model(training_set, list(training_set.columns[3:]))
-    mlflow_tracking.activate()
+    experiment_id = mlflow_tracking.activate()
     logged = log_training_run(
         run_name=f"purchase_propensity_{context.run.run_id[:8]}",
         trained=trained,
@@ -78,11 +87,14 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
         extra_tags=dagster_tags(context.run.run_id, _partition(context)),
         figures=evaluation_figures(trained.test_labels, trained.test_scores, trained.importance),
     )
-    context.log.info(f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version}: test AUC {trained.metrics['test_auc']:.3f}")
+    promote(logged.model_version)  # registered, so it passed the point-in-time check: it serves now
+    context.log.info(f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version} ({CHAMPION}): test AUC {trained.metrics['test_auc']:.3f}")
     yield MaterializeResult(
         metadata={
             "mlflow_run_id": logged.run_id,
+            "mlflow_run": MetadataValue.url(mlflow_tracking.run_url(experiment_id, logged.run_id)),
             "registered_model": f"{REGISTERED_MODEL} v{logged.model_version}",
+            "alias": f"{CHAMPION} -> v{logged.model_version}",
             "training_set_sha256": lineage.training_set_sha256,
             "training_set_rows": MetadataValue.int(lineage.training_set_rows),
             "input_versions": MetadataValue.json({t.name: t.version for t in inputs}),

@@ -7,6 +7,7 @@ tested elsewhere), so that the distribution the skew check sees is known: statio
 shifts it.
 """
 
+import json
 import os
 import warnings
 from datetime import timedelta
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from lakehouse.cli import main as cli
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.ml.lineage import REGISTERED_MODEL
+from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
 from resources import resources_for
 from synthetic_features import FIRST_DAY, land_feature_days
@@ -88,13 +90,39 @@ def test_every_run_records_its_inputs_and_the_registered_model_carries_the_same_
         assert tags["lakehouse.git.dirty"] in ("True", "False") and len(tags["mlflow.source.git.commit"]) == 40
         assert tags["dagster.run_id"] and tags["dagster.partition"] == "none"
         datasets = {d.dataset.name: d for d in run.inputs.dataset_inputs}
-        for role, table in (("labels", "training_labels"), ("user_activity", "user_features"), ("category_activity", "category_features")):
+        for role, schema in (("labels", TRAINING_LABELS), ("user_activity", USER_FEATURES), ("category_activity", CATEGORY_FEATURES)):
+            table = schema.name
             v = int(tags[f"lakehouse.input.{role}.version"])
             assert tags[f"lakehouse.input.{role}.uri"] == store.uri(table)
             assert int(tags[f"lakehouse.input.{role}.rows"]) == store.row_count(table, v)
-            assert f"{table}@v{v}" in datasets
+            # What the MLflow UI shows of each input: its source (a local path, which the UI prints, and
+            # the version), its columns, its row count, and the role it played.
+            dataset_input = datasets[f"{table}@v{v}"]
+            dataset = dataset_input.dataset
+            assert dataset.source_type == "local"
+            assert json.loads(dataset.source) == {"uri": store.uri(table), "delta_table_version": v}
+            columns = json.loads(dataset.schema)["mlflow_colspec"]
+            assert [c["name"] for c in columns] == list(schema.column_names)
+            assert {c["name"]: c["type"] for c in columns}["event_timestamp" if table == "training_labels" else "feature_ts"] == "datetime"
+            assert json.loads(dataset.profile) == {"num_rows": store.row_count(table, v), "num_columns": len(schema.columns), "delta_version": v}
+            assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == role
         snapshot = pd.read_parquet(client.download_artifacts(run_id, "training_set/training_set.parquet", str(lake["data"] / f"dl{version}")))
         assert content_sha256(snapshot) == tags["lakehouse.training_set.sha256"] and len(snapshot) == int(tags["lakehouse.training_set.rows"])
+        # The estimator's hyperparameters as training.py sets them, and the temporal split.
+        params = run.data.params
+        assert {k: params[k] for k in ("model", "max_iter", "learning_rate", "random_state", "loss", "max_leaf_nodes", "l2_regularization")} == {
+            "model": "HistGradientBoostingClassifier", "max_iter": "150", "learning_rate": "0.08", "random_state": "0",
+            "loss": "log_loss", "max_leaf_nodes": "31", "l2_regularization": "0.0",
+        }  # fmt: skip
+        assert params["split"] == "temporal" and params["test_share"] == "0.25"
+        assert pd.Timestamp(params["window_start"]) == snapshot["event_timestamp"].min()
+        assert pd.Timestamp(params["window_end"]) == snapshot["event_timestamp"].max()
+        assert pd.Timestamp(params["window_start"]) < pd.Timestamp(params["split_time"]) <= pd.Timestamp(params["window_end"])
+        # A description on the run and on its model version: what it predicts, its window, its features, how to reproduce it.
+        description = tags["mlflow.note.content"]
+        assert model.description == description
+        for needle in ("purchase in the 7 days", f"{params['window_start']} to {params['window_end']}", params["split_time"], "`purchase_propensity_v2`", f"`lakehouse reproduce {run_id}"):
+            assert needle in description, needle
         assert {"test_auc", "test_precision_at_top_10pct", "test_recall_at_top_10pct", "test_brier_score", "test_expected_calibration_error"} <= set(run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
         assert artifacts == {f"evaluation/{n}.png" for n in ("roc_curve", "precision_recall_curve", "calibration_curve", "feature_importance")}
@@ -102,6 +130,22 @@ def test_every_run_records_its_inputs_and_the_registered_model_carries_the_same_
     first, second = (client.get_run(r).data.tags for r in lake["runs"])
     assert int(second["lakehouse.input.labels.version"]) > int(first["lakehouse.input.labels.version"])
     assert int(second["lakehouse.training_set.rows"]) == int(first["lakehouse.training_set.rows"]) + 30 * USERS
+    # Both versions passed the point-in-time check when registered; the newer took the alias from the older.
+    registered = client.get_registered_model(REGISTERED_MODEL)
+    assert {alias: str(v) for alias, v in registered.aliases.items()} == {"champion": "2"}
+    assert client.get_model_version_by_alias(REGISTERED_MODEL, "champion").run_id == lake["runs"][1]
+    assert client.get_model_version(REGISTERED_MODEL, "1").aliases == []
+    assert "purchase in the 7 days" in registered.description and "lakehouse reproduce RUN_ID" in registered.description
+    assert "`champion`" in registered.description and "`purchase_propensity_v2`" in registered.description
+
+
+def test_every_experiment_in_the_store_keeps_its_artifacts_under_the_data_dir(lake):
+    """The Default experiment (0) too: MLflow writes its location once, when the store is created, from
+    the creating process's working directory unless the store is created with the data dir's artifact root."""
+    root = (lake["data"].resolve() / "mlartifacts").as_uri()
+    experiments = {e.name: e.artifact_location for e in MlflowClient(lake["tracking"]).search_experiments()}
+    assert set(experiments) == {"Default", "purchase_propensity"}
+    assert experiments == {"Default": f"{root}/0", "purchase_propensity": root}
 
 
 def test_the_model_learnt_and_was_validated_on_later_prediction_times(lake):
@@ -328,6 +372,11 @@ def _skew_check(result):
     return evaluation
 
 
+def _feature_line(evaluation, feature: str) -> str:
+    (line,) = [row for row in evaluation.metadata["features"].value.splitlines() if row.startswith(f"| {feature} |")]
+    return line
+
+
 def test_the_skew_check_is_quiet_on_unshifted_serving_data_and_fires_on_a_shift(lake):
     store, rng, propensity = lake["store"], lake["rng"], lake["propensity"]
     land_feature_days(store, rng, propensity, range(50, 51))
@@ -335,14 +384,31 @@ def test_the_skew_check_is_quiet_on_unshifted_serving_data_and_fires_on_a_shift(
     assert quiet.passed, quiet.metadata["features"].value
     assert quiet.metadata["max_psi"].value < 0.1
     assert quiet.metadata["serving_rows"].value == USERS
+    # Like for like: serving (one as-of time) against the training rows of the newest prediction time.
+    assert quiet.metadata["training_rows"].value == USERS
+    # The category features are compared by favourite category, with a KS test on their eight values
+    # (a row-grain count feature gets no KS).
+    assert "(p=" in _feature_line(quiet, "category_views_7d") and "(p=" not in _feature_line(quiet, "views_7d")
 
     land_feature_days(store, rng, propensity, range(51, 52), shift=2.0)
     shifted = _skew_check(_materialize("feast_online_store"))
     assert not shifted.passed and shifted.severity == AssetCheckSeverity.ERROR
     assert shifted.metadata["max_psi"].value >= 0.25
     assert "| purchases_30d |" in shifted.metadata["features"].value and "fail" in shifted.metadata["features"].value
-    chart = shifted.metadata["chart"].value
-    assert chart.endswith(".png") and os.path.exists(chart.removeprefix("file://"))
+    # Every category's views doubled: all eight serving values above the training ones.
+    assert _feature_line(shifted, "category_views_7d").endswith("| fail |")
+    # The chart is linked into the MLflow UI (a browser opens no file:// link from Dagster's), at the
+    # newest registered model's run, and its file is an artifact of that run under the data dir.
+    client = MlflowClient(lake["tracking"])
+    run_id = lake["runs"][1]
+    experiment_id = client.get_experiment_by_name("purchase_propensity").experiment_id
+    chart, chart_file = shifted.metadata["chart"].value, shifted.metadata["chart_file"].value
+    prefix = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}/artifacts/serving_skew/serving_skew_"
+    assert chart.startswith(prefix) and chart.endswith(".png")
+    name = chart.rsplit("/", 1)[-1]
+    assert f"serving_skew/{name}" in {a.path for a in client.list_artifacts(run_id, "serving_skew")}
+    assert os.path.isfile(chart_file) and chart_file.endswith(name)
+    assert chart_file.startswith(str(lake["data"].resolve() / "mlartifacts") + os.sep)
 
 
 def test_maintenance_keeps_the_registered_run_rebuildable_and_reports_an_unpinned_one_gone(lake, tmp_path, capsys, monkeypatch):

@@ -4,12 +4,16 @@ Every run carries, as tags and as MLflow dataset inputs, each input Delta table'
 row count, plus the training set's full SHA-256 and row count, the feature service and its feature
 references, the Feast project, the git commit and the Dagster run. Tags are the source of truth for
 reproduction: MLflow's own Delta dataset source drops version 0 and its dataset digest covers only
-the first 10,000 rows. URIs are recorded without user info or query strings, where credentials
-could hide; storage credentials live only in the environment and are never read here.
+the first 10,000 rows. The dataset inputs are what the MLflow UI shows: each table's source (public
+URI and Delta version), schema (its columns) and profile (rows), none of it read from the data.
+URIs are recorded without user info or query strings, where credentials could hide; storage
+credentials live only in the environment and are never read here.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -115,16 +119,117 @@ def log_lineage(lineage: TrainingLineage, extra_tags: dict[str, str]) -> dict[st
     """
     # imported here: `import mlflow` takes seconds, and `lakehouse runs` / `reproduce` read lineage without it
     import mlflow
-    from mlflow.data.delta_dataset_source import DeltaDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
 
     tags = lineage.to_tags() | git_state() | extra_tags
     mlflow.set_tags(tags)
-    for t in lineage.inputs:
-        # The version is in the name: MLflow keys datasets by (name, digest).
-        source = DeltaDatasetSource(path=public_uri(t.uri), delta_table_version=t.version)
-        mlflow.log_input(MetaDataset(source=source, name=f"{t.name}@v{t.version}"), context=t.role)
+    inputs = list(lineage.inputs)
+    mlflow.log_inputs([input_dataset(t) for t in inputs], contexts=[t.role for t in inputs], tags_list=[None] * len(inputs))
     return tags
+
+
+def input_dataset(table: InputTable):
+    """One input table as an MLflow dataset, named `<table>@v<version>` (MLflow keys datasets by name and digest).
+
+    Source: the public URI and the Delta version. Schema: the table's columns. Profile: its rows
+    (from the lineage, counted from the Delta log) and version. Nothing is read from the data.
+    """
+    from mlflow.types import ColSpec, Schema
+
+    source_cls, dataset_cls = _dataset_classes()
+    columns = _arrow_schema(table)
+    schema = Schema([ColSpec(_mlflow_type(f.type), f.name, required=not f.nullable) for f in columns])
+    profile = {"num_rows": table.rows, "num_columns": len(columns), "delta_version": table.version}
+    return dataset_cls(source_cls(public_uri(table.uri), table.version), name=f"{table.name}@v{table.version}", schema=schema, profile=profile)
+
+
+def _arrow_schema(table: InputTable):
+    """The table's columns: its TableSchema (lakehouse.tables.schemas) by name, else the Delta log's at the pinned version."""
+    from lakehouse.tables import schemas
+
+    known = {s.name: s for s in vars(schemas).values() if isinstance(s, schemas.TableSchema)}
+    if table.name in known:
+        return known[table.name].arrow()
+    from lakehouse.tables.storage import read_dataset  # deltalake: only for a table this project has no schema of
+
+    return read_dataset(table.uri, table.version).schema  # the log's metadata, no data file is read
+
+
+def _mlflow_type(arrow_type) -> str:
+    """The MLflow column type of an Arrow type (dates and timestamps are both `datetime` to MLflow)."""
+    import pyarrow.types as pat
+
+    if pat.is_boolean(arrow_type):
+        return "boolean"
+    if pat.is_integer(arrow_type):
+        return "integer" if arrow_type.bit_width <= 32 else "long"
+    if pat.is_float32(arrow_type):
+        return "float"
+    if pat.is_floating(arrow_type) or pat.is_decimal(arrow_type):
+        return "double"
+    if pat.is_binary(arrow_type) or pat.is_large_binary(arrow_type):
+        return "binary"
+    if pat.is_temporal(arrow_type):
+        return "datetime"
+    return "string"  # strings, and anything nested, which no input table has
+
+
+@functools.cache
+def _dataset_classes():
+    """The MLflow dataset source and dataset of an input table, defined on first use: mlflow is not imported with this module."""
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class DeltaVersionSource(DatasetSource):
+        """A Delta table at one version, as `{"uri", "delta_table_version"}`.
+
+        Its type is where it lives, as for MLflow's own file sources ("local" for a path, else the
+        URI's scheme: "s3", ...), because the MLflow UI shows the location of those source types and
+        nothing for "delta_table". Unlike MLflow's DeltaDatasetSource, it keeps version 0.
+        """
+
+        def __init__(self, uri: str, version: int):
+            self.uri, self.version = uri, version
+
+        def _get_source_type(self) -> str:
+            scheme = urlsplit(self.uri).scheme
+            return "local" if len(scheme) <= 1 or scheme == "file" else scheme
+
+        def load(self):
+            """The table at its version, as a lazy pyarrow dataset."""
+            from lakehouse.tables.storage import read_dataset
+
+            return read_dataset(self.uri, self.version)
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            raise NotImplementedError("a Delta table version is given explicitly, never resolved from a raw source")
+
+        def to_dict(self) -> dict:
+            return {"uri": self.uri, "delta_table_version": self.version}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict):
+            return cls(source_dict["uri"], int(source_dict["delta_table_version"]))
+
+    class DeltaVersionDataset(MetaDataset):
+        """MetaDataset (source, name, schema; digest of those) plus a profile given, not computed from data."""
+
+        def __init__(self, source, name: str, schema, profile: dict):
+            self._profile = profile
+            super().__init__(source=source, name=name, schema=schema)
+
+        @property
+        def profile(self) -> dict:
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return super().to_dict() | {"profile": json.dumps(self._profile)}
+
+    return DeltaVersionSource, DeltaVersionDataset
 
 
 def read_lineage(run) -> TrainingLineage:

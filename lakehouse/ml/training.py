@@ -15,6 +15,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from lakehouse.ml.evaluation import evaluate, permutation_importance_by_auc
 from lakehouse.ml.fingerprint import LABEL
 
+TEST_SHARE = 0.25  # the share of prediction times, the latest, held out for testing
+
 
 @dataclass
 class TrainedModel:
@@ -27,7 +29,7 @@ class TrainedModel:
     importance: dict[str, float]  # mean drop in test AUC when the feature is shuffled
 
 
-def temporal_split(df: pd.DataFrame, test_share: float = 0.25) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+def temporal_split(df: pd.DataFrame, test_share: float = TEST_SHARE) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Train on the earlier prediction times, test on the later ones (never a random split)."""
     times = np.sort(df["event_timestamp"].unique())
     if len(times) < 2:
