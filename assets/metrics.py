@@ -96,12 +96,23 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
             table = context.asset_key_for_output(event.output_name).path[-1]
             version = store.version(table)
             metadata = dict(event.metadata)
+            if "dagster/column_lineage" in metadata:  # stored by dagster-dbt, shown by no view of open-source Dagster
+                metadata["column_lineage"] = MetadataValue.md(column_lineage_markdown(metadata["dagster/column_lineage"].value))
             if "Execution Duration" in metadata:  # dagster-dbt's, a bare number of seconds
                 metadata["dbt_execution_seconds"] = MetadataValue.float(round(float(metadata.pop("Execution Duration").value), 3))
             if version is not None:
                 metadata |= _delta_metadata(store, table, version, source_version)
             event = event.with_metadata(metadata)
         yield event
+
+
+def column_lineage_markdown(lineage) -> str:
+    """Each column of a model and the upstream columns it is derived from, as a table a person can read."""
+    rows = [
+        f"| {column} | {', '.join(f'{dep.asset_key.to_user_string()}.{dep.column_name}' for dep in deps) or '(computed, no input column)'} |"
+        for column, deps in lineage.deps_by_column.items()
+    ]
+    return "| column | derived from |\n|---|---|\n" + "\n".join(rows)
 
 
 def _declare_source_schema(invocation: DbtCliInvocation, schema: TableSchema) -> None:

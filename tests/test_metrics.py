@@ -199,3 +199,5 @@ def test_revenue_that_does_not_reconcile_fails_its_asset_check_in_dagster(lake, 
     revenue = [m for m in result.get_asset_materialization_events() if m.asset_key.to_user_string() == "daily_revenue"]
     metadata = revenue[-1].materialization.metadata
     assert "Execution Duration" not in metadata and metadata["dbt_execution_seconds"].value >= 0
+    # Column lineage, readable on the materialization: revenue comes from cleaned_events' revenue.
+    assert "| revenue_usd | cleaned_events.revenue_usd |" in metadata["column_lineage"].value
