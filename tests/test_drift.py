@@ -6,7 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, FeatureDrift, bin_edges, drift_chart, feature_drift, ks, psi, worst_status
+from lakehouse.ml.drift import (
+    KS_P_FAIL,
+    KS_P_WARN,
+    PSI_FAIL,
+    PSI_WARN,
+    FeatureDrift,
+    bin_edges,
+    drift_chart,
+    feature_drift,
+    keyed_feature_drift,
+    ks,
+    ks_status,
+    psi,
+    worst_status,
+)
+from lakehouse.ml.serving_skew import newest_prediction_time
 
 N = 20_000
 
@@ -150,3 +165,93 @@ def test_drift_chart_writes_png(tmp_path):
     assert path == tmp_path / "drift.png"
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+# Keyed features: a value per key (category) at an as-of time, repeated over the rows of that key.
+CATEGORIES = ["beauty", "books", "electronics", "fashion", "grocery", "home", "sports", "toys"]
+
+
+def _keyed_rows(values: dict[str, float], n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """n users, each with a uniformly drawn favourite category and that category's value."""
+    rng = np.random.default_rng(seed)
+    favourite = rng.choice(CATEGORIES, n)
+    return pd.DataFrame({"favourite_category": favourite, "category_views_7d": [values[c] for c in favourite]})
+
+
+def test_a_few_percent_move_of_keyed_values_is_ok_by_key_where_value_bins_fail():
+    # What the demo showed (category_views_7d a week apart: beauty 3534 -> 3605, books 3000 -> 3262,
+    # ...): every category moved by -1..+9 %, which reorders close categories. One value bin per
+    # training value, split at midpoints, turns that reordering into PSI ~4; by key it is nothing.
+    week_before = dict(zip(CATEGORIES, [3534, 3000, 3542, 2985, 3261, 3162, 3186, 3118]))
+    serving_day = dict(zip(CATEGORIES, [3605, 3262, 3616, 3095, 3409, 3237, 3236, 3089]))
+    training, serving = _keyed_rows(week_before, seed=1), _keyed_rows(serving_day, seed=2)
+    assert psi(training["category_views_7d"], serving["category_views_7d"]) > PSI_FAIL
+    drift = keyed_feature_drift(training, serving, "category_views_7d", "favourite_category")
+    assert drift.psi < 0.01  # the same key mix, up to sampling
+    assert drift.ks_statistic == pytest.approx(3 / 8)  # 3 of 8 serving values above every training one
+    assert drift.status == "ok" and drift.key == "favourite_category"
+
+
+def test_keyed_values_doubled_fail_on_the_exact_ks_p_value():
+    before = {c: 400.0 + 50 * i for i, c in enumerate(CATEGORIES)}
+    drift = keyed_feature_drift(_keyed_rows(before, seed=1), _keyed_rows({c: 2 * v for c, v in before.items()}, seed=2), "category_views_7d", "favourite_category")
+    # Every serving value above every training value: D = 1, and the exact two-sided p-value is the
+    # share of the C(16, 8) = 12870 splits of 16 values into two eights that are this extreme (2).
+    assert drift.ks_statistic == 1.0 and drift.ks_pvalue == pytest.approx(2 / 12870, rel=1e-6)
+    assert drift.psi < 0.01 and drift.status == "fail"
+
+
+def test_ks_status_thresholds():
+    assert KS_P_FAIL < KS_P_WARN
+    assert [ks_status(p) for p in (0.5, 0.04, 0.009, None, math.nan)] == ["ok", "warn", "fail", "ok", "ok"]
+
+
+def test_keyed_psi_is_over_keys_with_a_null_bin_for_no_key_or_no_value():
+    # Training: a 50 %, b 50 %. Serving: a 50 %, b 25 %, and 25 % with no key ("" or null) or a
+    # key without a value: those are the null bin, empty in training (floored to 1e-4).
+    training = pd.DataFrame({"k": ["a"] * 50 + ["b"] * 50, "f": [1.0] * 50 + [2.0] * 50})
+    serving = pd.DataFrame({"k": ["a"] * 50 + ["b"] * 25 + [""] * 10 + [None] * 5 + ["b"] * 10, "f": [1.0] * 50 + [2.0] * 25 + [np.nan] * 15 + [np.nan] * 10})
+    p = np.array([0.5, 0.25, 0.25])
+    q = np.array([0.5, 0.5, 1e-4]) / 1.0001
+    expected = float(np.sum((p - q) * np.log(p / q)))
+    drift = keyed_feature_drift(training, serving, "f", "k")
+    assert drift.psi == pytest.approx(expected, rel=1e-9)
+    assert drift.psi > PSI_FAIL and drift.status == "fail"
+    assert drift.ks_statistic == 0.0  # the values per key did not move
+
+
+def test_a_key_that_takes_over_fails_on_psi():
+    values = {c: 3000.0 + 10 * i for i, c in enumerate(CATEGORIES)}
+    serving = _keyed_rows(values, seed=2).assign(favourite_category="electronics", category_views_7d=values["electronics"])
+    drift = keyed_feature_drift(_keyed_rows(values, seed=1), serving, "category_views_7d", "favourite_category")
+    assert drift.psi > PSI_FAIL and drift.status == "fail"
+
+
+def test_feature_drift_compares_keyed_features_by_key_and_charts_them(tmp_path):
+    before = {c: 400.0 + 50 * i for i, c in enumerate(CATEGORIES)}
+    training = _keyed_rows(before, n=N, seed=1).assign(**_frame(1))
+    serving = _keyed_rows(before, n=N, seed=2).assign(**_frame(2))
+    report = feature_drift(training, serving, [*FEATURES, "category_views_7d"], CONTINUOUS, keys={"category_views_7d": "favourite_category"})
+    assert _status(report) == dict.fromkeys([*FEATURES, "category_views_7d"], "ok")
+    assert [d.key for d in report] == [None, None, None, "favourite_category"]
+    path = drift_chart(training, serving, report, tmp_path / "drift.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serving_is_compared_with_the_newest_prediction_time_not_the_warm_up():
+    # A 30-day count over a lake whose data starts on day 0: at prediction time d it covers
+    # min(d, 30) days. Serving (day 30) is warm; the pooled training set (days 1..23, the last label
+    # horizon before day 30) is mostly warm-up, its newest prediction time 23 of 30 days warm, a
+    # small move next to how much users differ (daily rates spread like the demo's, gamma(0.7)).
+    rng = np.random.default_rng(5)
+    days, users = np.arange(1, 24), 2000
+    rate = rng.gamma(0.7, 1.5, users)
+    training = pd.DataFrame({
+        "event_timestamp": pd.to_datetime("2026-10-01", utc=True) + pd.to_timedelta(np.repeat(days, users), unit="D"),
+        "events_30d": rng.poisson(np.repeat(np.minimum(days, 30), users) * np.tile(rate, len(days))),
+    })
+    serving = pd.DataFrame({"events_30d": rng.poisson(30 * rate)})
+    newest = newest_prediction_time(training)
+    assert len(newest) == users and (newest["event_timestamp"] == training["event_timestamp"].max()).all()
+    assert psi(training["events_30d"], serving["events_30d"]) > PSI_FAIL
+    assert psi(newest["events_30d"], serving["events_30d"]) < PSI_WARN
