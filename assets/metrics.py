@@ -70,7 +70,8 @@ def dbt_test_description(test: Mapping[str, Any], model: str) -> str:
 _TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed")
+# The CLI's --partition-range needs every selected asset to run once per range, unpartitioned ones too.
+@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed", backfill_policy=BackfillPolicy.single_run())
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
     """Load the static reference tables (dbt/seeds/) into dbt's database: not partitioned, they have no dates."""
     yield from dbt.cli(["seed"], context=context).stream()
