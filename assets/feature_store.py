@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
 from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
 from lakehouse.ml.lineage import public_uri
-from lakehouse.ml.serving_skew import measure_skew
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking
@@ -75,6 +74,8 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
     # The chart is linked, not embedded: an inline PNG of every feature's panel is far above the
     # metadata value cap (assets.publish.VALUE_CHARS), and a browser does not open file:// links
     # from the Dagster UI. The MLflow UI's address is MlflowTracking.ui_url.
+    from lakehouse.ml.serving_skew import measure_skew  # here: it loads pandas, and only this check needs it
+
     skew = measure_skew(feast.store(), delta.store(), mlflow_tracking.tracking_uri)
     if skew is None:
         return AssetCheckResult(passed=True, metadata={"compared": "nothing: no model is registered yet"})

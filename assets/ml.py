@@ -4,9 +4,7 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Bac
 
 from assets.features import pinned_cleaned_events
 from assets.publish import publish, schema_check
-from lakehouse.ml.leakage import LeakageError
 from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
-from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
 from lakehouse.tables.schemas import TRAINING_LABELS
 from lakehouse.transforms.user_activity import purchase_labels
 from resources.delta import DeltaStorage
@@ -63,9 +61,11 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     skew failure does not move the alias: an older version learnt from even older data, so the
     answer to skew is a new training run, which takes the alias when it passes.
     """
-    # scikit-learn, matplotlib and MLflow load here, not with the module: every Dagster process
-    # imports the assets, and only this one trains.
+    # pandas, scikit-learn, matplotlib and MLflow load here, not with the module: every Dagster
+    # process imports the assets, and only this one trains.
     from lakehouse.ml.evaluation import evaluation_figures
+    from lakehouse.ml.leakage import LeakageError
+    from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
     from lakehouse.ml.tracking import CHAMPION, log_training_run, promote
     from lakehouse.ml.training import train_purchase_model
 

@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("feast", "sklearn", "pyspark", "dagster", "mlflow.pyfunc", "matplotlib")
-SUBCOMMANDS = ("generate", "runs", "reproduce", "keep")
+SUBCOMMANDS = ("generate", "runs", "reproduce", "lineage", "keep")
 
 
 def _python(code: str, **env: str) -> str:
@@ -124,3 +124,12 @@ def test_local_store_reads_what_mlflow_client_reads(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(fast_frame, reproduce._snapshot(fast_runs[older], tracking))
     with pytest.raises(reproduce.ReproductionError, match="no MLflow run"):
         reproduce._stored_run(tracking, "f" * 32)
+
+
+def test_loading_the_code_location_imports_no_library_that_only_runs_need():
+    """`dagster dev` and every run worker import definitions first; on a busy machine each of these cost seconds."""
+    code = (
+        "import sys, warnings; warnings.simplefilter('ignore'); import definitions; "
+        "print(sorted(m for m in ('pandas', 'pandera', 'pyspark', 'polars', 'mlflow', 'feast', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    assert _python(code) == "[]"

@@ -31,10 +31,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas loads where drift is measured: every Dagster process imports this module
+    import pandas as pd
+
+    ArrayLike = np.ndarray | pd.Series | Sequence[float | None]
 
 PSI_WARN = 0.1
 PSI_FAIL = 0.25
@@ -51,11 +55,10 @@ KS_P_FAIL = 0.01
 
 Status = Literal["ok", "warn", "fail"]
 _RANK: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
-ArrayLike = np.ndarray | pd.Series | Sequence[float | None]
-
-
 def _floats(values: ArrayLike) -> np.ndarray:
     # Through pandas so None, pd.NA and nullable integer columns all become NaN.
+    import pandas as pd
+
     return pd.Series(values).astype("float64").to_numpy()
 
 
@@ -135,6 +138,8 @@ def _key_labels(frame: pd.DataFrame, feature: str, key: str) -> pd.Series:
 
 def key_values(frame: pd.DataFrame, feature: str, key: str) -> pd.Series:
     """The feature's non-null value per key in `frame` (one as-of time), indexed by key."""
+    import pandas as pd
+
     labels = _key_labels(frame, feature, key)
     rows = pd.DataFrame({"key": labels, "value": _floats(frame[feature])}).dropna()
     return rows.drop_duplicates().set_index("key")["value"].sort_index()
@@ -202,6 +207,7 @@ def _bin_labels(training: np.ndarray, edges: np.ndarray) -> list[str]:
 
 def _keyed_panel(ax, training: pd.DataFrame, serving: pd.DataFrame, drift: FeatureDrift) -> None:
     # A keyed feature is drawn as it is compared: its value per key, training against serving.
+    import pandas as pd
     values = pd.concat({"training": key_values(training, drift.feature, drift.key), "serving": key_values(serving, drift.feature, drift.key)}, axis=1)
     x = np.arange(len(values))
     ax.bar(x - 0.2, values["training"].fillna(0), width=0.4, label="training")
