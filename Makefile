@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
 
-.PHONY: setup demo test test-fast dev bench clean
+.PHONY: setup chromium demo test test-fast dev bench clean
 
 $(UV):
 	@scripts/check_prereqs.sh
@@ -24,7 +24,18 @@ $(STAMP): $(UV) uv.lock pyproject.toml scripts/fetch_jars.py
 	$(BIN)/python scripts/fetch_jars.py
 	@touch $@
 
-setup: $(STAMP)
+# The browser tests drive Debian's chromium: installed with apt-get when missing, a no-op after.
+chromium:
+	@scripts/check_prereqs.sh chromium
+
+# dagster-dbt reads the manifest when the code loads; parsed here, only when a dbt file changed, so
+# that loading the code does not (resources/dbt.py parses only a missing or stale manifest).
+DBT_MANIFEST := dbt/target/manifest.json
+$(DBT_MANIFEST): $(STAMP) dbt/dbt_project.yml dbt/profiles.yml $(wildcard dbt/models/* dbt/macros/* dbt/seeds/* dbt/tests/*/*)
+	cd dbt && ../$(BIN)/dbt parse --quiet --profiles-dir .
+	@touch $@
+
+setup: $(STAMP) chromium $(DBT_MANIFEST)
 
 demo: setup
 	$(BIN)/python scripts/demo.py
@@ -36,8 +47,12 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
+# Loading the definitions can take minutes on a busy machine: Dagster's default of 180 s for a code server
+# to start is raised (also in a dagster.yaml written before, unless it sets code_servers itself).
 dev: setup
-	@mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@grep -q '^code_servers:' $(DAGSTER_HOME)/dagster.yaml || printf '\ncode_servers:\n  local_startup_timeout: 600\n' >> $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: setup

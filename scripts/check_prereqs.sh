@@ -1,9 +1,35 @@
 #!/usr/bin/env bash
 # Fails early, with a message a newcomer can act on, when a prerequisite the project cannot install
 # for itself is missing: Python 3.11 and Java 17 (Spark runs on the JVM).
+# `check_prereqs.sh chromium` instead makes sure the browser the UI tests drive is there: Debian's
+# chromium package, installed with apt-get (through sudo when not root) when it is missing.
 set -euo pipefail
 python_bin="${PYTHON:-python3.11}"
 fail() { printf 'prerequisite missing: %s\n' "$1" >&2; exit 1; }
+
+if [ "${1:-}" = "chromium" ]; then
+  # LAKEHOUSE_CHROMIUM names another Chromium binary (the tests read it too).
+  chromium_bin="${LAKEHOUSE_CHROMIUM:-chromium}"
+  command -v "$chromium_bin" >/dev/null 2>&1 && exit 0
+  [ -z "${LAKEHOUSE_CHROMIUM:-}" ] \
+    || fail "LAKEHOUSE_CHROMIUM=$LAKEHOUSE_CHROMIUM is not an executable. Point it at a Chromium binary or unset it."
+  command -v apt-get >/dev/null 2>&1 \
+    || fail "chromium not found (the browser tests drive it) and there is no apt-get to install it. Install Chromium and set LAKEHOUSE_CHROMIUM=/path/to/chromium."
+  as_root=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 \
+      || fail "chromium not found (the browser tests drive it). Install it as root: apt-get install -y chromium"
+    as_root=(sudo)
+  fi
+  printf 'installing Debian'"'"'s chromium for the browser tests (apt-get install -y chromium)\n' >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists of a fresh machine may be missing or stale: update them only if the install needs it.
+  "${as_root[@]}" apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq chromium >/dev/null; } \
+    || fail "could not install chromium (the browser tests drive it). Install it as root: apt-get install -y chromium"
+  command -v chromium >/dev/null 2>&1 || fail "apt-get installed chromium but there is no chromium on PATH."
+  exit 0
+fi
 
 command -v "$python_bin" >/dev/null 2>&1 \
   || fail "$python_bin not found on PATH. Install Python 3.11 (or set PYTHON=/path/to/python3.11)."

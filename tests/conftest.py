@@ -1,7 +1,10 @@
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -68,3 +71,33 @@ def wait_for_http(url: str, server: subprocess.Popen, timeout: float, what: str 
         assert server.poll() is None, f"{what} exited with {server.returncode}"
         assert time.monotonic() < deadline, f"{what} did not answer {url} within {timeout:.0f} s"
         time.sleep(1)
+
+
+def stop_servers(*servers: subprocess.Popen) -> None:
+    """Stop servers started with `start_new_session=True`, and everything they started, by process group: all are
+    told at once, then waited for."""
+    running = [server for server in servers if server.poll() is None]
+    for server in running:
+        os.killpg(server.pid, signal.SIGTERM)
+    for server in running:
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+def chromium_executable() -> str:
+    """The browser the UI tests drive: $LAKEHOUSE_CHROMIUM, else Debian's chromium (`make setup` installs it)."""
+    path = os.environ.get("LAKEHOUSE_CHROMIUM") or shutil.which("chromium")
+    assert path and os.access(path, os.X_OK), "no chromium: `make setup` installs Debian's (apt-get install chromium), or set LAKEHOUSE_CHROMIUM"
+    return path
+
+
+def artifacts_dir() -> Path:
+    """Where tests leave what a person would look at (screenshots, server logs): $LAKEHOUSE_ARTIFACTS, else test-artifacts/."""
+    from lakehouse.config import REPO_ROOT
+
+    path = Path(os.environ.get("LAKEHOUSE_ARTIFACTS") or REPO_ROOT / "test-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -6,20 +6,24 @@ landed files or with plain Python, not with the project's own transformations.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import requests
 from deltalake import DeltaTable
 
-from conftest import free_port, wait_for_http
+from conftest import artifacts_dir, chromium_executable, free_port, stop_servers, wait_for_http
 from lakehouse.config import REPO_ROOT
 from lakehouse.ml.fingerprint import content_sha256
+from lakehouse.tables.schemas import CLEANED_EVENTS
 
 pytestmark = pytest.mark.e2e
 
@@ -316,3 +320,208 @@ def test_reproduce_of_an_unknown_run_fails_clearly(lake, tmp_path):
     assert result.returncode == 1
     assert "no MLflow run" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.parquet").exists()
+
+
+# What a person sees: the Dagster and MLflow UIs on this lake, in a real browser (Debian's chromium, driven by
+# Playwright). The tests come last in the module and change nothing the tests above read; each leaves
+# screenshots in the artifacts folder (conftest.artifacts_dir).
+
+GROUPS = {"raw", "cleaned", "metrics", "features", "ml", "maintenance"}
+
+
+def _graphql(url: str, query: str, **variables) -> dict:
+    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _wait_for_code_location(url: str, server: subprocess.Popen, timeout: float) -> None:
+    """The webserver answers before it has loaded definitions.py; wait until it has, and fail on a load error."""
+    deadline = time.monotonic() + timeout
+    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    while True:
+        entries = _graphql(url, query)["workspaceOrError"]["locationEntries"]
+        if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+            errors = [e["locationOrLoadError"] for e in entries if e["locationOrLoadError"]["__typename"] == "PythonError"]
+            assert not errors, errors
+            return
+        assert server.poll() is None, f"dagster-webserver exited with {server.returncode}"
+        assert time.monotonic() < deadline, f"definitions.py did not load within {timeout:.0f} s: {entries}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def uis(lake):
+    """dagster-webserver (no daemon, so no sensor starts runs under the tests) and the MLflow server, on free ports."""
+    data, env = lake
+    # A run launched in the UI starts at once (without the daemon, the default queue would hold it), and a
+    # busy machine gets time to load the definitions.
+    with (data / "dagster_home" / "dagster.yaml").open("a") as f:
+        f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
+        f.write("code_servers:\n  local_startup_timeout: 600\n")
+    logs = artifacts_dir()
+    dagster_port, mlflow_port = free_port(), free_port()
+    servers = []
+    try:
+        with open(logs / "ui-dagster-webserver.log", "w") as log:
+            servers.append(subprocess.Popen(
+                [BIN / "dagster-webserver", "-f", "definitions.py", "-h", "127.0.0.1", "-p", str(dagster_port)],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+        with open(logs / "ui-mlflow-server.log", "w") as log:
+            servers.append(subprocess.Popen(
+                [BIN / "mlflow", "server", "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}", "--default-artifact-root", str(data / "mlartifacts"),
+                 "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+                # Its background job runners (one process per job type) serve GenAI features this project does not use.
+                cwd=REPO_ROOT, env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+        dagster, mlflow = f"http://127.0.0.1:{dagster_port}", f"http://127.0.0.1:{mlflow_port}"
+        wait_for_http(f"{dagster}/server_info", servers[0], timeout=300, what="dagster-webserver")
+        _wait_for_code_location(dagster, servers[0], timeout=600)
+        wait_for_http(f"{mlflow}/health", servers[1], timeout=300, what="mlflow server")
+        # The one-time "Join the Dagster community" dialog would cover the page in every test.
+        _graphql(dagster, "mutation { setNuxSeen }")
+        yield SimpleNamespace(dagster=dagster, mlflow=mlflow, data=data, env=env)
+    finally:
+        stop_servers(*servers)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable())
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(120_000)  # a busy machine
+    yield page
+    _screenshot(page, f"end-{request.node.name}.png")  # where the test stopped, if it failed before its own pictures
+    context.close()
+
+
+def _screenshot(page, name: str) -> None:
+    page.screenshot(path=artifacts_dir() / name)
+
+
+def _visible_text(page) -> str:
+    return re.sub(r"\s+", " ", page.inner_text("body"))
+
+
+def test_the_dagster_ui_shows_the_asset_graph_in_its_six_groups(uis, page):
+    defined = {node["groupName"] for node in _graphql(uis.dagster, "{ assetNodes { groupName } }")["assetNodes"]}
+    page.goto(f"{uis.dagster}/asset-groups")
+    groups = page.locator("svg foreignObject.group [data-tooltip]")  # the graph's (collapsed) group nodes
+    groups.nth(len(GROUPS) - 1).wait_for()
+    page.wait_for_timeout(1000)  # let the graph settle before the picture
+    _screenshot(page, "dagster-asset-graph.png")
+    assert sorted(groups.all_inner_texts()) == sorted(GROUPS) == sorted(defined)
+    assert not re.search(r"\berror\b", _visible_text(page), re.IGNORECASE)
+
+
+def _table_rows(page, header: str) -> list[list[str]]:
+    """The body rows (cell texts) of the table whose header row starts with `header`."""
+    return page.evaluate(
+        """header => [...document.querySelectorAll('table')]
+            .filter(t => (t.querySelector('tr')?.innerText || '').trim().startsWith(header))
+            .flatMap(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())))""",
+        header,
+    )
+
+
+def test_the_cleaned_events_page_shows_its_column_docs_metadata_and_passing_checks(uis, page):
+    data = uis.data
+    page.goto(f"{uis.dagster}/assets/cleaned_events")
+    page.get_by_text("Column name", exact=True).wait_for()
+    page.get_by_text("rows_written", exact=True).wait_for()
+    _screenshot(page, "dagster-cleaned-events.png")
+    columns = {row[0]: (row[1], re.sub(r"\s+", " ", row[2])) for row in _table_rows(page, "Column name")}
+    assert columns == {c.name: (c.dtype, c.description) for c in CLEANED_EVENTS.columns}
+
+    page.get_by_text("rows_written", exact=True).scroll_into_view_if_needed()
+    _screenshot(page, "dagster-cleaned-events-metadata.png")
+    metadata = {row[0]: row[-1] for row in _table_rows(page, "Key")}
+    # The newest materialization is of one partition (an event date), committed by the table's newest commit.
+    partition = re.search(r"Latest materialization .*? (\d{4}-\d{2}-\d{2}) ", _visible_text(page)).group(1)
+    (commit,) = DeltaTable(str(data / "delta" / "cleaned_events")).history(1)
+    assert metadata["delta_uri"] == str(data / "delta" / "cleaned_events")
+    assert metadata["delta_version"] == str(commit["version"])
+    assert json.loads(metadata["input_versions"]) == json.loads(commit["lakehouse.inputs"])
+    assert metadata["batch_id"] == json.loads(commit["lakehouse.batch"])["id"]
+    table = _table(data, "cleaned_events", version=commit["version"])
+    assert int(metadata["rows_written"]) == (table["event_date"] == date.fromisoformat(partition)).sum() > 0
+    assert int(metadata["quarantined"]) >= 0
+
+    page.goto(f"{uis.dagster}/assets/cleaned_events?view=checks")
+    checks = page.locator("[class*=checkRow]")  # the list of the asset's checks, each with its latest status
+    checks.first.wait_for()
+    _screenshot(page, "dagster-cleaned-events-checks.png")
+    statuses = {check.locator("[title]").first.get_attribute("title"): check.inner_text().split("\n")[-1] for check in checks.all()}
+    # The freshness check is there too; on this lake (days in the past) it fails, as it should.
+    assert set(statuses) == {"cleaned_events_schema", "cleaned_events_volume", "cleaned_events_accounting", "freshness_check"}
+    assert {name: statuses[name] for name in statuses if name.startswith("cleaned_events_")} == dict.fromkeys(
+        ["cleaned_events_schema", "cleaned_events_volume", "cleaned_events_accounting"], "Succeeded"
+    )
+
+
+LATEST_MATERIALIZATION = '{ assetOrError(assetKey: {path: ["feast_registry"]}) { ... on Asset { assetMaterializations(limit: 1) { runId } } } }'
+
+
+def test_a_materialization_launched_by_clicking_in_the_dagster_ui_succeeds(uis, page):
+    before = _graphql(uis.dagster, LATEST_MATERIALIZATION)["assetOrError"]["assetMaterializations"]
+    page.goto(f"{uis.dagster}/assets/feast_registry")
+    page.locator("button", has_text=re.compile(r"^Materialize$")).click()  # waits until the button is enabled
+    page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}$")).first.wait_for()
+    page.get_by_text("View", exact=True).first.click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first.wait_for(timeout=600_000)
+    page.get_by_text("RUN_SUCCESS", exact=True).or_(page.get_by_text("RUN_FAILURE", exact=True)).first.wait_for()
+    _screenshot(page, "dagster-materialize-run.png")
+    run = _graphql(uis.dagster, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status assetSelection { path } } } }", id=run_id)["runOrError"]
+    assert run == {"status": "SUCCESS", "assetSelection": [{"path": ["feast_registry"]}]}
+    after = _graphql(uis.dagster, LATEST_MATERIALIZATION)["assetOrError"]["assetMaterializations"]
+    assert after == [{"runId": run_id}] != before
+
+
+def _mlflow(url: str, endpoint: str, **body) -> dict:
+    response = requests.post(f"{url}/api/2.0/mlflow/{endpoint}", json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_the_mlflow_run_page_shows_the_lineage_tags_and_the_dataset_versions(uis, page):
+    # The newest training run, as the server's API gives it.
+    experiments = [e["experiment_id"] for e in _mlflow(uis.mlflow, "experiments/search", max_results=100)["experiments"]]
+    (run,) = _mlflow(uis.mlflow, "runs/search", experiment_ids=experiments, order_by=["attributes.start_time DESC"], max_results=1)["runs"]
+    run_id, experiment_id = run["info"]["run_id"], run["info"]["experiment_id"]
+    lineage = {tag["key"]: tag["value"] for tag in run["data"]["tags"] if tag["key"].startswith("lakehouse.")}
+    roles = lineage["lakehouse.inputs"].split(",")
+    datasets = {f"{lineage[f'lakehouse.input.{role}.table']}@v{lineage[f'lakehouse.input.{role}.version']}" for role in roles}
+    assert datasets == {d["dataset"]["name"] for d in run["inputs"]["dataset_inputs"]}
+
+    page.goto(f"{uis.mlflow}/#/experiments/{experiment_id}/runs/{run_id}")
+    page.get_by_text("lakehouse.inputs").first.wait_for()
+    assistant = page.get_by_role("button", name="Close")  # MLflow 3's assistant panel, open on a first visit
+    if assistant.count():
+        assistant.first.click()
+    more = page.locator("button", has_text=re.compile(r"^\+\d+$"))  # the datasets beyond the first
+    if more.count():
+        more.first.click()
+    for name in datasets:
+        page.get_by_text(name).first.wait_for()
+    page.wait_for_timeout(500)
+    _screenshot(page, "mlflow-run.png")
+    text = _visible_text(page)
+    assert run_id in text
+    missing = [key for key, value in lineage.items() if not re.search(rf"{re.escape(key)} ?: ?{re.escape(value)}", text)]
+    assert not missing
+    assert all(re.search(rf"{re.escape(name)} \([0-9a-f]{{8}}\)", text) for name in datasets)

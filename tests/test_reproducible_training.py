@@ -373,7 +373,7 @@ def _skew_check(result):
 
 
 def _feature_line(evaluation, feature: str) -> str:
-    (line,) = [row for row in evaluation.metadata["features"].value.splitlines() if row.startswith(f"| {feature} |")]
+    (line,) = [row for row in evaluation.metadata["features"].value.splitlines() if row.split("|")[1].split()[:1] == [feature]]
     return line
 
 
