@@ -1,5 +1,6 @@
 """Cleaned layer: one canonical row per event, and a quarantine for every line that is not one."""
 
+from collections import Counter
 from datetime import date, timedelta
 
 from dagster import (
@@ -186,7 +187,5 @@ class VolumeDropError(Exception):
 def accounting_gaps(store: DeltaStore, days: list[date], attributed: dict[date, int], cleaned_version: int) -> list[str]:
     """Event dates whose raw lines do not all appear, once, in the published pair."""
     cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date", cleaned_version)
-    quarantined: dict[date, int] = {}
-    for day in published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"]).column("event_date").to_pylist():
-        quarantined[day] = quarantined.get(day, 0) + 1
+    quarantined = Counter(published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"]).column("event_date").to_pylist())
     return unbalanced_days(days, attributed, cleaned, quarantined)

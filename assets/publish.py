@@ -64,25 +64,27 @@ def column_schema(schema: LakehouseTableSchema) -> TableSchema:
     return TableSchema(columns=[TableColumn(c.name, c.dtype, description=c.description) for c in schema.columns])
 
 
-def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: pd.DataFrame) -> dict:
-    """What every Delta-backed materialization reports about the table it committed."""
+def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: pd.DataFrame, total_rows: bool = True) -> dict:
+    """What every Delta-backed materialization reports about the table it committed.
+
+    `total_rows` False: the table's row count is left out (a partitioned write reports each partition's).
+    """
+    rows = {"dagster/row_count": MetadataValue.int(store.row_count(table, version))} if total_rows else {}
     return {
         "delta_uri": MetadataValue.path(store.uri(table)),
         "delta_version": MetadataValue.int(version),
-        "dagster/row_count": MetadataValue.int(store.row_count(table, version)),
+        **rows,
         "preview": MetadataValue.md(preview_markdown(preview)),
     }
 
 
 def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int | None, preview: pd.DataFrame, inputs: dict[str, int] | None = None) -> dict:
     """`rows_written` None: a partitioned write, whose row figures go on each partition (`partition_figures`)."""
-    common = delta_table_metadata(store, schema.name, version, preview) | {
+    common = delta_table_metadata(store, schema.name, version, preview, total_rows=rows_written is not None) | {
         "dagster/column_schema": column_schema(schema),
         "input_versions": MetadataValue.json(inputs or {}),
     }
-    if rows_written is None:
-        return {k: v for k, v in common.items() if k != "dagster/row_count"}
-    return common | {"rows_written": MetadataValue.int(rows_written)}
+    return common if rows_written is None else common | {"rows_written": MetadataValue.int(rows_written)}
 
 
 def partition_figures(context, asset_key: str, figures: dict[date, dict[str, int]], run_totals: dict[str, Any]) -> None:

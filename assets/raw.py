@@ -41,7 +41,8 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     A partition is the day folder the lines were read from, not the day the events happened.
     Nothing is parsed or filtered: broken lines are kept verbatim (a line that is not UTF-8 keeps its
     bytes) so that every later count can be reconciled with what arrived. `.jsonl.gz` files are read
-    like `.jsonl` ones; anything else found in the landing area is listed by a warning check. Rematerializing a range replaces exactly those ingest dates.
+    like `.jsonl` ones; anything else found in the landing area is listed by a warning check.
+    Rematerializing a range replaces exactly those ingest dates.
     """
     days = partition_dates(context)
     store = delta.store()

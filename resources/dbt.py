@@ -27,8 +27,9 @@ def _sources_changed_since(path: Path) -> bool:
 def dbt_manifest() -> Path:
     """dagster-dbt reads the manifest when the code loads: parse the project only if the manifest is missing or stale.
 
-    `make setup` and `make dev` parse first (`make manifest`), so loading the code does not: a parse
-    costs seconds to minutes on a busy machine, and `dagster dev` gives up on a slow code server.
+    `make setup` (and so `make dev` and `make test`) parses first, whenever a dbt file changed, so
+    loading the code does not: a parse costs seconds to minutes on a busy machine, and `dagster dev`
+    gives up on a slow code server.
     """
     manifest = dbt_project.manifest_path
     if not manifest.exists() or _sources_changed_since(manifest):

@@ -123,13 +123,17 @@ def _data_files(table_dir):
     return set(table_dir.glob("event_date=*/*.parquet"))
 
 
-def test_a_materialization_killed_mid_write_leaves_the_previous_version_and_the_rerun_is_exact(tmp_path):
-    start, days = date(2026, 3, 1), 4
+def _materialized_lake(tmp_path, start, days, users):
+    """`days` days landed from `start` and raw_events + the cleaned pair materialized once, as a user does."""
     first, last = start, start + timedelta(days=days - 1)
     env = _dagster_env(tmp_path)
-    _landed(tmp_path, env, start, days, users=6000)
+    _landed(tmp_path, env, start, days, users=users)
     assert _materialize(env, "raw_events," + CLEANED, first, last, tmp_path / "first.log").wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    store = DeltaStore(str(tmp_path / "data" / "delta"))
+    return env, first, last, DeltaStore(str(tmp_path / "data" / "delta"))
+
+
+def test_a_materialization_killed_mid_write_leaves_the_previous_version_and_the_rerun_is_exact(tmp_path):
+    env, first, last, store = _materialized_lake(tmp_path, date(2026, 3, 1), 4, users=6000)
     before = _cleaned_state(store)
     version = store.version("cleaned_events")
     table_dir = tmp_path / "data" / "delta" / "cleaned_events"
@@ -187,12 +191,8 @@ def _published_pair(store, first, last):
 
 
 def test_a_run_killed_between_the_quarantine_and_the_cleaned_commit_publishes_neither(tmp_path):
-    start, days = date(2026, 3, 1), 3
-    first, last = start, start + timedelta(days=days - 1)
-    env = _dagster_env(tmp_path)
-    _landed(tmp_path, env, start, days, users=300)
-    assert _materialize(env, "raw_events," + CLEANED, first, last, tmp_path / "first.log").wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    store = DeltaStore(str(tmp_path / "data" / "delta"))
+    start = date(2026, 3, 1)
+    env, first, last, store = _materialized_lake(tmp_path, start, 3, users=300)
     before = _published_pair(store, first, last)
 
     # New content: 25 valid lines of the middle day are broken, so the next run moves them to quarantine.
