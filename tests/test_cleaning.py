@@ -231,6 +231,8 @@ HOSTILE = [
     (_line("h_leap", ts="2026-03-01T23:59:60Z"), "bad_timestamp", "h_leap"),
     (_line("h_lower", ts="2026-03-01t10:00:00z"), "bad_timestamp", "h_lower"),
     (_line("h_compact_offset", ts="2026-03-01T10:00:00+0100"), None, "h_compact_offset"),
+    (" \t\r", "empty_line", None),
+    ("\xa0", "malformed_json", None),  # a no-break space is not blank: DuckDB's trim() says it is
 ]
 
 

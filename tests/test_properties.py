@@ -17,7 +17,7 @@ DAY = date(2026, 3, 1)
 line_text = st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=80)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(line_text, max_size=30), bom=st.booleans(), trailing_newline=st.booleans())
 def test_ingestion_keeps_every_line_verbatim(tmp_path, lines, bom, trailing_newline):
     folder = day_folder(tmp_path, DAY)
@@ -32,7 +32,7 @@ def test_ingestion_keeps_every_line_verbatim(tmp_path, lines, bom, trailing_newl
     assert [r["line_number"] for r in rows] == list(range(1, len(expected) + 1))
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")), max_size=20), gzipped=st.booleans())
 def test_ingestion_keeps_every_byte_of_any_encoding(tmp_path, lines, gzipped):
     import gzip

@@ -3,7 +3,7 @@
 Rules, in order (the first that applies is the line's quarantine reason):
 - invalid_encoding: the line is not valid UTF-8 (raw_events keeps its bytes); its text would hold
   replacement characters, and two different ids could read as one;
-- empty_line: nothing but whitespace (after removing a UTF-8 byte-order mark);
+- empty_line: nothing but ASCII whitespace (after removing a UTF-8 byte-order mark);
 - malformed_json: not exactly one JSON object, an object that repeats a key (which value would
   count is ambiguous), or a line with more than MAX_CONTAINERS '{' or '[' characters (Spark's
   parser gives up on nesting past about 1000 levels, DuckDB's does not; no event needs a tenth of it);
@@ -188,7 +188,7 @@ def parse_events(raw: DataFrame) -> DataFrame:
     fields = wire.select(
         *raw_columns,
         F.col("raw_bytes").isNotNull().alias("_undecodable"),
-        (F.trim("_line") == "").alias("_blank"),
+        F.col("_line").rlike(_BLANK).alias("_blank"),  # trim() differs: DuckDB's also strips U+00A0
         "_is_object",
         "_not_string",
         e["event_name"].alias("event_name"),
