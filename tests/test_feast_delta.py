@@ -16,7 +16,8 @@ from feast.types import Int64, String
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, ViewRead, pinned, point_in_time_join
+from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, pinned
+from lakehouse.features.point_in_time import ViewRead, point_in_time_join
 from lakehouse.ml.leakage import leakage_violations
 
 
@@ -170,8 +171,7 @@ def test_the_store_agrees_with_a_reference_join_on_random_data(tmp_path, rows, e
     ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
     path = tmp_path / f"random_{abs(hash((tuple(rows.items()), tuple(entities), ttl_minutes)))}"
     write(path, feature_rows)
-    source = DeltaSource(name="random", path=str(path), timestamp_field="ts", created_timestamp_column="created")
-    read = ViewRead(name="random", source=source, join_keys=("user_id",), entity_keys=("user_id",), features=("value",), outputs=("value",), ttl=ttl)
+    read = ViewRead(name="random", data=lambda: DeltaTable(str(path)).to_pyarrow_dataset(), timestamp="ts", created="created", join_keys=("user_id",), entity_keys=("user_id",), features=("value",), outputs=("value",), ttl=ttl)
     entity = pa.table({"user_id": pa.array([u for u, _ in entity_rows], pa.string()), "event_timestamp": pa.array([t for _, t in entity_rows], pa.timestamp("us", tz="UTC"))})
     result = point_in_time_join(entity, "event_timestamp", [read])
     assert result.column("user_id").to_pylist() == [u for u, _ in entity_rows]

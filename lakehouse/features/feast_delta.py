@@ -7,12 +7,20 @@ Plugged in through Feast's own extension point, so the ordinary CLI and SDK work
 
 and feature views use `DeltaSource(path=..., timestamp_field=...)` as their batch source.
 
-Point-in-time semantics are Feast's: for each entity row, the latest feature row of the same keys
-with event timestamp <= the entity timestamp and >= entity timestamp - TTL (both inclusive; no
-lower bound without a TTL); of rows with the same event timestamp, the latest created timestamp
-wins; entity rows without a match keep nulls; duplicate entity rows are all kept; the result has
-the entity columns in their order, then the features in request order, rows in entity order.
-The join is DuckDB's ASOF LEFT JOIN, so each feature table is scanned once.
+The whole of Feast's offline-store contract:
+- historical retrieval, with Feast's point-in-time semantics (`lakehouse.features.point_in_time`),
+  `field_mapping` applied to every column (timestamps included), and
+  `filter_by_created_timestamp`;
+- the pulls that materialization, saved datasets and feature-log reads use;
+- `offline_write_batch` (`store.write_to_offline_store`, push sources in `PushMode.OFFLINE`): one
+  Delta append per batch, cast to the table's schema;
+- `write_logged_features` (what `feast serve` logs for a feature service): appended to the Delta
+  table of a `DeltaLoggingDestination`;
+- saved datasets (`store.create_saved_dataset`, `RetrievalJob.persist`): written as a Delta table
+  whose version is recorded in the registry, so a saved dataset reads back the rows it saved even
+  after the table is overwritten.
+Feast's own `FileSource` storage (Delta or Parquet) is read and written too, for callers that hand
+the store Feast's default destinations.
 
 A source can be pinned to a Delta version (`DeltaSource(version=N)`, or `pinned(view, N)` for one
 retrieval): that is how a past training set is rebuilt after the table was overwritten, deleted
@@ -26,30 +34,44 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
+from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from feast.data_format import DeltaFormat
 from feast.data_source import DataSource
+from feast.errors import SavedDatasetLocationAlreadyExists
+from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, LoggingConfig, LoggingDestination, LoggingSource
 from feast.feature_view import DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL, FeatureView
+from feast.infra.offline_stores.file_source import FileLoggingDestination, FileSource, SavedDatasetFileStorage
 from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob, RetrievalMetadata
 from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL, infer_event_timestamp_from_entity_df
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.core.DataSource_pb2 import DataSource as DataSourceProto
+from feast.protos.feast.core.FeatureService_pb2 import LoggingConfig as LoggingConfigProto
+from feast.protos.feast.core.SavedDataset_pb2 import SavedDatasetStorage as SavedDatasetStorageProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from feast.saved_dataset import SavedDatasetStorage
+from feast.utils import compute_non_entity_date_range
 from feast.type_map import pa_to_feast_value_type
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
+from lakehouse.features.point_in_time import PointInTimeError, ViewRead, entity_rows_between, point_in_time_join, quoted
+
 SOURCE_CLASS = "lakehouse.features.feast_delta.DeltaSource"
 FEATURE_TIMESTAMP_SUFFIX = "__feature_timestamp"
+# Commit info on every Delta commit this store makes: which Feast operation wrote it, and for what.
+WRITER_KEY = "lakehouse.writer"
 
 
 class DeltaSourceError(ValueError):
@@ -63,7 +85,7 @@ class DeltaSource(DataSource):
         self,
         *,
         path: str,
-        timestamp_field: str,
+        timestamp_field: str = "",
         name: str | None = None,
         created_timestamp_column: str = "",
         field_mapping: dict[str, str] | None = None,
@@ -72,7 +94,7 @@ class DeltaSource(DataSource):
         tags: dict[str, str] | None = None,
         owner: str = "",
     ):
-        if version is not None and (not isinstance(version, int) or version < 0):
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
             raise DeltaSourceError(f"a Delta version is an integer >= 0, got {version!r}")
         self.path = path
         self.version = version
@@ -125,7 +147,14 @@ class DeltaSource(DataSource):
             owner=data_source.owner,
         )
 
-    def table(self) -> DeltaTable:
+    def column(self, name: str) -> str:
+        """The stored column behind `name`: field_mapping maps stored columns to the names Feast uses."""
+        for column, mapped in (self.field_mapping or {}).items():
+            if mapped == name:
+                return column
+        return name
+
+    def delta_table(self) -> DeltaTable:
         try:
             return DeltaTable(self.path, version=self.version)
         except TableNotFoundError:
@@ -136,13 +165,14 @@ class DeltaSource(DataSource):
             raise
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema(self.table().schema().to_arrow())
+        return pa.schema(self.delta_table().schema().to_arrow())
 
     def validate(self, config: RepoConfig) -> None:
         schema = self.arrow_schema()
-        for column, role in ((self.timestamp_field, "timestamp_field"), (self.created_timestamp_column, "created_timestamp_column")):
-            if not column:
+        for name, role in ((self.timestamp_field, "timestamp_field"), (self.created_timestamp_column, "created_timestamp_column")):
+            if not name:
                 continue
+            column = self.column(name)
             if column not in schema.names:
                 raise DeltaSourceError(f"source {self.name!r}: {role} {column!r} is not a column of {self.path} (columns: {', '.join(schema.names)})")
             if not pa.types.is_timestamp(schema.field(column).type):
@@ -153,15 +183,85 @@ class DeltaSource(DataSource):
         return pa_to_feast_value_type
 
     def get_table_column_names_and_types(self, config: RepoConfig) -> Iterable[tuple[str, str]]:
-        return [(f.name, _feast_type_name(f.type)) for f in self.arrow_schema()]
+        return [(f.name, feast_type_name(f.type)) for f in self.arrow_schema()]
 
     def get_table_query_string(self) -> str:
         return f"delta:{self.path}"
 
 
-def _feast_type_name(arrow_type: pa.DataType) -> str:
-    # pa_to_feast_value_type reads `large_string` as JSON; Delta strings are plain strings.
-    return "string" if pa.types.is_large_string(arrow_type) else str(arrow_type)
+def feast_type_name(arrow_type: pa.DataType) -> str:
+    """An Arrow type spelled the way Feast's `pa_to_feast_value_type` reads it."""
+    if pa.types.is_dictionary(arrow_type):
+        return feast_type_name(arrow_type.value_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list_view(arrow_type):
+        # Delta names list elements `element`; Feast only reads `item`.
+        return f"list<item: {feast_type_name(arrow_type.value_type)}>"
+    if pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return "string"  # Feast reads `large_string` as JSON; Delta strings are plain strings
+    if pa.types.is_large_binary(arrow_type) or pa.types.is_binary_view(arrow_type) or pa.types.is_fixed_size_binary(arrow_type):
+        return "binary"
+    if pa.types.is_date(arrow_type):
+        return "timestamp[us]"
+    if pa.types.is_decimal(arrow_type):
+        return "double"
+    return str(arrow_type)
+
+
+# The kind of value each Feast type holds, and the kind of each Arrow type, so a declared type can be
+# checked against a stored one the way Feast's stores treat them: Int32 over int64 and Float32 over
+# float64 are fine (Feast casts when it serves), a string over numbers is not.
+_KINDS = {
+    "int": {ValueType.INT32, ValueType.INT64},
+    "float": {ValueType.FLOAT, ValueType.DOUBLE, ValueType.DECIMAL},
+    "string": {ValueType.STRING, ValueType.UUID, ValueType.TIME_UUID},
+    "bytes": {ValueType.BYTES, ValueType.PDF_BYTES, ValueType.IMAGE_BYTES},
+    "bool": {ValueType.BOOL},
+    "time": {ValueType.UNIX_TIMESTAMP, ValueType.ZONED_TIMESTAMP},
+    "json": {ValueType.JSON},
+    "nested": {ValueType.MAP, ValueType.STRUCT, ValueType.SCALAR_MAP},
+}
+# (declared, stored) kinds that Feast converts without loss of meaning.
+_ACCEPTED = {("float", "int"), ("json", "string"), ("json", "nested"), ("nested", "string"), ("nested", "json")}
+
+
+def _declared_kind(value_type: ValueType) -> tuple[str | None, bool]:
+    """(kind, is a list) of a declared Feast type; kind None accepts anything."""
+    name = value_type.name
+    if name in ("VALUE_LIST", "VALUE_SET"):
+        return None, True
+    for suffix in ("_LIST", "_SET"):
+        if name.endswith(suffix):
+            base, _ = _declared_kind(ValueType[name.removesuffix(suffix)])
+            return base, True
+    return next((kind for kind, types in _KINDS.items() if value_type in types), None), False
+
+
+def _stored_kind(arrow_type: pa.DataType) -> tuple[str | None, bool]:
+    """(kind, is a list) of a stored Arrow type; kind None is a column of nulls."""
+    if pa.types.is_dictionary(arrow_type):
+        return _stored_kind(arrow_type.value_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list_view(arrow_type):
+        return _stored_kind(arrow_type.value_type)[0], True
+    for kind, test in (
+        ("int", pa.types.is_integer), ("float", pa.types.is_floating), ("float", pa.types.is_decimal), ("bool", pa.types.is_boolean),
+        ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)),
+        ("bytes", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)),
+        ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
+        ("nested", lambda t: pa.types.is_struct(t) or pa.types.is_map(t)),
+    ):
+        if test(arrow_type):
+            return kind, False
+    return None, False
+
+
+def type_mismatch(declared: ValueType, stored: pa.DataType) -> bool:
+    """Whether values stored as `stored` cannot serve a feature declared `declared`."""
+    (want, want_list), (have, have_list) = _declared_kind(declared), _stored_kind(stored)
+    if pa.types.is_null(stored):
+        return False  # a column of nulls fits any declared type
+    if want_list != have_list:
+        return True
+    return want is not None and have is not None and want != have and (want, have) not in _ACCEPTED
 
 
 def pinned(view: FeatureView, version: int) -> FeatureView:
@@ -175,18 +275,81 @@ def pinned(view: FeatureView, version: int) -> FeatureView:
     return pinned_view
 
 
+class SavedDatasetDeltaStorage(SavedDatasetStorage):
+    """Where a saved dataset lives: a Delta table, and the version its rows were written as.
+
+    The version is filled in when the dataset is persisted, and recorded in the registry with it.
+    """
+
+    _proto_attr_name = "custom_storage"
+
+    def __init__(self, path: str, version: int | None = None):
+        self.path = path
+        self.version = version
+
+    @staticmethod
+    def from_proto(storage_proto: SavedDatasetStorageProto) -> SavedDatasetDeltaStorage:
+        options = json.loads(storage_proto.custom_storage.configuration)
+        return SavedDatasetDeltaStorage(path=options["path"], version=options.get("version"))
+
+    def to_proto(self) -> SavedDatasetStorageProto:
+        options = json.dumps({"path": self.path, "version": self.version}).encode()
+        return self._custom_storage_proto(DataSourceProto.CustomSourceOptions(configuration=options))
+
+    def to_data_source(self) -> DeltaSource:
+        return DeltaSource(name=f"saved_dataset:{self.path}", path=self.path, version=self.version)
+
+
+class DeltaLoggingDestination(LoggingDestination):
+    """Feature logs (what `feast serve` served, and for which request) appended to a Delta table."""
+
+    _proto_kind = "lakehouse.features.feast_delta.DeltaLoggingDestination"
+
+    def __init__(self, *, path: str):
+        self.path = path
+
+    @classmethod
+    def from_proto(cls, config_proto: LoggingConfigProto) -> DeltaLoggingDestination:
+        return DeltaLoggingDestination(path=config_proto.custom_destination.config["path"])
+
+    def to_proto(self) -> LoggingConfigProto:
+        return LoggingConfigProto(custom_destination=LoggingConfigProto.CustomDestination(kind=self._proto_kind, config={"path": self.path}))
+
+    def to_data_source(self) -> DeltaSource:
+        return DeltaSource(name=f"feature_log:{self.path}", path=self.path, timestamp_field=LOG_TIMESTAMP_FIELD)
+
+
 class DeltaOfflineStoreConfig(FeastConfigBaseModel):
     """feature_store.yaml: `offline_store: {type: lakehouse.features.feast_delta.DeltaOfflineStore}`."""
 
     type: StrictStr = "lakehouse.features.feast_delta.DeltaOfflineStore"
 
 
+def _file_uri(config: RepoConfig | None, path: str) -> str:
+    if config is not None and config.repo_path is not None and "://" not in path and not Path(path).is_absolute():
+        return str(Path(config.repo_path) / path)
+    return path
+
+
+def _dataset(source: DataSource, config: RepoConfig | None = None) -> ds.Dataset:
+    """The rows of a Delta source, or of one of Feast's file sources (Delta or Parquet)."""
+    if isinstance(source, DeltaSource):
+        return source.delta_table().to_pyarrow_dataset()
+    if isinstance(source, FileSource):
+        uri = _file_uri(config, source.path)
+        if isinstance(source.file_format, DeltaFormat):
+            return DeltaTable(uri).to_pyarrow_dataset()
+        return ds.dataset(uri, format="parquet")
+    raise DeltaSourceError(f"the Delta offline store reads DeltaSource (or Feast FileSource) sources, not {type(source).__name__}")
+
+
 class DeltaRetrievalJob(RetrievalJob):
-    def __init__(self, compute: Callable[[], pa.Table], full_feature_names: bool = False, on_demand_feature_views=None, metadata: RetrievalMetadata | None = None):
+    def __init__(self, compute: Callable[[], pa.Table], full_feature_names: bool = False, on_demand_feature_views=None, metadata: RetrievalMetadata | None = None, config: RepoConfig | None = None):
         self._compute = compute
         self._full_feature_names = full_feature_names
         self._on_demand_feature_views = on_demand_feature_views or []
         self._metadata = metadata
+        self._config = config
 
     @property
     def full_feature_names(self) -> bool:
@@ -206,103 +369,51 @@ class DeltaRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._compute().to_pandas()
 
-    def persist(self, storage, allow_overwrite: bool = False, timeout: int | None = None):
-        raise NotImplementedError("saved datasets are not supported by the Delta offline store; write to_arrow() to a Delta table instead")
+    def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False, timeout: int | None = None) -> None:
+        """Write the retrieved rows (on-demand features included) as a saved dataset.
 
-
-@dataclass(frozen=True)
-class ViewRead:
-    """One feature view's part of a point-in-time join, in source column names."""
-
-    name: str
-    source: DeltaSource
-    join_keys: tuple[str, ...]  # source columns
-    entity_keys: tuple[str, ...]  # the entity columns they match, in the same order
-    features: tuple[str, ...]  # source columns
-    outputs: tuple[str, ...]  # output column names, one per feature
-    ttl: timedelta | None
-    timestamp_output: str | None = None  # if set, also output the matched feature row's event time
-
-
-def _q(identifier: str) -> str:
-    """A quoted DuckDB identifier (column and view names come from feature definitions, never values)."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _utc_micros(table: pa.Table, column: str) -> pa.Table:
-    index = table.schema.get_field_index(column)
-    field = table.schema.field(index)
-    if not pa.types.is_timestamp(field.type):
-        raise DeltaSourceError(f"entity column {column!r} is {field.type}, not a timestamp")
-    # Naive entity timestamps are UTC, as in Feast's own stores.
-    values = table.column(index).cast(pa.timestamp(field.type.unit, tz=field.type.tz or "UTC")).cast(pa.timestamp("us", tz="UTC"))
-    return table.set_column(index, pa.field(column, values.type), values)
-
-
-def _check_types(read: ViewRead, view: FeatureView) -> None:
-    schema = read.source.arrow_schema()
-    by_output = {f.name: f for f in view.features}
-    wanted = {read.source.timestamp_field, read.source.created_timestamp_column, *read.join_keys, *read.features} - {""}
-    missing = sorted(wanted - set(schema.names))
-    if missing:
-        raise DeltaSourceError(f"feature view {view.name!r}: columns {missing} are not in {read.source.path} (columns: {', '.join(schema.names)})")
-    for column, output in zip(read.features, read.outputs):
-        feature = by_output.get(output.split("__", 1)[-1]) or by_output.get(output)
-        if feature is None:
-            continue
-        stored = pa_to_feast_value_type(_feast_type_name(schema.field(column).type))
-        declared = feature.dtype.to_value_type()
-        if stored != declared and (declared, stored) not in _WIDENINGS:
-            raise DeltaSourceError(f"feature view {view.name!r}: feature {feature.name!r} is declared {declared.name} but column {column!r} of {read.source.path} is {schema.field(column).type}")
-
-
-# (declared, stored) pairs where the stored values always fit the declared type.
-_WIDENINGS = {(ValueType.INT64, ValueType.INT32), (ValueType.DOUBLE, ValueType.FLOAT)}
-
-
-def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[ViewRead]) -> pa.Table:
-    """Feast's point-in-time join of `entity` with each view, in one DuckDB query of ASOF LEFT JOINs."""
-    if timestamp_column not in entity.column_names:
-        raise DeltaSourceError(f"entity rows have no {timestamp_column!r} column (columns: {', '.join(entity.column_names)})")
-    entity = _utc_micros(entity, timestamp_column)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        # Numbered before DuckDB sees them, so the result can be put back in entity order.
-        row_id = "__entity_row"
-        con.register("__entity_arrow", entity.append_column(row_id, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
-        steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
-        # Feature rows newer than every entity row can never match: skip them in the scan.
-        newest = pc.max(entity.column(timestamp_column)).as_py()
-        params: dict[str, object] = {"newest": newest or datetime.max.replace(tzinfo=timezone.utc)}
-        for i, read in enumerate(reads):
-            con.register(f"__view_{i}", read.source.table().to_pyarrow_dataset())
-            ts, created = read.source.timestamp_field, read.source.created_timestamp_column
-            columns = [f"{_q(k)} AS __k{j}" for j, k in enumerate(read.join_keys)] + [f"{_q(c)} AS __f{j}" for j, c in enumerate(read.features)]
-            # Of rows with the same keys and event time, the latest created one (ASOF takes one row per time).
-            tie_break = ""
-            if created:
-                partition = ", ".join([_q(k) for k in read.join_keys] + [_q(ts)])
-                tie_break = f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {_q(created)} DESC NULLS LAST) = 1"
-            steps.append(f"view_{i} AS (SELECT {', '.join(columns)}, {_q(ts)} AS __ts FROM __view_{i} WHERE {_q(ts)} <= $newest{tie_break})")
-            on = [f"s.{_q(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [f"s.{_q(timestamp_column)} >= v.__ts"]
-            matched = [(f"v.__f{j}", out) for j, out in enumerate(read.outputs)] + ([("v.__ts", read.timestamp_output)] if read.timestamp_output else [])
-            if read.ttl:
-                params[f"ttl_{i}"] = read.ttl
-                values = [f"CASE WHEN v.__ts >= s.{_q(timestamp_column)} - $ttl_{i} THEN {value} END AS {_q(out)}" for value, out in matched]
+        To a `SavedDatasetDeltaStorage`: one Delta commit, whose version is recorded on `storage`
+        (and so in the registry); an existing table is replaced only with `allow_overwrite`.
+        Feast's `SavedDatasetFileStorage` is written as a Delta table or Parquet, by its format.
+        """
+        if isinstance(storage, SavedDatasetDeltaStorage):
+            uri, delta = storage.path, True
+        elif isinstance(storage, SavedDatasetFileStorage):
+            uri, delta = _file_uri(self._config, storage.file_options.uri), isinstance(storage.file_options.file_format, DeltaFormat)
+        else:
+            raise DeltaSourceError(f"the Delta offline store persists to SavedDatasetDeltaStorage (or Feast's SavedDatasetFileStorage), not {type(storage).__name__}")
+        exists = _delta_version(uri) is not None if delta else Path(uri).exists()
+        if exists and not allow_overwrite:
+            raise SavedDatasetLocationAlreadyExists(location=uri)
+        rows = self.to_arrow(timeout=timeout)
+        if not delta:
+            if uri.endswith(".parquet"):
+                pq.write_table(rows, uri)
             else:
-                values = [f"{value} AS {_q(out)}" for value, out in matched]
-            steps.append(f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})")
-        joined = con.sql(f"WITH {', '.join(steps)} SELECT * FROM step_{len(reads)}", params=params).to_arrow_table()
-    finally:
-        con.close()
-    # Back to entity order: row_id is a permutation of 0..n-1, so invert it instead of sorting.
-    positions = np.empty(joined.num_rows, dtype=np.int64)
-    positions[joined.column(row_id).to_numpy()] = np.arange(joined.num_rows)
-    return joined.take(positions).drop_columns([row_id])
+                pq.write_to_dataset(rows, root_path=uri)
+            return
+        write_deltalake(uri, rows, mode="overwrite", schema_mode="overwrite", commit_properties=_commit("saved_dataset"))
+        if isinstance(storage, SavedDatasetDeltaStorage):
+            storage.version = _delta_version(uri)
+
+    def supports_remote_storage_export(self) -> bool:
+        return False
+
+
+def _delta_version(uri: str) -> int | None:
+    try:
+        return DeltaTable(uri).version()
+    except TableNotFoundError:
+        return None
+
+
+def _commit(operation: str, **details: str) -> CommitProperties:
+    return CommitProperties(custom_metadata={WRITER_KEY: f"feast.{operation}", **{f"lakehouse.{k}": v for k, v in details.items()}})
 
 
 class DeltaOfflineStore(OfflineStore):
+    supports_filter_by_created_timestamp = True
+
     @staticmethod
     def get_historical_features(
         config: RepoConfig,
@@ -313,15 +424,14 @@ class DeltaOfflineStore(OfflineStore):
         project: str,
         full_feature_names: bool = False,
         feature_timestamps: bool = False,
+        filter_by_created_timestamp: bool = False,
         **kwargs,
     ) -> RetrievalJob:
         """Feast's historical retrieval; `feature_timestamps=True` adds `<view>__feature_timestamp`,
-        the event time of the feature row each entity row got (for leakage audits)."""
-        if not isinstance(entity_df, pd.DataFrame):
-            raise DeltaSourceError("the Delta offline store needs entity rows as a pandas DataFrame (SQL entity queries and entity-less retrieval are not supported)")
-        timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
-        if timestamp_column not in entity_df.columns:
-            timestamp_column = infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+        the event time of the feature row each entity row got (for leakage audits), and
+        `filter_by_created_timestamp=True` ignores feature rows created after the entity timestamp."""
+        if entity_df is not None and not isinstance(entity_df, pd.DataFrame):
+            raise DeltaSourceError("the Delta offline store takes entity rows as a pandas DataFrame, or none with start_date/end_date (SQL entity queries are not supported)")
         requested: dict[str, list[str]] = {}
         for ref in feature_refs:
             view_name, feature = ref.split(":", 1)
@@ -329,74 +439,151 @@ class DeltaOfflineStore(OfflineStore):
         reads = []
         for view in feature_views:
             name = view.projection.name_to_use()
-            if name not in requested:
-                continue
-            reads.append(_view_read(view, registry, project, requested[name], full_feature_names, feature_timestamps))
-            _check_types(reads[-1], view)
-        entity = pa.Table.from_pandas(entity_df, preserve_index=False)
-        timestamps = pd.to_datetime(entity_df[timestamp_column], utc=True)
+            if name in requested:
+                reads.append(_view_read(view, requested[name], full_feature_names, feature_timestamps))
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
-        metadata = RetrievalMetadata(
-            features=feature_refs,
-            keys=[c for c in entity_df.columns if c != timestamp_column],
-            min_event_timestamp=timestamps.min().to_pydatetime() if len(timestamps) else None,
-            max_event_timestamp=timestamps.max().to_pydatetime() if len(timestamps) else None,
-        )
-        return DeltaRetrievalJob(lambda: point_in_time_join(entity, timestamp_column, reads), full_feature_names, odfvs, metadata)
+
+        if entity_df is None:
+            # Feast's non-entity mode: every (keys, event time) in the window, each with its features then.
+            start, end = compute_non_entity_date_range(feature_views, kwargs.get("start_date"), kwargs.get("end_date"))
+            timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
+            entity_keys = list(dict.fromkeys(k for read in reads for k in read.entity_keys))
+            metadata = RetrievalMetadata(features=feature_refs, keys=entity_keys, min_event_timestamp=start, max_event_timestamp=end)
+            entity_rows = lambda: entity_rows_between(reads, timestamp_column, start, end)  # noqa: E731
+        else:
+            timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
+            if timestamp_column not in entity_df.columns:
+                timestamp_column = infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+            entity = pa.Table.from_pandas(entity_df, preserve_index=False)
+            timestamps = pd.to_datetime(entity_df[timestamp_column], utc=True)
+            metadata = RetrievalMetadata(
+                features=feature_refs,
+                keys=[c for c in entity_df.columns if c != timestamp_column],
+                min_event_timestamp=timestamps.min().to_pydatetime() if len(timestamps) else None,
+                max_event_timestamp=timestamps.max().to_pydatetime() if len(timestamps) else None,
+            )
+            entity_rows = lambda: entity  # noqa: E731
+
+        def compute() -> pa.Table:
+            try:
+                return point_in_time_join(entity_rows(), timestamp_column, reads, known_at_entity_time=filter_by_created_timestamp)
+            except PointInTimeError as exc:
+                raise DeltaSourceError(str(exc)) from None
+
+        return DeltaRetrievalJob(compute, full_feature_names, odfvs, metadata, config)
 
     @staticmethod
     def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date) -> RetrievalJob:
-        return DeltaRetrievalJob(lambda: _pull(data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=True))
+        return DeltaRetrievalJob(lambda: _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=True), config=config)
 
     @staticmethod
     def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column=None, start_date=None, end_date=None) -> RetrievalJob:
-        return DeltaRetrievalJob(lambda: _pull(data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=False))
+        return DeltaRetrievalJob(lambda: _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=False), config=config)
+
+    @staticmethod
+    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table, progress: Callable[[int], object] | None) -> None:
+        """Append `table` to the view's Delta table in one commit, cast to the table's schema.
+
+        Columns must be exactly the table's (in any order); values that do not fit the stored type
+        (an overflow, a string where a number is stored) fail the whole batch, and nothing is written.
+        """
+        source = feature_view.batch_source
+        if not isinstance(source, DeltaSource):
+            raise DeltaSourceError(f"feature view {feature_view.name!r}: the Delta offline store writes to DeltaSource batch sources, not {type(source).__name__}")
+        if source.version is not None:
+            raise DeltaSourceError(f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to")
+        schema = source.arrow_schema()
+        missing, extra = sorted(set(schema.names) - set(table.column_names)), sorted(set(table.column_names) - set(schema.names))
+        if missing or extra:
+            raise DeltaSourceError(f"feature view {feature_view.name!r}: the batch's columns do not match {source.path}: missing {missing}, unexpected {extra}")
+        rows = pa.table([_cast(table.column(f.name), f, feature_view.name) for f in schema], schema=schema)
+        write_deltalake(source.path, rows, mode="append", commit_properties=_commit("offline_write_batch", feature_view=feature_view.name))
+        if progress:
+            progress(rows.num_rows)
+
+    @staticmethod
+    def write_logged_features(config: RepoConfig, data: pa.Table | Path, source: LoggingSource, logging_config: LoggingConfig, registry) -> None:
+        """Append a batch of feature logs to the destination's Delta table (created on the first batch)."""
+        destination = logging_config.destination
+        if isinstance(data, (str, Path)):
+            data = pq.read_table(data, use_threads=False, pre_buffer=False)
+        if isinstance(destination, FileLoggingDestination):
+            ds.write_dataset(data, base_dir=_file_uri(config, destination.path), basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet",
+                             partitioning=destination.partition_by, format="parquet", existing_data_behavior="overwrite_or_ignore", use_threads=False)
+            return
+        if not isinstance(destination, DeltaLoggingDestination):
+            raise DeltaSourceError(f"the Delta offline store logs features to a DeltaLoggingDestination (or Feast's FileLoggingDestination), not {type(destination).__name__}")
+        schema = source.get_schema(registry)
+        rows = data.select(schema.names).cast(schema) if set(schema.names) <= set(data.column_names) else data
+        partition_by = [LOG_DATE_FIELD] if LOG_DATE_FIELD in rows.column_names else None
+        write_deltalake(destination.path, rows, mode="append", partition_by=partition_by, commit_properties=_commit("write_logged_features"))
 
 
-def _view_read(view: FeatureView, registry, project: str, features: list[str], full_feature_names: bool, feature_timestamps: bool) -> ViewRead:
+def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArray:
+    if column.type == field.type:
+        return column
+    try:
+        # Delta stores microseconds: finer timestamps are truncated, as any Delta writer does.
+        return column.cast(field.type, safe=not pa.types.is_timestamp(field.type))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DeltaSourceError(f"feature view {view!r}: column {field.name!r} ({column.type}) does not fit the stored {field.type}: {exc}") from None
+
+
+def _view_read(view: FeatureView, features: list[str], full_feature_names: bool, feature_timestamps: bool) -> ViewRead:
     source = view.batch_source
     if not isinstance(source, DeltaSource):
         raise DeltaSourceError(f"feature view {view.name!r}: the Delta offline store reads DeltaSource batch sources, not {type(source).__name__}")
-    to_source = {feature: column for column, feature in (source.field_mapping or {}).items()}
     join_keys = [column.name for column in view.entity_columns]
-    entity_keys = [view.projection.join_key_map.get(k, k) for k in join_keys]
     prefix = view.projection.name_to_use()
-    return ViewRead(
+    read = ViewRead(
         name=view.name,
-        source=source,
-        join_keys=tuple(to_source.get(k, k) for k in join_keys),
-        entity_keys=tuple(entity_keys),
-        features=tuple(to_source.get(f, f) for f in features),
+        data=lambda: source.delta_table().to_pyarrow_dataset(),
+        timestamp=source.column(source.timestamp_field),
+        created=source.column(source.created_timestamp_column) if source.created_timestamp_column else None,
+        join_keys=tuple(source.column(k) for k in join_keys),
+        entity_keys=tuple(view.projection.join_key_map.get(k, k) for k in join_keys),
+        features=tuple(source.column(f) for f in features),
         outputs=tuple(f"{prefix}__{f}" if full_feature_names else f for f in features),
         ttl=view.ttl if view.ttl else None,
         timestamp_output=f"{prefix}{FEATURE_TIMESTAMP_SUFFIX}" if feature_timestamps else None,
     )
+    _check_types(read, features, view, source)
+    return read
 
 
-def _pull(source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest: bool) -> pa.Table:
-    if not isinstance(source, DeltaSource):
-        raise DeltaSourceError(f"the Delta offline store reads DeltaSource sources, not {type(source).__name__}")
+def _check_types(read: ViewRead, features: list[str], view: FeatureView, source: DeltaSource) -> None:
+    schema = source.arrow_schema()
+    wanted = {read.timestamp, read.created or "", *read.join_keys, *read.features} - {""}
+    missing = sorted(wanted - set(schema.names))
+    if missing:
+        raise DeltaSourceError(f"feature view {view.name!r}: columns {missing} are not in {source.path} (columns: {', '.join(schema.names)})")
+    declared = {f.name: f.dtype.to_value_type() for f in view.features}
+    for name, column in zip(features, read.features):
+        stored = schema.field(column).type
+        if name in declared and type_mismatch(declared[name], stored):
+            raise DeltaSourceError(f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {source.path} is {stored}")
+
+
+def _pull(config, source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest: bool) -> pa.Table:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("__source", source.table().to_pyarrow_dataset())
+        con.register("__source", _dataset(source, config))
         columns = list(dict.fromkeys([*join_key_columns, *feature_name_columns, timestamp_field] + ([created_timestamp_column] if created_timestamp_column else [])))
-        if not feature_name_columns:
-            columns = ["*"]
-        select = ", ".join(_q(c) if c != "*" else c for c in columns)
+        select = ", ".join(quoted(c) for c in columns) if feature_name_columns else "*"
         if not join_key_columns:
-            select += f", $dummy AS {_q(DUMMY_ENTITY_ID)}"
+            select += f", $dummy AS {quoted(DUMMY_ENTITY_ID)}"
         where, params = [], {"dummy": DUMMY_ENTITY_VAL} if not join_key_columns else {}
         if start_date is not None:
-            where.append(f"{_q(timestamp_field)} >= $start")
+            where.append(f"{quoted(timestamp_field)} >= $start")
             params["start"] = start_date
         if end_date is not None:
-            where.append(f"{_q(timestamp_field)} <= $end")
+            where.append(f"{quoted(timestamp_field)} <= $end")
             params["end"] = end_date
         sql = f"SELECT {select} FROM __source" + (f" WHERE {' AND '.join(where)}" if where else "")
         if latest:
-            order = [f"{_q(timestamp_field)} DESC"] + ([f"{_q(created_timestamp_column)} DESC NULLS LAST"] if created_timestamp_column else [])
-            partition = ", ".join(_q(k) for k in join_key_columns) or "1"
+            order = [f"{quoted(timestamp_field)} DESC"] + ([f"{quoted(created_timestamp_column)} DESC NULLS LAST"] if created_timestamp_column else [])
+            partition = ", ".join(quoted(k) for k in join_key_columns) or "1"
             sql += f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
         return con.sql(sql, params=params).to_arrow_table()
     finally:

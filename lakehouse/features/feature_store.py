@@ -125,7 +125,7 @@ def online_offline_mismatches(store, sample_size: int = 200) -> tuple[int, list[
         source = fv.batch_source
         keys = [c.name for c in fv.entity_columns]
         names = [f.name for f in fv.features]
-        newest = pc.max(source.table().to_pyarrow_dataset().to_table(columns=[source.timestamp_field]).column(0)).as_py()
+        newest = pc.max(source.delta_table().to_pyarrow_dataset().to_table(columns=[source.timestamp_field]).column(0)).as_py()
         if newest is None:
             continue
         latest = DeltaOfflineStore.pull_latest_from_table_or_query(
