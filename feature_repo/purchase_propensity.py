@@ -10,9 +10,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
+from feast.feature_logging import LoggingConfig
 from feast.types import Float64, Int32, Int64, String
 
-from lakehouse.features.feast_delta import DeltaSource
+from lakehouse.features.feast_delta import DeltaLoggingDestination, DeltaSource
 
 _DATA_DIR = Path(os.environ.get("LAKEHOUSE_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
 
@@ -99,4 +100,7 @@ purchase_propensity_v2 = FeatureService(
     ],
     description="Inputs of the 7-day purchase-propensity model: user activity and favourite-category activity.",
     tags={"owner": "ml-platform"},
+    # Every online read through this service (feast serve or the SDK) is logged to this Delta table:
+    # the traffic the serving-skew check compares the training set with.
+    logging_config=LoggingConfig(destination=DeltaLoggingDestination(path=str(_DATA_DIR / "delta" / "served_features")), sample_rate=1.0),
 )

@@ -4,25 +4,23 @@ Each test builds a throwaway Feast repo (SQLite registry and online store, the D
 over Delta tables written with deltalake.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from feast import Entity, FeatureStore, FeatureView, Field, ValueType
+from feast import FeatureStore, FeatureView, Field
 from feast.repo_config import RegistryConfig, RepoConfig
 from feast.types import Int64, String
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaOfflineStoreConfig, DeltaSource, DeltaSourceError, pinned
+from feast_repo import USER, at, store_for
+
+from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaSource, DeltaSourceError, pinned
 from lakehouse.features.point_in_time import ViewRead, point_in_time_join
 from lakehouse.ml.leakage import leakage_violations
-
-
-def at(hhmmss: str, day: str = "2026-03-02") -> datetime:
-    return datetime.fromisoformat(f"{day} {hhmmss}").replace(tzinfo=timezone.utc)
 
 
 def write(path, rows: list[dict], mode: str = "overwrite") -> None:
@@ -40,23 +38,6 @@ FEATURES = [
     row("u1", "12:00:00", 3, created="12:10:00"),  # same event time, created later: wins
     row("u2", "08:00:00", 20),
 ]
-
-
-def store_for(tmp_path, views) -> FeatureStore:
-    config = RepoConfig(
-        project="test",
-        provider="local",
-        registry=RegistryConfig(path=str(tmp_path / "registry.db")),
-        online_store={"type": "sqlite", "path": str(tmp_path / "online.db")},
-        offline_store=DeltaOfflineStoreConfig(),
-        entity_key_serialization_version=3,
-    )
-    store = FeatureStore(config=config)
-    store.apply([USER, *views])
-    return store
-
-
-USER = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING)
 
 
 def view(path, name="activity", ttl=timedelta(hours=2), version=None, **source_args) -> FeatureView:

@@ -513,10 +513,18 @@ class DeltaOfflineStore(OfflineStore):
             return
         if not isinstance(destination, DeltaLoggingDestination):
             raise DeltaSourceError(f"the Delta offline store logs features to a DeltaLoggingDestination (or Feast's FileLoggingDestination), not {type(destination).__name__}")
-        schema = source.get_schema(registry)
-        rows = data.select(schema.names).cast(schema) if set(schema.names) <= set(data.column_names) else data
+        schema = _delta_compatible(source.get_schema(registry))
+        missing = sorted(set(schema.names) - set(data.column_names))
+        if missing:
+            raise DeltaSourceError(f"feature logs for {destination.path} lack the columns {missing} of the logging source's schema")
+        rows = data.select(schema.names).cast(schema)
         partition_by = [LOG_DATE_FIELD] if LOG_DATE_FIELD in rows.column_names else None
         write_deltalake(destination.path, rows, mode="append", partition_by=partition_by, commit_properties=_commit("write_logged_features"))
+
+
+def _delta_compatible(schema: pa.Schema) -> pa.Schema:
+    """`schema` with its timestamps in microseconds, the only unit Delta stores."""
+    return pa.schema([pa.field(f.name, pa.timestamp("us", tz=f.type.tz) if pa.types.is_timestamp(f.type) else f.type, f.nullable) for f in schema])
 
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArray:
