@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
 
-.PHONY: setup chromium demo test test-fast dev bench clean
+.PHONY: feast-contract setup chromium demo test test-fast dev bench clean
 
 $(UV):
 	@scripts/check_prereqs.sh
@@ -57,6 +57,12 @@ dev: setup
 
 bench: setup
 	$(BIN)/python bench/materialize_demo.py
+
+# Feast's own universal offline-store suite against the Delta offline store; FEAST_SRC is a checkout of
+# feast-dev/feast (its tests are not in the PyPI package).
+feast-contract: setup
+	@test -n "$(FEAST_SRC)" || { echo "usage: make feast-contract FEAST_SRC=<checkout of feast-dev/feast>" >&2; exit 2; }
+	feast_contract/run.sh $(FEAST_SRC)
 
 clean:
 	rm -rf data $(VENV) $(TOOLS)

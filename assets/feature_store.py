@@ -64,7 +64,8 @@ def feast_online_store(feast: FeastResource, delta: DeltaStorage):
     asset=feast_online_store,
     description=(
         f"Training-serving skew: the newest registered model's training set against the online values of the "
-        f"entities active on the newest feature day. PSI per feature (KS too for continuous ones): "
+        f"entities active on the newest feature day, and against the newest day of logged traffic (what the "
+        f"feature service actually served, `traffic_*`) once there is some. PSI per feature (KS too for continuous ones): "
         f"warns at PSI >= {PSI_WARN}, fails at PSI >= {PSI_FAIL}. The chart of every feature's training and serving "
         f"distributions is an artifact of the model's MLflow run (serving_skew/): `chart` opens it in the MLflow UI "
         f"(`mlflow ui`, http://127.0.0.1:5000), `chart_file` is where the artifact store keeps it."
@@ -83,10 +84,17 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
 
     experiment_id = MlflowClient(mlflow_tracking.tracking_uri).get_run(skew.run_id).info.experiment_id
     chart_path = f"serving_skew/{skew.chart_uri.rsplit('/', 1)[-1]}"
-    status = worst_status(skew.features)
-    rows = "\n".join(
-        f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |" for d in skew.features
-    )
+    traffic = skew.traffic
+    status = worst_status(skew.features + (traffic.features if traffic else []))
+    traffic_metadata = {"traffic": "none logged yet: the service's served-feature log is empty"}
+    if traffic:
+        traffic_metadata = {
+            "traffic_day": str(traffic.day),
+            "traffic_rows": MetadataValue.int(traffic.rows),
+            "traffic_requests": MetadataValue.int(traffic.requests),
+            "traffic_max_psi": MetadataValue.float(max(d.psi for d in traffic.features)),
+            "traffic_features": MetadataValue.md(_drift_table(traffic.features)),
+        }
     return AssetCheckResult(
         passed=status == "ok",
         severity=AssetCheckSeverity.WARN if status == "warn" else AssetCheckSeverity.ERROR,
@@ -96,11 +104,17 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
             "training_rows": MetadataValue.int(skew.training_rows),
             "serving_rows": MetadataValue.int(skew.serving_rows),
             "max_psi": MetadataValue.float(max(d.psi for d in skew.features)),
-            "features": MetadataValue.md("| feature | PSI | KS | status |\n|---|---|---|---|\n" + rows),
+            "features": MetadataValue.md(_drift_table(skew.features)),
             "chart": MetadataValue.url(mlflow_tracking.run_url(experiment_id, skew.run_id, chart_path)),
             "chart_file": _artifact_location(skew.chart_uri),
+            **traffic_metadata,
         },
     )
+
+
+def _drift_table(features) -> str:
+    rows = [f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |" for d in features]
+    return "| feature | PSI | KS | status |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
 def _artifact_location(uri: str) -> MetadataValue:

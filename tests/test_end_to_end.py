@@ -245,9 +245,21 @@ def test_feast_serve_answers_over_http_with_the_latest_values(lake):
         assert values["user_id"] == users + ["usr_unknown"]
         assert values["purchases_30d"] == latest["purchases_30d"].tolist() + [None]
         assert values["revenue_30d"][:-1] == pytest.approx(latest["revenue_30d"].tolist())
+        # The model's service logs what it serves; v1 does not log.
+        scored = requests.post(
+            f"{url}/get-online-features",
+            json={"feature_service": "purchase_propensity_v2", "entities": {"user_id": users, "favourite_category": ["electronics"] * len(users)}},
+            timeout=10,
+        )
+        scored.raise_for_status()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+    # Flushed when the server stops: one row per entity served through v2, with the values it answered.
+    logs = DeltaTable(str(data / "delta" / "served_features")).to_pandas().set_index("user_id").loc[users]
+    assert logs["__request_id"].nunique() == 1
+    assert logs["user_activity__purchases_30d"].tolist() == latest["purchases_30d"].tolist()
+    assert (logs["favourite_category"] == "electronics").all()
 
 
 def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lake):

@@ -22,7 +22,7 @@ from feast.types import Array, Float32, Float64, Int32, Int64, String, UnixTimes
 from feast_repo import USER, at, store_for
 
 from lakehouse.features.feast_delta import DeltaLoggingDestination, DeltaSource, DeltaSourceError, SavedDatasetDeltaStorage
-from lakehouse.features.served_features import not_logged
+from lakehouse.features.served_features import flush_served_features, not_logged
 
 TS = pa.timestamp("us", tz="UTC")
 # Two rows of u1 share an event time; the one created later wins unless it was created too late.
@@ -187,7 +187,7 @@ def test_online_reads_through_a_logging_service_are_appended_to_delta(logging_st
         store.get_online_features(features=service, entity_rows=[{"user_id": "u2"}])  # not traffic
     store.get_online_features(features=["activity:value"], entity_rows=[{"user_id": "u1"}])  # no service: nothing to log
 
-    assert store._get_provider().served_log(store.registry, store.project).flush() == 3
+    assert flush_served_features(store) == 3
     logs = DeltaTable(str(served)).to_pandas().sort_values(["__request_id", "user_id"])
     assert sorted(logs["user_id"]) == ["u1", "u2", "u9"]
     by_user = logs.set_index("user_id")
@@ -206,8 +206,7 @@ def test_feature_logs_written_as_parquet_files_and_read_by_the_feast_cli(logging
     store, served = logging_store
     service = store.get_feature_service("scoring")
     store.get_online_features(features=service, entity_rows=[{"user_id": "u1"}])
-    provider = store._get_provider()
-    provider.served_log(store.registry, store.project).flush()
+    flush_served_features(store)
     # What Feast's Go server handed over: a directory of Parquet files.
     files = tmp_path / "spool"
     files.mkdir()
@@ -246,3 +245,27 @@ def test_a_saved_dataset_is_a_delta_table_whose_recorded_version_survives_an_ove
     first = store.get_saved_dataset("first").to_df().sort_values("user_id")
     assert list(zip(first["user_id"], first["value"])) == [("u1", 3), ("u2", 20)]
     assert list(store.get_saved_dataset("second").to_df()["value"]) == [1]
+
+
+def test_the_skew_check_sees_each_users_last_served_row_of_the_newest_logged_day(tmp_path):
+    from lakehouse.ml.serving_skew import logged_traffic
+
+    view = activity_view(tmp_path / "unused")
+    service = FeatureService(name="scoring", features=[view], logging_config=LoggingConfig(destination=DeltaLoggingDestination(path=str(tmp_path / "served"))))
+    assert logged_traffic(service, ["value"], []) is None  # nothing logged yet
+    logs = [  # (request, user, value, served at)
+        ("r1", "u1", 1, at("23:00:00", "2026-03-01")),
+        ("r2", "u1", 2, at("09:00:00")),
+        ("r2", "u2", 5, at("09:00:00")),
+        ("r3", "u1", 3, at("10:00:00")),
+    ]
+    write_deltalake(str(tmp_path / "served"), pa.table({
+        "user_id": [r[1] for r in logs],
+        "activity__value": pa.array([r[2] for r in logs], pa.int64()),
+        "__log_timestamp": pa.array([r[3] for r in logs], TS),
+        "__log_date": pa.array([r[3].date() for r in logs], pa.date32()),
+        "__request_id": [r[0] for r in logs],
+    }), partition_by=["__log_date"])
+    day, rows, requests = logged_traffic(service, ["value"], [])
+    assert (str(day), requests) == ("2026-03-02", 2)
+    assert sorted(zip(rows["user_id"], rows["value"])) == [("u1", 3), ("u2", 5)]

@@ -21,8 +21,11 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
 
 from lakehouse.cli import main as cli
+from lakehouse.features.feature_store import FEATURE_SERVICE, open_store
+from lakehouse.features.served_features import flush_served_features
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.ml.lineage import REGISTERED_MODEL
+from lakehouse.ml.serving_skew import recent_entity_rows
 from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
 from resources import resources_for
@@ -389,11 +392,24 @@ def test_the_skew_check_is_quiet_on_unshifted_serving_data_and_fires_on_a_shift(
     # The category features are compared by favourite category, with a KS test on their eight values
     # (a row-grain count feature gets no KS).
     assert "(p=" in _feature_line(quiet, "category_views_7d") and "(p=" not in _feature_line(quiet, "views_7d")
+    assert quiet.metadata["traffic"].value.startswith("none logged yet")
+
+    # The model's service is called (unshifted values), in requests of 40 users, each logged.
+    feast_store = open_store(lake["data"])
+    entity_rows = recent_entity_rows(store)
+    service = feast_store.get_feature_service(FEATURE_SERVICE)
+    for start in range(0, len(entity_rows), 40):
+        feast_store.get_online_features(features=service, entity_rows=entity_rows[start:start + 40])
+    assert flush_served_features(feast_store) == USERS
 
     land_feature_days(store, rng, propensity, range(51, 52), shift=2.0)
     shifted = _skew_check(_materialize("feast_online_store"))
     assert not shifted.passed and shifted.severity == AssetCheckSeverity.ERROR
     assert shifted.metadata["max_psi"].value >= 0.25
+    # What was served (before the shift) still matches training: the traffic comparison is its own.
+    assert shifted.metadata["traffic_rows"].value == USERS and shifted.metadata["traffic_requests"].value == USERS // 40
+    assert shifted.metadata["traffic_max_psi"].value < 0.1
+    assert "| purchases_30d |" in shifted.metadata["traffic_features"].value
     assert "| purchases_30d |" in shifted.metadata["features"].value and "fail" in shifted.metadata["features"].value
     # Every category's views doubled: all eight serving values above the training ones.
     assert _feature_line(shifted, "category_views_7d").endswith("| fail |")

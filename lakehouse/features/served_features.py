@@ -12,15 +12,17 @@ Every online read made through a feature service that has a `logging_config` is 
 schema Feast defines for feature logs (`FeatureServiceLoggingSource`): the join keys, each feature
 with its event timestamp and status, `__log_timestamp`, `__log_date` and `__request_id` (one per
 request). Reads are kept in memory and appended to the service's `DeltaLoggingDestination` by a
-background thread every `flush_interval_secs`, when `queue_capacity` rows are waiting, and when the
-process exits normally (Ctrl-C or SIGTERM to `feast serve` included). A process killed with SIGKILL
-loses what it had not flushed; a failed flush keeps its rows for the next one.
+background thread every `flush_interval_secs`, when `queue_capacity` rows are waiting, when `feast
+serve` shuts down (Ctrl-C, SIGTERM, a worker recycled after `--max-requests`: Feast closes the
+provider) and when an SDK process exits. A process killed with SIGKILL loses what it had not
+flushed; a failed flush keeps its rows for the next one.
 
 Reads that are not traffic (the serving-skew check's own online read) run inside `not_logged()`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import contextvars
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD, FeatureServiceLoggingSource
 from feast.feature_service import FeatureService
 from feast.infra.passthrough_provider import PassthroughProvider
@@ -65,27 +68,47 @@ class ServedRead:
         return len(self.response.proto.results[0].values) if self.response.proto.results else 0
 
 
-def log_rows(read: ServedRead, schema: pa.Schema) -> pa.Table:
-    """One log row per entity row of a read, in the feature-log schema of its service."""
-    proto = read.response.proto
-    position = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
-    columns: dict[str, list] = {}
-    for projection in read.service.feature_view_projections:
-        prefix = projection.name_to_use()
-        for feature in projection.features:
-            logged = f"{prefix}__{feature.name}"
-            result = proto.results[position[logged if read.full_feature_names else feature.name]]
-            columns[logged] = [feast_value_type_to_python_type(v) for v in result.values]
-            columns[f"{logged}__timestamp"] = [datetime.fromtimestamp(t.seconds, timezone.utc) if t.seconds else None for t in result.event_timestamps]
-            columns[f"{logged}__status"] = list(result.statuses)
-    for name in schema.names:
-        if name not in columns and name in position:  # a join key
-            columns[name] = [feast_value_type_to_python_type(v) for v in proto.results[position[name]].values]
-    n = read.rows
-    columns[LOG_TIMESTAMP_FIELD] = [read.served_at] * n
-    columns[LOG_DATE_FIELD] = [read.served_at.date()] * n
-    columns[REQUEST_ID_FIELD] = [read.request_id] * n
-    return pa.table({name: pa.array(columns.get(name, [None] * n), field.type) for name, field in zip(schema.names, schema)}, schema=schema)
+def _python_value(value):
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    if kind.endswith("_list_val") or kind.endswith("_set_val") or kind in ("map_val", "struct_val", "unix_timestamp_val"):
+        return feast_value_type_to_python_type(value)  # the rare kinds: Feast's own conversion
+    return getattr(value, kind)
+
+
+def log_rows(reads: list[ServedRead], schema: pa.Schema) -> pa.Table:
+    """One log row per entity row of the reads (all of one service), in its feature-log schema."""
+    columns: dict[str, list] = {name: [] for name in schema.names}
+    seconds: dict[str, list[int]] = {name: [] for name in schema.names if name.endswith("__timestamp")}
+    logged_features = {f"{p.name_to_use()}__{f.name}" for p in reads[0].service.feature_view_projections for f in p.features} if reads else set()
+    join_keys = [n for n in schema.names if n not in seconds and n not in logged_features and not n.endswith("__status") and not n.startswith("__")]
+    for read in reads:
+        proto = read.response.proto
+        position = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
+        for projection in read.service.feature_view_projections:
+            prefix = projection.name_to_use()
+            for feature in projection.features:
+                logged = f"{prefix}__{feature.name}"
+                result = proto.results[position[logged if read.full_feature_names else feature.name]]
+                columns[logged].extend(_python_value(v) for v in result.values)
+                seconds[f"{logged}__timestamp"].extend(t.seconds for t in result.event_timestamps)
+                columns[f"{logged}__status"].extend(result.statuses)
+        for name in join_keys:
+            values = proto.results[position[name]].values if name in position else [None] * read.rows
+            columns[name].extend(_python_value(v) if v is not None else None for v in values)
+        columns[LOG_TIMESTAMP_FIELD].extend([read.served_at] * read.rows)
+        columns[LOG_DATE_FIELD].extend([read.served_at.date()] * read.rows)
+        columns[REQUEST_ID_FIELD].extend([read.request_id] * read.rows)
+    arrays = []
+    for field in schema:
+        if field.name in seconds:
+            # Epoch 0 is how the online store answers "no row": a null time in the log.
+            stamps = pa.array(seconds[field.name], pa.int64())
+            arrays.append(pc.if_else(pc.equal(stamps, 0), None, stamps).cast(field.type))
+        else:
+            arrays.append(pa.array(columns[field.name], field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class ServedFeatureLog:
@@ -134,7 +157,7 @@ class ServedFeatureLog:
                 source = FeatureServiceLoggingSource(service, self._project)
                 try:
                     schema = source.get_schema(self._registry)
-                    table = pa.concat_tables([log_rows(r, schema) for r in service_reads])
+                    table = log_rows(service_reads, schema)
                     self._provider.offline_store.write_logged_features(self._config, table, source, service.logging_config, self._registry)
                 except Exception:
                     with self._lock:  # put back, oldest first
@@ -181,7 +204,24 @@ class LoggingProvider(PassthroughProvider):
         self._record(features, response, registry, project, full_feature_names)
         return response
 
+    async def close(self) -> None:
+        """`feast serve` calls this as it shuts down (Ctrl-C, SIGTERM, a recycled worker): write what waits.
+
+        Uvicorn ends a worker by re-raising SIGTERM once the app has shut down, so atexit never runs there."""
+        if self._log is not None:
+            await asyncio.to_thread(self._log.flush)
+        await super().close()
+
     async def get_online_features_async(self, config, features, entity_rows, registry, project, full_feature_names=False, include_feature_view_version_metadata=False):
         response = await super().get_online_features_async(config, features, entity_rows, registry, project, full_feature_names, include_feature_view_version_metadata)
         self._record(features, response, registry, project, full_feature_names)
         return response
+
+
+def flush_served_features(store) -> int:
+    """Write what this process has served and not logged yet; the rows written (0 if it does not log).
+
+    A serving process flushes on its own; this is for callers that must see their reads logged now."""
+    provider = store._get_provider()
+    served_log = provider.served_log(store.registry, store.project) if isinstance(provider, LoggingProvider) else None
+    return served_log.flush() if served_log else 0

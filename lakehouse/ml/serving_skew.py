@@ -19,13 +19,18 @@ Features a row gets through another entity's key (the `category_activity` view, 
 (`lakehouse.ml.drift.keyed_feature_drift`). The training rows' keys come from the labels table at
 the version the run pinned, the entity rows the training set was built from. PSI for every other
 feature, KS for the continuous (float) ones; thresholds and details are in `lakehouse.ml.drift`.
+
+Logged traffic, when the service logs what it serves (`lakehouse.features.served_features`): the
+training set is also compared with what was actually served, the newest day of logs with each
+entity's last served row (so a user who called a hundred times counts once, as in training). That
+is the population the model really scored, where the online-store side is the one it could have.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +52,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class TrafficSkew:
+    """The training set against the newest day of logged traffic."""
+
+    day: date
+    rows: int  # entities served that day
+    requests: int
+    features: list[FeatureDrift]
+
+
+@dataclass(frozen=True)
 class SkewReport:
     run_id: str
     model_version: str
@@ -55,6 +70,7 @@ class SkewReport:
     features: list[FeatureDrift]
     chart_uri: str  # the PNG, an artifact of the model's run
     training_time: datetime | None = None  # that prediction time
+    traffic: TrafficSkew | None = None  # None until the service has logged traffic
 
 
 def serving_model(client: MlflowClient) -> tuple[str, str] | None:
@@ -100,6 +116,32 @@ def _training_keys(delta: DeltaStore, lineage: TrainingLineage, training: pd.Dat
     return training.merge(rows, on=[*ROW_KEYS, PREDICTION_TIME], how="left", validate="many_to_one")
 
 
+def logged_traffic(service, names: list[str], key_columns: list[str]) -> tuple[date, pd.DataFrame, int] | None:
+    """(the newest day of the service's logs, each entity's last served row that day with features
+    named as in training, the requests that day); None when the service logs nothing or has not yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+    from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD
+
+    from lakehouse.features.feast_delta import DeltaLoggingDestination
+
+    destination = service.logging_config.destination if service.logging_config else None
+    if not isinstance(destination, DeltaLoggingDestination):
+        return None
+    try:
+        logs = DeltaTable(destination.path).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    newest_day = pc.max(logs.to_table(columns=[LOG_DATE_FIELD])[LOG_DATE_FIELD]).as_py()
+    if newest_day is None:
+        return None
+    renamed = {f"{p.name_to_use()}__{f.name}": f.name for p in service.feature_view_projections for f in p.features if f.name in names}
+    keys = [*ROW_KEYS, *key_columns]  # logged as the request carried them
+    day = logs.to_table(columns=[*keys, *renamed, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD], filter=pc.field(LOG_DATE_FIELD) == newest_day).to_pandas()
+    last = day.sort_values(LOG_TIMESTAMP_FIELD, kind="stable").drop_duplicates(list(ROW_KEYS), keep="last")
+    return newest_day, last.rename(columns=renamed)[[*keys, *renamed.values()]].reset_index(drop=True), day[REQUEST_ID_FIELD].nunique()
+
+
 def _continuous(feast_store, refs: tuple[str, ...]) -> set[str]:
     dtypes = {f"{fv.name}:{f.name}": f.dtype for fv in feast_store.list_feature_views() for f in fv.features}
     from feast.types import Float32, Float64
@@ -122,7 +164,10 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
     entity_rows = recent_entity_rows(delta)
     # Through the service, so that its join-key mapping (favourite_category -> item_category) applies.
     service = feast_store.get_feature_service(lineage.feature_service)
-    served = feast_store.get_online_features(features=service, entity_rows=entity_rows).to_df()
+    from lakehouse.features.served_features import not_logged
+
+    with not_logged():  # this read is the check's, not traffic
+        served = feast_store.get_online_features(features=service, entity_rows=entity_rows).to_df()
     if missing := [n for n in names if n not in served.columns]:
         raise ValueError(f"feature service {lineage.feature_service} no longer serves {missing}, which model run {run_id} was trained on")
     keys = {name: key for name, key in keyed_features(feast_store, service).items() if name in names}
@@ -134,9 +179,14 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
         training = newest_prediction_time(snapshot)
         if key_columns:
             training = _training_keys(delta, lineage, training, key_columns)
-        report = feature_drift(training, served, names, _continuous(feast_store, lineage.feature_refs), keys=keys)
+        continuous = _continuous(feast_store, lineage.feature_refs)
+        report = feature_drift(training, served, names, continuous, keys=keys)
+        traffic = None
+        if (logged := logged_traffic(service, names, key_columns)) is not None:
+            day, rows, requests = logged
+            traffic = TrafficSkew(day, len(rows), requests, feature_drift(training, rows, names, continuous, keys=keys))
         chart = drift_chart(training, served, report, Path(tmp) / f"serving_skew_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
         client.log_artifact(run_id, str(chart), "serving_skew")
     chart_uri = f"{run.info.artifact_uri}/serving_skew/{chart.name}"
     training_time = pd.Timestamp(training[PREDICTION_TIME].iloc[0]).to_pydatetime()
-    return SkewReport(run_id, version, len(training), len(served), report, chart_uri, training_time)
+    return SkewReport(run_id, version, len(training), len(served), report, chart_uri, training_time, traffic)
