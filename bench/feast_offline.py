@@ -172,7 +172,9 @@ def online(root: Path, entities: int) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     feast = Path(sys.executable).parent / "feast"
-    server = subprocess.Popen([feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"], cwd=root / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # --max-requests 0: by default gunicorn recycles the worker every ~1,000 requests, and the calls
+    # that arrive meanwhile wait about a second (bench/feast_http.py measures it).
+    server = subprocess.Popen([feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log", "--max-requests", "0"], cwd=root / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}/get-online-features"
         session = requests.Session()

@@ -70,11 +70,16 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
     if timestamp_column not in entity.column_names:
         raise PointInTimeError(f"entity rows have no {timestamp_column!r} column (columns: {', '.join(entity.column_names)})")
     entity = _utc_micros(entity, timestamp_column)
+    # DuckDB sees only the columns the joins need; the entity's other columns never leave Arrow.
+    needed = list(dict.fromkeys([timestamp_column, *(k for read in reads for k in read.entity_keys)]))
+    if missing := [k for k in needed if k not in entity.column_names]:
+        raise PointInTimeError(f"entity rows have no {missing} column (columns: {', '.join(entity.column_names)})")
+    outputs = [out for read in reads for _, out in _matched(read, "v")]
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         # Numbered before DuckDB sees them, so the result can be put back in entity order.
-        con.register("__entity_arrow", entity.append_column(ROW_ID, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
+        con.register("__entity_arrow", entity.select(needed).append_column(ROW_ID, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
         steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
         # Feature rows newer than every entity row can never match: skip them in the scan.
         newest = pc.max(entity.column(timestamp_column)).as_py()
@@ -85,13 +90,17 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
                 params[f"ttl_{i}"] = read.ttl
             join = _known_rows_join if known_at_entity_time and read.created else _asof_join
             steps.extend(join(i, read, timestamp_column))
-        joined = con.sql(f"WITH {', '.join(steps)} SELECT * FROM step_{len(reads)}", params=params).to_arrow_table()
+        select = ", ".join([ROW_ID, *(quoted(out) for out in outputs)])
+        joined = con.sql(f"WITH {', '.join(steps)} SELECT {select} FROM step_{len(reads)}", params=params).to_arrow_table()
     finally:
         con.close()
     # Back to entity order: the row ids are a permutation of 0..n-1, so invert it instead of sorting.
     positions = np.empty(joined.num_rows, dtype=np.int64)
     positions[joined.column(ROW_ID).to_numpy()] = np.arange(joined.num_rows)
-    return joined.take(positions).drop_columns([ROW_ID])
+    features = joined.drop_columns([ROW_ID]).take(positions)
+    for field, column in zip(features.schema, features.columns):
+        entity = entity.append_column(field, column)
+    return entity
 
 
 def _view_rows(i: int, read: ViewRead, latest_created_only: bool) -> str:
