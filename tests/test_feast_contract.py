@@ -269,3 +269,14 @@ def test_the_skew_check_sees_each_users_last_served_row_of_the_newest_logged_day
     day, rows, requests = logged_traffic(service, ["value"], [])
     assert (str(day), requests) == ("2026-03-02", 2)
     assert sorted(zip(rows["user_id"], rows["value"])) == [("u1", 3), ("u2", 5)]
+
+
+def test_a_failed_flush_keeps_the_served_reads_for_the_next_one(logging_store):
+    store, served = logging_store
+    served.write_text("a file where the log table should be")
+    store.get_online_features(features=store.get_feature_service("scoring"), entity_rows=[{"user_id": "u1"}, {"user_id": "u2"}])
+    with pytest.raises(Exception):
+        flush_served_features(store)
+    served.unlink()
+    assert flush_served_features(store) == 2
+    assert sorted(DeltaTable(str(served)).to_pandas()["user_id"]) == ["u1", "u2"]

@@ -189,16 +189,28 @@ class DeltaSource(DataSource):
         return f"delta:{self.path}"
 
 
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_list_view(t)
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)
+
+
 def feast_type_name(arrow_type: pa.DataType) -> str:
     """An Arrow type spelled the way Feast's `pa_to_feast_value_type` reads it."""
     if pa.types.is_dictionary(arrow_type):
         return feast_type_name(arrow_type.value_type)
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list_view(arrow_type):
+    if _is_list(arrow_type):
         # Delta names list elements `element`; Feast only reads `item`.
         return f"list<item: {feast_type_name(arrow_type.value_type)}>"
-    if pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+    if _is_string(arrow_type):
         return "string"  # Feast reads `large_string` as JSON; Delta strings are plain strings
-    if pa.types.is_large_binary(arrow_type) or pa.types.is_binary_view(arrow_type) or pa.types.is_fixed_size_binary(arrow_type):
+    if _is_binary(arrow_type):
         return "binary"
     if pa.types.is_date(arrow_type):
         return "timestamp[us]"
@@ -240,12 +252,12 @@ def _stored_kind(arrow_type: pa.DataType) -> tuple[str | None, bool]:
     """(kind, is a list) of a stored Arrow type; kind None is a column of nulls."""
     if pa.types.is_dictionary(arrow_type):
         return _stored_kind(arrow_type.value_type)
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type) or pa.types.is_list_view(arrow_type):
+    if _is_list(arrow_type):
         return _stored_kind(arrow_type.value_type)[0], True
     for kind, test in (
         ("int", pa.types.is_integer), ("float", pa.types.is_floating), ("float", pa.types.is_decimal), ("bool", pa.types.is_boolean),
-        ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)),
-        ("bytes", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)),
+        ("string", _is_string),
+        ("bytes", _is_binary),
         ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
         ("nested", lambda t: pa.types.is_struct(t) or pa.types.is_map(t)),
     ):

@@ -152,17 +152,18 @@ class ServedFeatureLog:
             for read in reads:
                 by_service.setdefault(read.service.name, []).append(read)
             written = 0
-            for name, service_reads in by_service.items():
+            groups = list(by_service.values())
+            for i, service_reads in enumerate(groups):
                 service = service_reads[0].service
                 source = FeatureServiceLoggingSource(service, self._project)
                 try:
-                    schema = source.get_schema(self._registry)
-                    table = log_rows(service_reads, schema)
+                    table = log_rows(service_reads, source.get_schema(self._registry))
                     self._provider.offline_store.write_logged_features(self._config, table, source, service.logging_config, self._registry)
                 except Exception:
-                    with self._lock:  # put back, oldest first
-                        self._pending[:0] = service_reads
-                        self._pending_rows += sum(r.rows for r in service_reads)
+                    unwritten = [read for group in groups[i:] for read in group]
+                    with self._lock:  # put back, ahead of what arrived meanwhile
+                        self._pending[:0] = unwritten
+                        self._pending_rows += sum(r.rows for r in unwritten)
                     raise
                 written += table.num_rows
             return written
