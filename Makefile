@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
 
-.PHONY: feast-contract setup chromium demo test test-fast dev bench clean
+.PHONY: feast-contract servers cluster-up cluster-down setup chromium demo test test-fast dev bench clean
 
 $(UV):
 	@scripts/check_prereqs.sh
@@ -20,7 +20,7 @@ $(UV):
 
 $(STAMP): $(UV) uv.lock pyproject.toml scripts/fetch_jars.py
 	@scripts/check_prereqs.sh
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra cluster --python $(PYTHON)
 	$(BIN)/python scripts/fetch_jars.py
 	@touch $@
 
@@ -35,7 +35,19 @@ $(DBT_MANIFEST): $(STAMP) dbt/dbt_project.yml dbt/profiles.yml $(wildcard dbt/mo
 	cd dbt && ../$(BIN)/dbt parse --quiet --profiles-dir .
 	@touch $@
 
-setup: $(STAMP) chromium $(DBT_MANIFEST)
+# The cluster profile's servers from Debian (Redis, PostgreSQL): installed with apt-get when missing.
+servers:
+	@scripts/check_prereqs.sh servers
+
+setup: $(STAMP) chromium servers $(DBT_MANIFEST)
+
+# The cluster profile's servers on 127.0.0.1 (scripts/cluster.py): started, healthy, bucket and databases made.
+cluster-up: setup
+	$(BIN)/python scripts/cluster.py up
+	@echo "point the cluster profile at them: eval \"\$$($(BIN)/python scripts/cluster.py env)\""
+
+cluster-down:
+	$(BIN)/python scripts/cluster.py down
 
 demo: setup
 	$(BIN)/python scripts/demo.py

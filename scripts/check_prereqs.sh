@@ -7,26 +7,40 @@ set -euo pipefail
 python_bin="${PYTHON:-python3.11}"
 fail() { printf 'prerequisite missing: %s\n' "$1" >&2; exit 1; }
 
+# `check_prereqs.sh servers`: the Debian packages of the cluster profile's servers (Redis, PostgreSQL),
+# installed with apt-get when missing, like chromium below.
+apt_install() {  # apt_install <command that must exist afterwards> <package>...
+  local wanted=$1; shift
+  command -v apt-get >/dev/null 2>&1 \
+    || fail "$wanted not found and there is no apt-get to install it. Install: $*"
+  local as_root=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || fail "$wanted not found. Install it as root: apt-get install -y $*"
+    as_root=(sudo)
+  fi
+  printf 'installing Debian packages: %s\n' "$*" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists of a fresh machine may be missing or stale: update them only if the install needs it.
+  "${as_root[@]}" apt-get install -y -qq "$@" >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq "$@" >/dev/null; } \
+    || fail "could not install $*. Install them as root: apt-get install -y $*"
+}
+
+if [ "${1:-}" = "servers" ]; then
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server redis-server
+  compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null 2>&1 \
+    || apt_install postgres postgresql
+  # The Debian packages start their own servers on the default ports: the project starts its own.
+  exit 0
+fi
+
 if [ "${1:-}" = "chromium" ]; then
   # LAKEHOUSE_CHROMIUM names another Chromium binary (the tests read it too).
   chromium_bin="${LAKEHOUSE_CHROMIUM:-chromium}"
   command -v "$chromium_bin" >/dev/null 2>&1 && exit 0
   [ -z "${LAKEHOUSE_CHROMIUM:-}" ] \
     || fail "LAKEHOUSE_CHROMIUM=$LAKEHOUSE_CHROMIUM is not an executable. Point it at a Chromium binary or unset it."
-  command -v apt-get >/dev/null 2>&1 \
-    || fail "chromium not found (the browser tests drive it) and there is no apt-get to install it. Install Chromium and set LAKEHOUSE_CHROMIUM=/path/to/chromium."
-  as_root=()
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 \
-      || fail "chromium not found (the browser tests drive it). Install it as root: apt-get install -y chromium"
-    as_root=(sudo)
-  fi
-  printf 'installing Debian'"'"'s chromium for the browser tests (apt-get install -y chromium)\n' >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists of a fresh machine may be missing or stale: update them only if the install needs it.
-  "${as_root[@]}" apt-get install -y -qq chromium >/dev/null 2>&1 \
-    || { "${as_root[@]}" apt-get update -qq && "${as_root[@]}" apt-get install -y -qq chromium >/dev/null; } \
-    || fail "could not install chromium (the browser tests drive it). Install it as root: apt-get install -y chromium"
+  apt_install chromium chromium  # the browser tests drive it
   command -v chromium >/dev/null 2>&1 || fail "apt-get installed chromium but there is no chromium on PATH."
   exit 0
 fi

@@ -1,0 +1,166 @@
+"""The cluster profile's servers, as `make cluster-up` starts them: each does its real job, behind its
+credentials, on 127.0.0.1 only, and `make cluster-down` stops them all.
+
+The stack starts once for the session (`cluster_stack`), about 30 s, under a temporary data dir and
+on a free block of ports.
+"""
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import uuid
+
+import boto3
+import psutil
+import psycopg2
+import pyarrow as pa
+import pytest
+import redis
+from botocore.exceptions import ClientError
+from deltalake import DeltaTable, write_deltalake
+from mlflow.tracking import MlflowClient
+
+from lakehouse.config import REPO_ROOT
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
+
+
+def _free_block(size: int = 50) -> int:
+    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free."""
+    for base in range(21000, 50000, 97):
+        ports = [*range(base, base + size), base + 8 + 10000]
+        try:
+            sockets = []
+            for p in ports:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@pytest.fixture(scope="session")
+def cluster_stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cluster_data")
+    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_CLUSTER_PORT": str(_free_block())}
+    up = subprocess.run([sys.executable, SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        printed = subprocess.run([sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
+        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
+        pids = json.loads((data / "cluster" / "pids.json").read_text())
+        yield {"env": env, "settings": settings, "pids": pids, "data": data}
+    finally:
+        started = json.loads((data / "cluster" / "pids.json").read_text()) if (data / "cluster" / "pids.json").exists() else {}
+        down = subprocess.run([sys.executable, SCRIPT, "down", "--purge"], env=env, capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        alive = {name: pid for name, pid in started.items() if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+        assert not alive, f"still running after down: {alive}"
+
+
+def _storage_options(settings: dict, secret: str | None = None) -> dict:
+    return {
+        "AWS_ENDPOINT_URL": settings["AWS_ENDPOINT_URL"], "AWS_REGION": settings["AWS_REGION"], "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": secret or settings["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def _append(uri: str, options: dict, writer: int, appends: int) -> None:
+    for i in range(appends):
+        write_deltalake(uri, pa.table({"writer": [writer], "i": [i]}), mode="append", storage_options=options)
+
+
+def test_the_object_store_keeps_every_concurrent_delta_commit_and_refuses_a_wrong_key(cluster_stack):
+    settings = cluster_stack["settings"]
+    options = _storage_options(settings)
+    uri = f"s3://lakehouse/test/{uuid.uuid4().hex}"
+    write_deltalake(uri, pa.table({"writer": pa.array([], pa.int64()), "i": pa.array([], pa.int64())}), storage_options=options)
+    # 4 writers x 5 appends race for the same versions: the store's conditional PUT lets exactly one
+    # win each version and the others retry, so all 20 land (a plain-PUT store loses some silently).
+    # Separate processes (spawned: delta-rs's runtime does not survive a fork), as separate writers are.
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_append, [uri] * 4, [options] * 4, range(4), [5] * 4))
+    table = DeltaTable(uri, storage_options=options)
+    assert table.version() == 20
+    assert sorted(zip(*table.to_pyarrow_table().to_pydict().values())) == [(w, i) for w in range(4) for i in range(5)]
+    with pytest.raises(Exception, match="(?i)signature|forbidden|denied|403"):
+        DeltaTable(uri, storage_options=_storage_options(settings, secret="not-the-secret")).version()
+
+
+def test_postgres_holds_the_profile_databases_behind_its_password(cluster_stack):
+    url = cluster_stack["settings"]["LAKEHOUSE_PG_URL"]
+    for database in ("mlflow", "dagster", "feast"):
+        with psycopg2.connect(url.format(database=database)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            assert cursor.fetchone() == (database,)
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(url.format(database="feast").replace(cluster_stack["settings"]["LAKEHOUSE_PG_PASSWORD"], "wrong"))
+
+
+def test_redis_answers_only_with_its_password(cluster_stack):
+    settings = cluster_stack["settings"]
+    host, port = settings["LAKEHOUSE_REDIS"].split(":")
+    client = redis.Redis(host=host, port=int(port), password=settings["LAKEHOUSE_REDIS_PASSWORD"])
+    client.set("lakehouse:probe", "1")
+    assert client.get("lakehouse:probe") == b"1"
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=host, port=int(port)).get("lakehouse:probe")
+
+
+def test_the_spark_master_runs_a_job_on_its_worker(cluster_stack):
+    from pyspark.sql import SparkSession
+
+    master = cluster_stack["settings"]["LAKEHOUSE_SPARK_MASTER"]
+    spark = (SparkSession.builder.master(master).appName("cluster-probe").config("spark.driver.host", "127.0.0.1")
+             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.executor.memory", "1g").config("spark.ui.enabled", "false").getOrCreate())
+    try:
+        assert spark.range(1, 1001).selectExpr("sum(id) AS total").collect()[0]["total"] == 500500
+        # The job ran in an executor the standalone worker launched, not in the driver.
+        executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
+        assert executors >= 2  # the driver's block manager and at least one executor
+    finally:
+        spark.stop()
+
+
+def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_store(cluster_stack, tmp_path):
+    settings = cluster_stack["settings"]
+    client = MlflowClient(settings["MLFLOW_TRACKING_URI"])
+    experiment = client.create_experiment(f"probe-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, "alpha", "0.5")
+    (tmp_path / "note.txt").write_text("served by the tracking server")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))  # proxied: the client holds no S3 key
+    with psycopg2.connect(settings["LAKEHOUSE_PG_URL"].format(database="mlflow")) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT value FROM params WHERE run_uuid = %s AND key = 'alpha'", (run.info.run_id,))
+        assert cursor.fetchone() == ("0.5",)
+    s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], region_name=settings["AWS_REGION"])
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lakehouse", Prefix="mlflow/").get("Contents", [])]
+    (key,) = [k for k in keys if run.info.run_id in k and k.endswith("note.txt")]
+    assert s3.get_object(Bucket="lakehouse", Key=key)["Body"].read() == b"served by the tracking server"
+    with pytest.raises(ClientError):
+        boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key="wrong", region_name=settings["AWS_REGION"]).list_objects_v2(Bucket="lakehouse")
+
+
+def test_every_server_listens_on_loopback_only(cluster_stack):
+    listening = {}
+    for name, pid in cluster_stack["pids"].items():
+        process = psutil.Process(pid)
+        for member in [process, *process.children(recursive=True)]:
+            for connection in member.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    listening.setdefault(name, set()).add(connection.laddr.ip)
+    assert set(listening) == set(cluster_stack["pids"])  # every server listens somewhere
+    assert {name: ips - {"127.0.0.1", "::ffff:127.0.0.1"} for name, ips in listening.items()} == {name: set() for name in listening}
