@@ -280,3 +280,16 @@ def test_a_failed_flush_keeps_the_served_reads_for_the_next_one(logging_store):
     served.unlink()
     assert flush_served_features(store) == 2
     assert sorted(DeltaTable(str(served)).to_pandas()["user_id"]) == ["u1", "u2"]
+
+
+def test_feasts_own_file_source_in_delta_format_is_read_and_written_too(tmp_path):
+    from feast import FileSource
+    from feast.data_format import DeltaFormat
+
+    path = activity_table(tmp_path / "activity")
+    source = FileSource(name="activity_file", path=str(path), file_format=DeltaFormat(), timestamp_field="ts", created_timestamp_column="created")
+    view = FeatureView(name="activity", entities=[USER], ttl=timedelta(hours=2), schema=[Field(name="value", dtype=Int64)], source=source)
+    store = store_for(tmp_path, [view])
+    assert values(retrieve(store, [("u1", "12:00:00"), ("u2", "09:00:00")])) == [3, 20]
+    store.write_to_offline_store("activity", pd.DataFrame({"user_id": ["u2"], "ts": [at("13:00:00")], "created": [at("13:00:00")], "value": [7]}))
+    assert values(retrieve(store, [("u2", "13:30:00")])) == [7]

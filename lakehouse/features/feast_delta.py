@@ -19,8 +19,9 @@ The whole of Feast's offline-store contract:
 - saved datasets (`store.create_saved_dataset`, `RetrievalJob.persist`): written as a Delta table
   whose version is recorded in the registry, so a saved dataset reads back the rows it saved even
   after the table is overwritten.
-Feast's own `FileSource` storage (Delta or Parquet) is read and written too, for callers that hand
-the store Feast's default destinations.
+Feast's own `FileSource` (Delta or Parquet) is read as a batch source, and Feast's file destinations
+for saved datasets and logs are written, for callers that hand the store Feast's defaults; offline
+writes go to Delta tables only.
 
 A source can be pinned to a Delta version (`DeltaSource(version=N)`, or `pinned(view, N)` for one
 retrieval): that is how a past training set is rebuilt after the table was overwritten, deleted
@@ -147,13 +148,6 @@ class DeltaSource(DataSource):
             owner=data_source.owner,
         )
 
-    def column(self, name: str) -> str:
-        """The stored column behind `name`: field_mapping maps stored columns to the names Feast uses."""
-        for column, mapped in (self.field_mapping or {}).items():
-            if mapped == name:
-                return column
-        return name
-
     def delta_table(self) -> DeltaTable:
         try:
             return DeltaTable(self.path, version=self.version)
@@ -172,7 +166,7 @@ class DeltaSource(DataSource):
         for name, role in ((self.timestamp_field, "timestamp_field"), (self.created_timestamp_column, "created_timestamp_column")):
             if not name:
                 continue
-            column = self.column(name)
+            column = stored_column(self, name)
             if column not in schema.names:
                 raise DeltaSourceError(f"source {self.name!r}: {role} {column!r} is not a column of {self.path} (columns: {', '.join(schema.names)})")
             if not pa.types.is_timestamp(schema.field(column).type):
@@ -187,6 +181,14 @@ class DeltaSource(DataSource):
 
     def get_table_query_string(self) -> str:
         return f"delta:{self.path}"
+
+
+def stored_column(source: DataSource, name: str) -> str:
+    """The stored column behind `name`: field_mapping maps stored columns to the names Feast uses."""
+    for column, mapped in (source.field_mapping or {}).items():
+        if mapped == name:
+            return column
+    return name
 
 
 def _is_list(t: pa.DataType) -> bool:
@@ -452,7 +454,7 @@ class DeltaOfflineStore(OfflineStore):
         for view in feature_views:
             name = view.projection.name_to_use()
             if name in requested:
-                reads.append(_view_read(view, requested[name], full_feature_names, feature_timestamps))
+                reads.append(_view_read(view, requested[name], full_feature_names, feature_timestamps, config))
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
 
         if entity_df is None:
@@ -500,16 +502,20 @@ class DeltaOfflineStore(OfflineStore):
         (an overflow, a string where a number is stored) fail the whole batch, and nothing is written.
         """
         source = feature_view.batch_source
-        if not isinstance(source, DeltaSource):
-            raise DeltaSourceError(f"feature view {feature_view.name!r}: the Delta offline store writes to DeltaSource batch sources, not {type(source).__name__}")
-        if source.version is not None:
-            raise DeltaSourceError(f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to")
-        schema = source.arrow_schema()
+        if isinstance(source, DeltaSource):
+            if source.version is not None:
+                raise DeltaSourceError(f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to")
+            uri = source.path
+        elif isinstance(source, FileSource) and isinstance(source.file_format, DeltaFormat):
+            uri = _file_uri(config, source.path)
+        else:
+            raise DeltaSourceError(f"feature view {feature_view.name!r}: the Delta offline store writes to Delta tables (DeltaSource, or a FileSource in DeltaFormat), not {type(source).__name__}")
+        schema = pa.schema(DeltaTable(uri).schema().to_arrow())
         missing, extra = sorted(set(schema.names) - set(table.column_names)), sorted(set(table.column_names) - set(schema.names))
         if missing or extra:
-            raise DeltaSourceError(f"feature view {feature_view.name!r}: the batch's columns do not match {source.path}: missing {missing}, unexpected {extra}")
+            raise DeltaSourceError(f"feature view {feature_view.name!r}: the batch's columns do not match {uri}: missing {missing}, unexpected {extra}")
         rows = pa.table([_cast(table.column(f.name), f, feature_view.name) for f in schema], schema=schema)
-        write_deltalake(source.path, rows, mode="append", commit_properties=_commit("offline_write_batch", feature_view=feature_view.name))
+        write_deltalake(uri, rows, mode="append", commit_properties=_commit("offline_write_batch", feature_view=feature_view.name))
         if progress:
             progress(rows.num_rows)
 
@@ -549,39 +555,38 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArra
         raise DeltaSourceError(f"feature view {view!r}: column {field.name!r} ({column.type}) does not fit the stored {field.type}: {exc}") from None
 
 
-def _view_read(view: FeatureView, features: list[str], full_feature_names: bool, feature_timestamps: bool) -> ViewRead:
+def _view_read(view: FeatureView, features: list[str], full_feature_names: bool, feature_timestamps: bool, config: RepoConfig | None) -> ViewRead:
     source = view.batch_source
-    if not isinstance(source, DeltaSource):
-        raise DeltaSourceError(f"feature view {view.name!r}: the Delta offline store reads DeltaSource batch sources, not {type(source).__name__}")
+    schema = _dataset(source, config).schema  # also: a DeltaSource or Feast FileSource, or a clear error
     join_keys = [column.name for column in view.entity_columns]
     prefix = view.projection.name_to_use()
     read = ViewRead(
         name=view.name,
-        data=lambda: source.delta_table().to_pyarrow_dataset(),
-        timestamp=source.column(source.timestamp_field),
-        created=source.column(source.created_timestamp_column) if source.created_timestamp_column else None,
-        join_keys=tuple(source.column(k) for k in join_keys),
+        data=lambda: _dataset(source, config),
+        timestamp=stored_column(source, source.timestamp_field),
+        created=stored_column(source, source.created_timestamp_column) if source.created_timestamp_column else None,
+        join_keys=tuple(stored_column(source, k) for k in join_keys),
         entity_keys=tuple(view.projection.join_key_map.get(k, k) for k in join_keys),
-        features=tuple(source.column(f) for f in features),
+        features=tuple(stored_column(source, f) for f in features),
         outputs=tuple(f"{prefix}__{f}" if full_feature_names else f for f in features),
         ttl=view.ttl if view.ttl else None,
         timestamp_output=f"{prefix}{FEATURE_TIMESTAMP_SUFFIX}" if feature_timestamps else None,
     )
-    _check_types(read, features, view, source)
+    _check_types(read, features, view, schema)
     return read
 
 
-def _check_types(read: ViewRead, features: list[str], view: FeatureView, source: DeltaSource) -> None:
-    schema = source.arrow_schema()
+def _check_types(read: ViewRead, features: list[str], view: FeatureView, schema: pa.Schema) -> None:
+    where = getattr(view.batch_source, "path", view.batch_source.name)
     wanted = {read.timestamp, read.created or "", *read.join_keys, *read.features} - {""}
     missing = sorted(wanted - set(schema.names))
     if missing:
-        raise DeltaSourceError(f"feature view {view.name!r}: columns {missing} are not in {source.path} (columns: {', '.join(schema.names)})")
+        raise DeltaSourceError(f"feature view {view.name!r}: columns {missing} are not in {where} (columns: {', '.join(schema.names)})")
     declared = {f.name: f.dtype.to_value_type() for f in view.features}
     for name, column in zip(features, read.features):
         stored = schema.field(column).type
         if name in declared and type_mismatch(declared[name], stored):
-            raise DeltaSourceError(f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {source.path} is {stored}")
+            raise DeltaSourceError(f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {where} is {stored}")
 
 
 def _pull(config, source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest: bool) -> pa.Table:
