@@ -118,19 +118,31 @@ def test_redis_answers_only_with_its_password(cluster_stack):
         redis.Redis(host=host, port=int(port)).get("lakehouse:probe")
 
 
-def test_the_spark_master_runs_a_job_on_its_worker(cluster_stack):
+def test_spark_on_the_cluster_writes_delta_to_the_object_store_and_delta_rs_reads_it(cluster_stack):
     from pyspark.sql import SparkSession
 
-    master = cluster_stack["settings"]["LAKEHOUSE_SPARK_MASTER"]
-    spark = (SparkSession.builder.master(master).appName("cluster-probe").config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1").config("spark.executor.memory", "1g").config("spark.ui.enabled", "false").getOrCreate())
+    settings = cluster_stack["settings"]
+    s3a = {  # the S3A jars come from scripts/fetch_jars.py, pinned by SHA-256
+        "spark.hadoop.fs.s3a.endpoint": settings["AWS_ENDPOINT_URL"], "spark.hadoop.fs.s3a.endpoint.region": settings["AWS_REGION"],
+        "spark.hadoop.fs.s3a.access.key": settings["AWS_ACCESS_KEY_ID"], "spark.hadoop.fs.s3a.secret.key": settings["AWS_SECRET_ACCESS_KEY"],
+        "spark.hadoop.fs.s3a.path.style.access": "true", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension", "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.executor.memory": "1g", "spark.ui.enabled": "false",
+    }
+    builder = SparkSession.builder.master(settings["LAKEHOUSE_SPARK_MASTER"]).appName("cluster-probe")
+    for key, value in s3a.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    table = f"lakehouse/test/{uuid.uuid4().hex}"
     try:
-        assert spark.range(1, 1001).selectExpr("sum(id) AS total").collect()[0]["total"] == 500500
-        # The job ran in an executor the standalone worker launched, not in the driver.
-        executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
-        assert executors >= 2  # the driver's block manager and at least one executor
+        spark.range(1, 1001).selectExpr("id", "id % 7 AS bucket").repartition(3).write.format("delta").save(f"s3a://{table}")
+        # The job ran in executors the standalone worker launched, not in the driver.
+        assert spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() >= 2  # the driver's block manager and an executor
     finally:
         spark.stop()
+    written = DeltaTable(f"s3://{table}", storage_options=_storage_options(settings)).to_pyarrow_table()
+    assert written.num_rows == 1000 and sum(written["id"].to_pylist()) == 500500
+    assert sorted(set(written["bucket"].to_pylist())) == list(range(7))
 
 
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_store(cluster_stack, tmp_path):
