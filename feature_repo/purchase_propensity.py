@@ -2,20 +2,19 @@
 
 The sources are the `user_features` and `category_features` Delta tables written by the Dagster
 assets of the same names; Feast reads them through the Delta log (lakehouse.features.feast_delta). Paths
-follow LAKEHOUSE_DATA_DIR (default: data/ beside this repo).
+are under the lake's one Delta root (lakehouse.config: LAKEHOUSE_DELTA_ROOT, else LAKEHOUSE_DATA_DIR/delta).
 """
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, ValueType
 from feast.feature_logging import LoggingConfig
 from feast.types import Float64, Int32, Int64, String
 
+from lakehouse.config import lakehouse_paths
 from lakehouse.features.feast_delta import DeltaLoggingDestination, DeltaSource
 
-_DATA_DIR = Path(os.environ.get("LAKEHOUSE_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+_DELTA_ROOT = lakehouse_paths().delta_root.rstrip("/")
 
 # A person using the app, keyed by the user_id of cleaned_events.
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="An app user.", tags={"owner": "ml-platform"})
@@ -25,7 +24,7 @@ item_category = Entity(name="item_category", join_keys=["item_category"], value_
 # One row per (user, as-of midnight); windows end strictly before feature_ts.
 user_features_source = DeltaSource(
     name="user_features_delta",
-    path=str(_DATA_DIR / "delta" / "user_features"),
+    path=f"{_DELTA_ROOT}/user_features",
     timestamp_field="feature_ts",
     description="Delta table written by the user_features asset.",
 )
@@ -62,7 +61,7 @@ user_activity = FeatureView(
 
 category_features_source = DeltaSource(
     name="category_features_delta",
-    path=str(_DATA_DIR / "delta" / "category_features"),
+    path=f"{_DELTA_ROOT}/category_features",
     timestamp_field="feature_ts",
     description="Delta table written by the category_features asset.",
 )
@@ -102,5 +101,5 @@ purchase_propensity_v2 = FeatureService(
     tags={"owner": "ml-platform"},
     # Every online read through this service (feast serve or the SDK) is logged to this Delta table:
     # the traffic the serving-skew check compares the training set with.
-    logging_config=LoggingConfig(destination=DeltaLoggingDestination(path=str(_DATA_DIR / "delta" / "served_features")), sample_rate=1.0),
+    logging_config=LoggingConfig(destination=DeltaLoggingDestination(path=f"{_DELTA_ROOT}/served_features"), sample_rate=1.0),
 )

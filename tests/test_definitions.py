@@ -147,3 +147,35 @@ def test_the_static_seed_is_not_partitioned_and_the_metrics_are_delta_tables():
     assert revenue.metadata["dagster/code_references"].code_references[0].file_path.endswith("dbt/models/daily_revenue.sql")
     assert graph.get(AssetKey("platforms")).partitions_def is None
     assert graph.get(AssetKey("daily_revenue")).partitions_def is not None
+
+
+def test_every_component_reads_the_one_delta_root(monkeypatch, tmp_path):
+    """LAKEHOUSE_DELTA_ROOT moves the whole lake: the assets, dbt's source and writer, and the Feast repo."""
+    import importlib.util
+    import os
+    import runpy
+
+    import jinja2
+    import yaml
+
+    from lakehouse.config import REPO_ROOT
+    from resources import resources_for
+
+    root = str(tmp_path / "elsewhere")
+    monkeypatch.setenv("LAKEHOUSE_DELTA_ROOT", root)
+    assert resources_for()["delta"].root == root
+
+    spec = importlib.util.spec_from_file_location("delta_writer", REPO_ROOT / "dbt" / "plugins" / "delta_writer.py")
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    assert writer.delta_table_path("daily_revenue") == f"{root}/daily_revenue"
+
+    # sources.yml as dbt renders it: env_var() reads the environment, var() the run's variables.
+    template = jinja2.Environment().from_string((REPO_ROOT / "dbt" / "models" / "sources.yml").read_text())
+    rendered = yaml.safe_load(template.render(env_var=lambda name, default=None: os.environ.get(name, default), var=lambda name: ""))
+    (table,) = rendered["sources"][0]["tables"]
+    assert table["meta"]["delta_table_path"] == f"{root}/cleaned_events"
+
+    repo = runpy.run_path(str(REPO_ROOT / "feature_repo" / "purchase_propensity.py"))
+    assert {repo["user_features_source"].path, repo["category_features_source"].path} == {f"{root}/user_features", f"{root}/category_features"}
+    assert repo["purchase_propensity_v2"].logging_config.destination.path == f"{root}/served_features"

@@ -14,7 +14,6 @@ whole table is replaced.
 import json
 import os
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -38,8 +37,10 @@ def _without_empty_marker(table: pa.Table) -> pa.Table:
 
 
 def delta_table_path(model_name: str) -> str:
-    data_dir = os.environ.get("LAKEHOUSE_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "data")
-    return str(Path(data_dir) / "delta" / model_name)
+    # The lake's one Delta root (LAKEHOUSE_DELTA_ROOT, else <data dir>/delta), as the Python assets read it.
+    from lakehouse.config import lakehouse_paths
+
+    return f"{lakehouse_paths().delta_root.rstrip('/')}/{model_name}"
 
 
 def _unset(value: Any) -> bool:
