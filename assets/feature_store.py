@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
 from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
-from lakehouse.ml.lineage import public_uri
+from lakehouse.config import public_uri
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking

@@ -16,7 +16,7 @@ from dbt.adapters.base.column import Column
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_table_metadata
-from lakehouse.config import lakehouse_paths
+from lakehouse.config import lakehouse_paths, public_uri
 from lakehouse.tables.schemas import CLEANED_EVENTS, TableSchema
 from resources.dbt import DBT_DIR, dbt_manifest
 from resources.delta import DeltaStorage
@@ -42,7 +42,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         if node["resource_type"] != "model":
             return spec.replace_attributes(metadata=metadata)  # seeds do live in DuckDB
         name = node["name"]
-        delta = {"dagster/storage_kind": "delta", "dagster/table_name": name, "delta_uri": MetadataValue.path(f"{lakehouse_paths().delta_root}/{name}")}
+        delta = {"dagster/storage_kind": "delta", "dagster/table_name": name, "delta_uri": MetadataValue.path(public_uri(f"{lakehouse_paths().delta_root}/{name}"))}
         return spec.replace_attributes(metadata=metadata | delta, kinds={"dbt", "delta"})
 
     def get_asset_check_spec(self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project) -> AssetCheckSpec | None:

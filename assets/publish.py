@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
 
+from lakehouse.config import public_uri
 from lakehouse.engines.batch import Batch
 from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
 from lakehouse.tables.storage import DateRange, DeltaStore
@@ -71,7 +72,7 @@ def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: p
     """
     rows = {"dagster/row_count": MetadataValue.int(store.row_count(table, version))} if total_rows else {}
     return {
-        "delta_uri": MetadataValue.path(store.uri(table)),
+        "delta_uri": MetadataValue.path(public_uri(store.uri(table))),
         "delta_version": MetadataValue.int(version),
         **rows,
         "preview": MetadataValue.md(preview_markdown(preview)),

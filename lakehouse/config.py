@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -38,3 +39,13 @@ class LakehousePaths:
 
 def lakehouse_paths() -> LakehousePaths:
     return LakehousePaths(Path(os.environ.get("LAKEHOUSE_DATA_DIR") or DEFAULT_DATA_DIR).resolve())
+
+
+def public_uri(uri: str) -> str:
+    """`uri` without user info, query or fragment: what may be written into MLflow and metadata."""
+    parts = urlsplit(uri)
+    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
+        return uri
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return uri  # nothing to remove; rebuilding it would turn sqlite:////abs into sqlite://abs
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from dagster import EnvVar
+
 from lakehouse.config import lakehouse_paths
 from resources.dbt import dbt_cli
 from resources.engine import EngineResource
@@ -26,8 +28,14 @@ def _resources_local() -> dict:
         "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"), spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")),
         "dbt": dbt_cli(),
         "feast": FeastResource(data_dir=str(paths.data_dir)),
-        "mlflow_tracking": MlflowTracking(tracking_uri=paths.mlflow_tracking_uri, artifact_root=paths.mlflow_artifacts.as_uri()),
+        "mlflow_tracking": MlflowTracking(tracking_uri=_tracking_uri(paths), artifact_root=paths.mlflow_artifacts.as_uri()),
     }
+
+
+def _tracking_uri(paths):
+    # A tracking URI set in the environment may carry a password: the resource then names the variable,
+    # which is what Dagster's UI shows, and reads its value only when a run starts.
+    return EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else paths.mlflow_tracking_uri
 
 
 # The cluster profile (S3-API Delta root, Spark master, Redis, MLflow server, Postgres) comes next.

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from lakehouse.cli import default_window
-from lakehouse.config import REPO_ROOT, lakehouse_paths
+from lakehouse.config import REPO_ROOT, lakehouse_paths, public_uri
 from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.ml.reproduce import training_runs
 from lakehouse.tables.storage import DeltaStore
@@ -63,7 +63,7 @@ def main() -> int:
         version = store.version(table)
         print(f"  {table:<20} version {version:<4} {store.row_count(table, version):>9} rows")
     runs = training_runs(paths.mlflow_tracking_uri)
-    print(f"\nMLflow tracking URI: {paths.mlflow_tracking_uri}  (artifacts: {paths.mlflow_artifacts})")
+    print(f"\nMLflow tracking URI: {public_uri(paths.mlflow_tracking_uri)}  (artifacts: {paths.mlflow_artifacts})")
     if runs:
         latest = runs[0]
         print(f"  latest run {latest['run_id']}: test AUC {latest['test_auc']:.3f}, training set {latest['training_set_rows']} rows, sha256 {latest['training_set_sha256']}")

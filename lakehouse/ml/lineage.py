@@ -16,24 +16,14 @@ import functools
 import json
 import subprocess
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from lakehouse.config import REPO_ROOT
+from lakehouse.config import REPO_ROOT, public_uri
 
 EXPERIMENT = "purchase_propensity"
 REGISTERED_MODEL = "purchase_propensity"
 TAG = "lakehouse"
 SNAPSHOT_ARTIFACT = "training_set/training_set.parquet"
-
-
-def public_uri(uri: str) -> str:
-    """`uri` without user info, query or fragment: what may be written into MLflow and metadata."""
-    parts = urlsplit(uri)
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive letter)
-        return uri
-    if "@" not in parts.netloc and not parts.query and not parts.fragment:
-        return uri  # nothing to remove; rebuilding it would turn sqlite:////abs into sqlite://abs
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from lakehouse.config import public_uri
 from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def _stored_run(tracking_uri: str, run_id: str) -> _StoredRun:
             pass
         else:
             if run is None:
-                raise ReproductionError(f"no MLflow run {run_id!r} in {tracking_uri}")
+                raise ReproductionError(f"no MLflow run {run_id!r} in {public_uri(tracking_uri)}")
             return run
     # imported here: mlflow costs seconds to import and the local store above does not need it
     from mlflow.exceptions import MlflowException
@@ -166,7 +167,7 @@ def _stored_run(tracking_uri: str, run_id: str) -> _StoredRun:
     try:
         return _StoredRun.of(MlflowClient(tracking_uri).get_run(run_id))
     except MlflowException as exc:
-        raise ReproductionError(f"no MLflow run {run_id!r} in {tracking_uri}") from exc
+        raise ReproductionError(f"no MLflow run {run_id!r} in {public_uri(tracking_uri)}") from exc
 
 
 def _lineage_of(run: _StoredRun) -> TrainingLineage:

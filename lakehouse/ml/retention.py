@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, TypeVar
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 
-from lakehouse.ml.lineage import EXPERIMENT, TAG, TableVersion, public_uri, read_lineage, upstream_of
+from lakehouse.config import public_uri
+from lakehouse.ml.lineage import EXPERIMENT, TAG, TableVersion, read_lineage, upstream_of
 from lakehouse.tables.storage import with_commit_retries
 
 if TYPE_CHECKING:
