@@ -26,6 +26,7 @@ from deltalake import DeltaTable, write_deltalake
 from mlflow.tracking import MlflowClient
 
 from lakehouse.config import REPO_ROOT
+from lakehouse.tables.storage import DeltaStore
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
@@ -118,31 +119,40 @@ def test_redis_answers_only_with_its_password(cluster_stack):
         redis.Redis(host=host, port=int(port)).get("lakehouse:probe")
 
 
-def test_spark_on_the_cluster_writes_delta_to_the_object_store_and_delta_rs_reads_it(cluster_stack):
-    from pyspark.sql import SparkSession
+# A Spark job of the lakehouse's own: its session (get_spark, S3A settings from the environment) on
+# the standalone master, committing through DeltaStore.write_spark to an s3:// URI. It runs in its
+# own process, as a job does: this test process may already hold a local SparkSession.
+SPARK_JOB = """
+import json, sys
+from lakehouse.engines.spark import get_spark
+from lakehouse.tables.schemas import Col, TableSchema
+from lakehouse.tables.storage import DeltaStore
 
+schema = TableSchema("probe", "rows written by a job on the cluster", (Col("id", "long", "a row"), Col("bucket", "long", "id % 7")), partition_by=("bucket",))
+spark = get_spark()
+rows = spark.range(1, 1001).selectExpr("id", "id % 7 AS bucket").repartition(3)
+version = DeltaStore(sys.argv[1]).write_spark(schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"})
+executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
+print(json.dumps({"version": version, "executors": executors, "master": spark.sparkContext.master}))
+"""
+
+
+def test_a_spark_job_on_the_cluster_commits_to_the_object_store_and_delta_rs_reads_the_same_uri(cluster_stack):
     settings = cluster_stack["settings"]
-    s3a = {  # the S3A jars come from scripts/fetch_jars.py, pinned by SHA-256
-        "spark.hadoop.fs.s3a.endpoint": settings["AWS_ENDPOINT_URL"], "spark.hadoop.fs.s3a.endpoint.region": settings["AWS_REGION"],
-        "spark.hadoop.fs.s3a.access.key": settings["AWS_ACCESS_KEY_ID"], "spark.hadoop.fs.s3a.secret.key": settings["AWS_SECRET_ACCESS_KEY"],
-        "spark.hadoop.fs.s3a.path.style.access": "true", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension", "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.executor.memory": "1g", "spark.ui.enabled": "false",
-    }
-    builder = SparkSession.builder.master(settings["LAKEHOUSE_SPARK_MASTER"]).appName("cluster-probe")
-    for key, value in s3a.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    table = f"lakehouse/test/{uuid.uuid4().hex}"
-    try:
-        spark.range(1, 1001).selectExpr("id", "id % 7 AS bucket").repartition(3).write.format("delta").save(f"s3a://{table}")
-        # The job ran in executors the standalone worker launched, not in the driver.
-        assert spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() >= 2  # the driver's block manager and an executor
-    finally:
-        spark.stop()
-    written = DeltaTable(f"s3://{table}", storage_options=_storage_options(settings)).to_pyarrow_table()
+    root = f"s3://lakehouse/test/{uuid.uuid4().hex}"
+    env = {**cluster_stack["env"], **settings, "SPARK_LOCAL_IP": "127.0.0.1"}
+    job = subprocess.run([sys.executable, "-c", SPARK_JOB, root], env=env, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stderr[-3000:]
+    result = json.loads(job.stdout.strip().splitlines()[-1])
+    # It ran on the standalone master, in an executor its worker launched (the driver's block manager is the other).
+    assert result["master"] == settings["LAKEHOUSE_SPARK_MASTER"] and result["executors"] >= 2
+
+    store = DeltaStore(root, storage_options=_storage_options(settings))
+    assert result["version"] == store.version("probe") == 0
+    written = store.read_arrow("probe")
     assert written.num_rows == 1000 and sum(written["id"].to_pylist()) == 500500
     assert sorted(set(written["bucket"].to_pylist())) == list(range(7))
+    assert store.commit_inputs("probe", 0) == {"upstream": 4} and store.commit_info("probe", 0)["lakehouse.batch_id"] == "b-1"
 
 
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_store(cluster_stack, tmp_path):

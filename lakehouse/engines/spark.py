@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 
@@ -45,6 +45,29 @@ LOCAL_CONF = {
 _lock = threading.Lock()
 
 
+def object_store_conf(environ: Mapping[str, str]) -> dict[str, str]:
+    """S3A settings from the same environment delta-rs reads (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+
+    `s3://` is served by S3A too, so Spark and delta-rs name a table by one URI. The keys go into
+    Hadoop settings, which Spark redacts wherever it shows its configuration (its default
+    `spark.redaction.regex` matches them), and reach executors on other machines that way. An S3-API
+    store that is not AWS (AWS_ENDPOINT_URL set) gets path-style addressing, and plain http when its
+    URL says so.
+    """
+    conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        conf |= {"spark.hadoop.fs.s3a.access.key": environ["AWS_ACCESS_KEY_ID"], "spark.hadoop.fs.s3a.secret.key": environ["AWS_SECRET_ACCESS_KEY"]}
+    if region := environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"):
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    if endpoint := environ.get("AWS_ENDPOINT_URL"):
+        conf |= {
+            "spark.hadoop.fs.s3a.endpoint": endpoint,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+        }
+    return conf
+
+
 def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
     """Return the process's SparkSession, starting it on first use (about 7 s on 2 cores)."""
     from pyspark.sql import SparkSession
@@ -56,7 +79,7 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.master(master or os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]"))
         builder = builder.appName("lakehouse")
-        for key, value in {**LOCAL_CONF, **SESSION_CONF, **(conf or {})}.items():
+        for key, value in {**LOCAL_CONF, **SESSION_CONF, **object_store_conf(os.environ), **(conf or {})}.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
