@@ -78,7 +78,6 @@ def credentials(root: Path) -> dict[str, str]:
 def environment(root: Path) -> dict[str, str]:
     """What the cluster profile reads: endpoints and credentials, all from the environment."""
     creds = credentials(root)
-    pg = f"postgresql://{USER}:{creds['LAKEHOUSE_PG_PASSWORD']}@127.0.0.1:{port(PORTS['postgres'])}"
     return {
         "LAKEHOUSE_PROFILE": "cluster",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port(PORTS['s3'])}",
@@ -90,10 +89,16 @@ def environment(root: Path) -> dict[str, str]:
         "LAKEHOUSE_SPARK_MASTER": f"spark://127.0.0.1:{port(PORTS['spark_master'])}",
         "LAKEHOUSE_REDIS": f"127.0.0.1:{port(PORTS['redis'])}",
         "LAKEHOUSE_REDIS_PASSWORD": creds["LAKEHOUSE_REDIS_PASSWORD"],
-        "LAKEHOUSE_PG_URL": f"{pg}/{{database}}",
+        # The server and user; each component adds its database and LAKEHOUSE_PG_PASSWORD when it connects.
+        "LAKEHOUSE_PG_URL": f"postgresql://{USER}@127.0.0.1:{port(PORTS['postgres'])}",
         "LAKEHOUSE_PG_PASSWORD": creds["LAKEHOUSE_PG_PASSWORD"],
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port(PORTS['mlflow'])}",
     }
+
+
+def _pg_dsn(env: dict[str, str], database: str) -> str:
+    """A URL with the password, for this script's own connections and the MLflow server's environment."""
+    return env["LAKEHOUSE_PG_URL"].replace(f"{USER}@", f"{USER}:{env['LAKEHOUSE_PG_PASSWORD']}@", 1) + f"/{database}"
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,7 @@ def servers(root: Path) -> list[Server]:
     spark_env = {"SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
                  "SPARK_LOG_DIR": str(root / "spark" / "logs"), "SPARK_WORKER_DIR": str(root / "spark" / "work")}
     spark_class = str(BIN / "spark-class")
-    backend = env["LAKEHOUSE_PG_URL"].format(database="mlflow")
+    backend = _pg_dsn(env, "mlflow")
     return [
         Server("seaweedfs", [str(BIN / "weed"), "mini", f"-dir={root / 'seaweedfs'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-metricsIp=127.0.0.1",
                              "-webdav=false", f"-s3.config={_weed_s3_config(root, creds)}", f"-bucket={BUCKET}", *weed_ports],
@@ -240,7 +245,7 @@ def _create_databases(root: Path) -> None:
     import psycopg2
 
     env = environment(root)
-    connection = psycopg2.connect(env["LAKEHOUSE_PG_URL"].format(database="postgres"))
+    connection = psycopg2.connect(_pg_dsn(env, "postgres"))
     connection.autocommit = True
     with connection.cursor() as cursor:
         for database in DATABASES:

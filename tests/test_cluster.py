@@ -10,14 +10,18 @@ import json
 import multiprocessing
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 import boto3
 import psutil
 import psycopg2
+import psycopg2.sql
 import pyarrow as pa
 import pytest
 import redis
@@ -77,6 +81,10 @@ def _storage_options(settings: dict, secret: str | None = None) -> dict:
     }
 
 
+def _postgres(settings: dict, database: str):
+    return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
+
+
 def _append(uri: str, options: dict, writer: int, appends: int) -> None:
     for i in range(appends):
         write_deltalake(uri, pa.table({"writer": [writer], "i": [i]}), mode="append", storage_options=options)
@@ -100,13 +108,13 @@ def test_the_object_store_keeps_every_concurrent_delta_commit_and_refuses_a_wron
 
 
 def test_postgres_holds_the_profile_databases_behind_its_password(cluster_stack):
-    url = cluster_stack["settings"]["LAKEHOUSE_PG_URL"]
+    settings = cluster_stack["settings"]
     for database in ("mlflow", "dagster", "feast"):
-        with psycopg2.connect(url.format(database=database)) as connection, connection.cursor() as cursor:
+        with _postgres(settings, database) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT current_database()")
             assert cursor.fetchone() == (database,)
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(url.format(database="feast").replace(cluster_stack["settings"]["LAKEHOUSE_PG_PASSWORD"], "wrong"))
+        psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/feast", password="wrong")
 
 
 def test_redis_answers_only_with_its_password(cluster_stack):
@@ -163,7 +171,7 @@ def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_st
     client.log_param(run.info.run_id, "alpha", "0.5")
     (tmp_path / "note.txt").write_text("served by the tracking server")
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))  # proxied: the client holds no S3 key
-    with psycopg2.connect(settings["LAKEHOUSE_PG_URL"].format(database="mlflow")) as connection, connection.cursor() as cursor:
+    with _postgres(settings, "mlflow") as connection, connection.cursor() as cursor:
         cursor.execute("SELECT value FROM params WHERE run_uuid = %s AND key = 'alpha'", (run.info.run_id,))
         assert cursor.fetchone() == ("0.5",)
     s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
@@ -186,3 +194,62 @@ def test_every_server_listens_on_loopback_only(cluster_stack):
                     listening.setdefault(name, set()).add(connection.laddr.ip)
     assert set(listening) == set(cluster_stack["pids"])  # every server listens somewhere
     assert {name: ips - {"127.0.0.1", "::ffff:127.0.0.1"} for name, ips in listening.items()} == {name: set() for name in listening}
+
+
+def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_holds(cluster_stack, tmp_path, monkeypatch):
+    import numpy as np
+    import requests
+    from synthetic_features import land_feature_days
+
+    from lakehouse.features.feature_store import apply_definitions, config_file, materialize_incremental, online_offline_mismatches, open_store
+
+    settings = cluster_stack["settings"]
+    root = f"s3://lakehouse/test/{uuid.uuid4().hex}/delta"
+    for key, value in {**settings, "LAKEHOUSE_DELTA_ROOT": root, "LAKEHOUSE_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(key, value)
+    delta = DeltaStore(root, storage_options=_storage_options(settings))
+    rng = np.random.default_rng(3)
+    land_feature_days(delta, rng, rng.gamma(2.0, 0.4, 60), range(0, 3))
+
+    store = open_store(tmp_path)
+    assert sorted(apply_definitions(store)) == ["category_activity", "user_activity"]
+    newest = max(delta.read_arrow("user_features", columns=["feature_ts"])["feature_ts"].to_pylist())
+    assert materialize_incremental(store, newest) is not None
+    compared, mismatches = online_offline_mismatches(store)  # Redis against the Delta tables on the object store
+    assert compared > 0 and mismatches == []
+
+    # feast serve, on the same rendered config: the registry from PostgreSQL, the values from Redis.
+    latest = delta.read_arrow("user_features").to_pandas()
+    latest = latest[latest["feature_ts"] == latest["feature_ts"].max()].set_index("user_id").sort_index().head(5)
+    port = _free_block(1)
+    server = subprocess.Popen([Path(sys.executable).parent / "feast", "-c", str(REPO_ROOT / "feature_repo"), "-f", str(config_file(tmp_path)),
+                               "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(240):
+            try:
+                response = requests.post(f"http://127.0.0.1:{port}/get-online-features", timeout=5,
+                                         json={"features": ["user_activity:purchases_30d"], "entities": {"user_id": latest.index.tolist()}})
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, "feast serve exited"
+                time.sleep(0.5)
+        response.raise_for_status()
+        body = response.json()
+        served = dict(zip(body["metadata"]["feature_names"], (r["values"] for r in body["results"])))
+        assert served["purchases_30d"] == latest["purchases_30d"].tolist()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+    # Nothing secret in the rendered config, nor in the registry Feast keeps in PostgreSQL.
+    secrets = [settings[k] for k in ("AWS_SECRET_ACCESS_KEY", "LAKEHOUSE_PG_PASSWORD", "LAKEHOUSE_REDIS_PASSWORD")]
+    assert not any(s in config_file(tmp_path).read_text() for s in secrets)
+    with _postgres(settings, "feast") as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        dump = b""
+        for (table,) in cursor.fetchall():
+            cursor.execute(psycopg2.sql.SQL("SELECT * FROM {}").format(psycopg2.sql.Identifier(table)))
+            dump += repr(cursor.fetchall()).encode()
+    assert root.encode() in dump or b"user_features" in dump  # the registry is there
+    assert not any(s.encode() in dump for s in secrets)
