@@ -9,8 +9,8 @@ and feature views use `DeltaSource(path=..., timestamp_field=...)` as their batc
 
 The whole of Feast's offline-store contract:
 - historical retrieval, with Feast's point-in-time semantics (`lakehouse.features.point_in_time`),
-  `field_mapping` applied to every column (timestamps included), and
-  `filter_by_created_timestamp`;
+  `field_mapping` applied to every column (timestamps included), `filter_by_created_timestamp`,
+  and retrieval without entity rows (every key and event time between `start_date` and `end_date`);
 - the pulls that materialization, saved datasets and feature-log reads use;
 - `offline_write_batch` (`store.write_to_offline_store`, push sources in `PushMode.OFFLINE`): one
   Delta append per batch, cast to the table's schema;
