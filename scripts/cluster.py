@@ -262,19 +262,20 @@ def up(timeout: float = 300) -> None:
     creds = credentials(root)
     _init_postgres(root, creds["LAKEHOUSE_PG_PASSWORD"])
     pids = _pids(root)
-    for server in servers(root):
+    stack = servers(root)
+    for server in stack:
         if server.name in pids and _alive(pids[server.name]):
             continue
         if server.name == "mlflow":
-            _wait(servers(root)[1], timeout)  # its backend store must accept connections
+            _wait(next(s for s in stack if s.name == "postgres"), timeout)  # its backend store must accept connections
             _create_databases(root)
-        log = open(root / "logs" / f"{server.name}.log", "ab")
         prefix = ["runuser", "-u", server.user, "--"] if server.user and os.geteuid() == 0 else []
-        process = subprocess.Popen([*prefix, *server.command], env={**os.environ, **server.env}, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=root)
+        with open(root / "logs" / f"{server.name}.log", "ab") as log:  # the server keeps its own copy
+            process = subprocess.Popen([*prefix, *server.command], env={**os.environ, **server.env}, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=root)
         pids[server.name] = process.pid
         (root / "pids.json").write_text(json.dumps(pids))
-    for server in servers(root):
+    for server in stack:
         _wait(server, timeout)
     print(f"cluster up: every server on 127.0.0.1, state under {root}")
 

@@ -19,39 +19,15 @@ from feast.data_source import PushMode
 from feast.errors import SavedDatasetLocationAlreadyExists
 from feast.feature_logging import LoggingConfig
 from feast.types import Array, Float32, Float64, Int32, Int64, String, UnixTimestamp
-from feast_repo import USER, at, store_for
+from feast_repo import ACTIVITY, USER, activity_view, at, store_for, write_activity
 
 from lakehouse.features.feast_delta import DeltaLoggingDestination, DeltaSource, DeltaSourceError, SavedDatasetDeltaStorage
 from lakehouse.features.served_features import flush_served_features, not_logged
 
 TS = pa.timestamp("us", tz="UTC")
-# Two rows of u1 share an event time; the one created later wins unless it was created too late.
-ROWS = [
-    ("u1", "10:00:00", "10:00:00", 1),
-    ("u1", "12:00:00", "12:05:00", 2),
-    ("u1", "12:00:00", "12:10:00", 3),
-    ("u2", "08:00:00", "08:00:00", 20),
-]
-
-
 def delta(path, columns: dict[str, pa.Array]) -> Path:
     write_deltalake(str(path), pa.table(columns))
     return path
-
-
-def activity_table(path, names=("user_id", "ts", "created", "value")) -> Path:
-    user, ts, created, value = names
-    return delta(path, {
-        user: pa.array([r[0] for r in ROWS]),
-        ts: pa.array([at(r[1]) for r in ROWS], TS),
-        created: pa.array([at(r[2]) for r in ROWS], TS),
-        value: pa.array([r[3] for r in ROWS], pa.int64()),
-    })
-
-
-def activity_view(path, name="activity", ttl=timedelta(hours=2), dtype=Int64, **source_args) -> FeatureView:
-    source_args = {"timestamp_field": "ts", "created_timestamp_column": "created", **source_args}
-    return FeatureView(name=name, entities=[USER], ttl=ttl, schema=[Field(name="value", dtype=dtype)], source=DeltaSource(name=f"{name}_source", path=str(path), **source_args))
 
 
 def values(frame: pd.DataFrame, column: str = "value") -> list:
@@ -64,7 +40,7 @@ def retrieve(store, rows, refs=("activity:value",), **kwargs) -> pd.DataFrame:
 
 
 def test_field_mapping_applies_to_the_timestamp_created_key_and_feature_columns(tmp_path):
-    path = activity_table(tmp_path / "mapped", names=("uid", "ts_1", "created_1", "raw_value"))
+    path = write_activity(tmp_path / "mapped", names={"user_id": "uid", "ts": "ts_1", "created": "created_1", "value": "raw_value"})
     mapping = {"uid": "user_id", "ts_1": "ts", "created_1": "created", "raw_value": "value"}
     view = activity_view(path, field_mapping=mapping)
     view.batch_source.validate(None)  # what `feast apply` runs: the mapped timestamps exist
@@ -124,7 +100,7 @@ def test_narrower_declared_numbers_are_served_and_real_mismatches_fail_in_one_li
 
 
 def test_filter_by_created_timestamp_ignores_values_created_after_the_entity_time(tmp_path):
-    store = store_for(tmp_path, [activity_view(activity_table(tmp_path / "activity"))])
+    store = store_for(tmp_path, [activity_view(write_activity(tmp_path / "activity"))])
     rows = [("u1", "12:07:00"), ("u1", "12:12:00"), ("u1", "12:03:00"), ("u2", "09:00:00")]
     # Feast's default: the latest created row wins, even one created after the entity time.
     assert values(retrieve(store, rows)) == [3, 3, 3, 20]
@@ -134,7 +110,7 @@ def test_filter_by_created_timestamp_ignores_values_created_after_the_entity_tim
 
 
 def test_retrieval_without_entity_rows_gives_each_key_and_time_in_the_window(tmp_path):
-    store = store_for(tmp_path, [activity_view(activity_table(tmp_path / "activity"))])
+    store = store_for(tmp_path, [activity_view(write_activity(tmp_path / "activity"))])
     result = store.get_historical_features(features=["activity:value"], start_date=at("09:00:00"), end_date=at("12:30:00")).to_df()
     assert list(zip(result["user_id"], pd.to_datetime(result["event_timestamp"], utc=True), result["value"])) == [
         ("u1", pd.Timestamp(at("10:00:00")), 1),
@@ -143,7 +119,7 @@ def test_retrieval_without_entity_rows_gives_each_key_and_time_in_the_window(tmp
 
 
 def test_write_to_offline_store_and_push_append_one_commit_each_and_a_bad_batch_writes_nothing(tmp_path):
-    path = activity_table(tmp_path / "activity")
+    path = write_activity(tmp_path / "activity")
     view = activity_view(path)
     push = PushSource(name="activity_push", batch_source=view.batch_source)
     pushed_view = FeatureView(name="pushed", entities=[USER], ttl=timedelta(hours=2), schema=[Field(name="value", dtype=Int64)], source=push)
@@ -165,12 +141,12 @@ def test_write_to_offline_store_and_push_append_one_commit_each_and_a_bad_batch_
     with pytest.raises(DeltaSourceError, match="column 'value' \\(double\\) does not fit the stored int64"):
         store.write_to_offline_store("activity", overflow, allow_registry_cache=False)
     assert DeltaTable(str(path)).version() == before + 2
-    assert len(DeltaTable(str(path)).to_pyarrow_table()) == len(ROWS) + 2
+    assert len(DeltaTable(str(path)).to_pyarrow_table()) == len(ACTIVITY) + 2
 
 
 @pytest.fixture
 def logging_store(tmp_path):
-    view = activity_view(activity_table(tmp_path / "activity"))
+    view = activity_view(write_activity(tmp_path / "activity"))
     service = FeatureService(name="scoring", features=[view], logging_config=LoggingConfig(destination=DeltaLoggingDestination(path=str(tmp_path / "served"))))
     store = store_for(tmp_path, [view, service], provider="lakehouse.features.served_features.LoggingProvider",
                       feature_server={"type": "local", "feature_logging": {"enabled": True, "flush_interval_secs": 3600}})
@@ -227,7 +203,7 @@ def test_feature_logs_written_as_parquet_files_and_read_by_the_feast_cli(logging
 
 
 def test_a_saved_dataset_is_a_delta_table_whose_recorded_version_survives_an_overwrite(tmp_path):
-    store = store_for(tmp_path, [activity_view(activity_table(tmp_path / "activity"))])
+    store = store_for(tmp_path, [activity_view(write_activity(tmp_path / "activity"))])
     entity = pd.DataFrame({"user_id": ["u1", "u2"], "event_timestamp": [at("12:30:00"), at("09:00:00")]})
     first_job = store.get_historical_features(entity_df=entity, features=["activity:value"])
     saved = store.create_saved_dataset(from_=first_job, name="first", storage=SavedDatasetDeltaStorage(path=str(tmp_path / "saved")))
@@ -286,7 +262,7 @@ def test_feasts_own_file_source_in_delta_format_is_read_and_written_too(tmp_path
     from feast import FileSource
     from feast.data_format import DeltaFormat
 
-    path = activity_table(tmp_path / "activity")
+    path = write_activity(tmp_path / "activity")
     source = FileSource(name="activity_file", path=str(path), file_format=DeltaFormat(), timestamp_field="ts", created_timestamp_column="created")
     view = FeatureView(name="activity", entities=[USER], ttl=timedelta(hours=2), schema=[Field(name="value", dtype=Int64)], source=source)
     store = store_for(tmp_path, [view])

@@ -9,45 +9,23 @@ from datetime import timedelta
 import pandas as pd
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 from feast import FeatureStore, FeatureView, Field
 from feast.repo_config import RegistryConfig, RepoConfig
 from feast.types import Int64, String
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feast_repo import USER, at, store_for
+from feast_repo import ACTIVITY, USER, activity_view, at, row, store_for, write_activity
 
 from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaSource, DeltaSourceError, pinned
 from lakehouse.features.point_in_time import ViewRead, point_in_time_join
 from lakehouse.ml.leakage import leakage_violations
 
 
-def write(path, rows: list[dict], mode: str = "overwrite") -> None:
-    schema = pa.schema([("user_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("created", pa.timestamp("us", tz="UTC")), ("value", pa.int64())])
-    write_deltalake(str(path), pa.Table.from_pylist(rows, schema=schema), mode=mode)
-
-
-def row(user, ts, value, created=None):
-    return {"user_id": user, "ts": at(ts), "created": at(created or ts), "value": value}
-
-
-FEATURES = [
-    row("u1", "10:00:00", 1),
-    row("u1", "12:00:00", 2, created="12:05:00"),
-    row("u1", "12:00:00", 3, created="12:10:00"),  # same event time, created later: wins
-    row("u2", "08:00:00", 20),
-]
-
-
-def view(path, name="activity", ttl=timedelta(hours=2), version=None, **source_args) -> FeatureView:
-    source = DeltaSource(name=f"{name}_source", path=str(path), timestamp_field="ts", created_timestamp_column="created", version=version, **source_args)
-    return FeatureView(name=name, entities=[USER], ttl=ttl, schema=[Field(name="value", dtype=Int64)], source=source)
-
-
 @pytest.fixture
 def features(tmp_path):
-    write(tmp_path / "activity", FEATURES)
+    write_activity(tmp_path / "activity", ACTIVITY)
     return tmp_path / "activity"
 
 
@@ -57,7 +35,7 @@ def retrieve(store, entity_rows, refs=("activity:value",), full_feature_names=Fa
 
 
 def test_point_in_time_edge_cases_match_the_hand_worked_answers(tmp_path, features):
-    store = store_for(tmp_path, [view(features)])
+    store = store_for(tmp_path, [activity_view(features)])
     rows = [
         ("u1", at("09:00:00"), "no earlier feature row"),
         ("u1", at("10:00:00"), "a row exactly at the entity time"),
@@ -76,8 +54,8 @@ def test_point_in_time_edge_cases_match_the_hand_worked_answers(tmp_path, featur
 
 
 def test_full_feature_names_and_two_views_in_one_call(tmp_path, features):
-    write(tmp_path / "other", [row("u1", "11:00:00", 100), row("u2", "07:00:00", 200)])
-    store = store_for(tmp_path, [view(features), view(tmp_path / "other", name="other", ttl=None)])
+    write_activity(tmp_path / "other", [row("u1", "11:00:00", 100), row("u2", "07:00:00", 200)])
+    store = store_for(tmp_path, [activity_view(features), activity_view(tmp_path / "other", name="other", ttl=None)])
     result = retrieve(store, [("u1", at("12:30:00"), "a"), ("u2", at("23:00:00"), "b")], refs=("activity:value", "other:value"), full_feature_names=True)
     assert list(result.columns) == ["user_id", "event_timestamp", "label", "activity__value", "other__value"]
     # u2 at 23:00: activity's 08:00 row is 15 h old (TTL 2 h); other has no TTL.
@@ -86,12 +64,12 @@ def test_full_feature_names_and_two_views_in_one_call(tmp_path, features):
 
 
 def test_a_pinned_retrieval_returns_the_old_values_after_overwrite_delete_and_compaction(tmp_path, features):
-    store = store_for(tmp_path, [view(features)])
+    store = store_for(tmp_path, [activity_view(features)])
     entity = [("u1", at("12:30:00"), ""), ("u2", at("09:00:00"), "")]
     before = retrieve(store, entity)
-    write(features, [row("u1", "12:00:00", 99, created="13:00:00"), row("u2", "08:00:00", 98)])  # overwrite: version 1
+    write_activity(features, [row("u1", "12:00:00", 99, created="13:00:00"), row("u2", "08:00:00", 98)])  # overwrite: version 1
     DeltaTable(str(features)).delete("user_id = 'u2'")  # version 2
-    write(features, [row("u1", "12:15:00", 97)], mode="append")  # version 3
+    write_activity(features, [row("u1", "12:15:00", 97)], mode="append")  # version 3
     DeltaTable(str(features)).optimize.compact()  # version 4
     assert DeltaTable(str(features)).version() == 4
 
@@ -105,14 +83,14 @@ def test_a_pinned_retrieval_returns_the_old_values_after_overwrite_delete_and_co
 
 
 def test_materialize_loads_the_latest_row_per_entity_and_online_reads_it(tmp_path, features):
-    store = store_for(tmp_path, [view(features)])
+    store = store_for(tmp_path, [activity_view(features)])
     store.materialize(start_date=at("00:00:00"), end_date=at("23:59:59"))
     online = store.get_online_features(features=["activity:value"], entity_rows=[{"user_id": "u1"}, {"user_id": "u2"}, {"user_id": "u9"}]).to_dict()
     assert online["value"] == [3, 20, None]
 
 
 def test_clear_errors_for_a_missing_table_a_missing_column_and_a_type_mismatch(tmp_path, features):
-    missing = view(tmp_path / "nowhere")
+    missing = activity_view(tmp_path / "nowhere")
     with pytest.raises(DeltaSourceError, match="no Delta table at .*nowhere"):
         missing.batch_source.validate(None)  # what `feast apply` runs
     with pytest.raises(DeltaSourceError, match="no Delta table at .*nowhere"):
@@ -151,8 +129,8 @@ def test_the_store_agrees_with_a_reference_join_on_random_data(tmp_path, rows, e
     entity_rows = [(u, base + timedelta(minutes=m)) for u, m in entities]
     ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
     path = tmp_path / f"random_{abs(hash((tuple(rows.items()), tuple(entities), ttl_minutes)))}"
-    write(path, feature_rows)
-    read = ViewRead(name="random", data=lambda: DeltaTable(str(path)).to_pyarrow_dataset(), timestamp="ts", created="created", join_keys=("user_id",), entity_keys=("user_id",), features=("value",), outputs=("value",), ttl=ttl)
+    write_activity(path, feature_rows)
+    read = ViewRead(name="random", data=DeltaTable(str(path)).to_pyarrow_dataset(), timestamp="ts", created="created", join_keys=("user_id",), entity_keys=("user_id",), features=("value",), outputs=("value",), ttl=ttl)
     entity = pa.table({"user_id": pa.array([u for u, _ in entity_rows], pa.string()), "event_timestamp": pa.array([t for _, t in entity_rows], pa.timestamp("us", tz="UTC"))})
     result = point_in_time_join(entity, "event_timestamp", [read])
     assert result.column("user_id").to_pylist() == [u for u, _ in entity_rows]
@@ -177,7 +155,7 @@ def test_same_answers_as_feasts_own_spark_offline_store_on_random_rows(spark, tm
             seen.add(key)
             feature_rows.append({"user_id": key[0], "ts": base + timedelta(minutes=key[1]), "created": base + timedelta(minutes=key[1], seconds=key[2]), "value": rng.randrange(-10**6, 10**6)})
     path = tmp_path / "random"
-    write(path, feature_rows)
+    write_activity(path, feature_rows)
     entity = pd.DataFrame(
         [(rng.choice(users + ["nobody"]), base + timedelta(minutes=rng.randrange(0, 4 * 24 * 60)), i) for i in range(2000)],
         columns=["user_id", "event_timestamp", "label"],
@@ -185,7 +163,7 @@ def test_same_answers_as_feasts_own_spark_offline_store_on_random_rows(spark, tm
     entity = pd.concat([entity, entity.head(50)], ignore_index=True)  # duplicate entity rows too
     ttl = timedelta(hours=5)
 
-    ours = store_for(tmp_path / "delta_store", [view(path, ttl=ttl)])
+    ours = store_for(tmp_path / "delta_store", [activity_view(path, ttl=ttl)])
     theirs_config = RepoConfig(
         project="test", provider="local", registry=RegistryConfig(path=str(tmp_path / "spark_registry.db")),
         online_store={"type": "sqlite", "path": str(tmp_path / "spark_online.db")},
@@ -208,7 +186,7 @@ def test_same_answers_as_feasts_own_spark_offline_store_on_random_rows(spark, tm
 
 
 def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp_path, features):
-    store = store_for(tmp_path, [view(features)])
+    store = store_for(tmp_path, [activity_view(features)])
     entity = pd.DataFrame([("u1", at("11:00:00"), ""), ("u1", at("13:00:00"), ""), ("u2", at("09:00:00"), "")], columns=["user_id", "event_timestamp", "label"])
     job = DeltaOfflineStore.get_historical_features(
         config=store.config, feature_views=[store.get_feature_view("activity")], feature_refs=["activity:value"],
@@ -219,7 +197,7 @@ def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp
     assert leakage_violations(honest, {"activity": timedelta(hours=2)}) == {}
 
     # The classic mistake: join each entity to its user's latest feature row, whatever the time.
-    latest = pd.DataFrame(FEATURES).sort_values(["ts", "created"]).groupby("user_id").tail(1)
+    latest = pd.DataFrame(ACTIVITY).sort_values(["ts", "created"]).groupby("user_id").tail(1)
     leaky = entity.merge(latest.rename(columns={"ts": "activity__feature_timestamp"}), on="user_id", how="left")
     assert leakage_violations(leaky, {"activity": timedelta(hours=2)}) == {"activity": {"rows_with_future_features": 1, "rows_with_features_older_than_ttl": 0}}
     # And a stale one: the TTL is 2 hours, the row is 5 hours old.
@@ -230,7 +208,7 @@ def test_the_leakage_audit_passes_a_point_in_time_join_and_fails_a_leaky_one(tmp
 def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, features):
     from lakehouse.features.feature_store import materialize_incremental, online_offline_mismatches
 
-    store = store_for(tmp_path, [view(features)])
+    store = store_for(tmp_path, [activity_view(features)])
     first = materialize_incremental(store, at("12:00:00"))
     assert first == (at("10:00:01"), at("12:00:01"))  # first load: the TTL window before the newest row
     assert materialize_incremental(store, at("12:00:00")) is None  # nothing new: nothing loaded
@@ -238,7 +216,7 @@ def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, fe
     compared, mismatches = online_offline_mismatches(store)
     assert (compared, mismatches) == (1, [])
 
-    write(features, [row("u1", "13:00:00", 7)], mode="append")
+    write_activity(features, [row("u1", "13:00:00", 7)], mode="append")
     assert materialize_incremental(store, at("13:00:00")) == (at("12:00:01"), at("13:00:01"))  # from where the last load ended
     assert online_offline_mismatches(store) == (1, [])
 
@@ -251,7 +229,7 @@ def test_incremental_loads_and_the_online_offline_consistency_check(tmp_path, fe
 def test_an_on_demand_view_is_computed_on_the_retrieved_rows(tmp_path, features):
     from feast.on_demand_feature_view import on_demand_feature_view
 
-    activity = view(features)
+    activity = activity_view(features)
 
     @on_demand_feature_view(sources=[activity], schema=[Field(name="value_doubled", dtype=Int64)], mode="pandas")
     def doubled(inputs: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,7 +66,8 @@ from feast.type_map import pa_to_feast_value_type
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
-from lakehouse.features.point_in_time import PointInTimeError, ViewRead, entity_rows_between, point_in_time_join, quoted
+from lakehouse.features.point_in_time import PointInTimeError, ViewRead, entity_rows_between, point_in_time_join, quoted, utc_duckdb
+from lakehouse.tables.storage import table_version
 
 SOURCE_CLASS = "lakehouse.features.feast_delta.DeltaSource"
 FEATURE_TIMESTAMP_SUFFIX = "__feature_timestamp"
@@ -235,7 +235,7 @@ _KINDS = {
     "nested": {ValueType.MAP, ValueType.STRUCT, ValueType.SCALAR_MAP},
 }
 # (declared, stored) kinds that Feast converts without loss of meaning.
-_ACCEPTED = {("float", "int"), ("json", "string"), ("json", "nested"), ("nested", "string"), ("nested", "json")}
+_ACCEPTED = {("float", "int"), ("json", "string"), ("json", "nested"), ("nested", "string")}
 
 
 def _declared_kind(value_type: ValueType) -> tuple[str | None, bool]:
@@ -251,7 +251,7 @@ def _declared_kind(value_type: ValueType) -> tuple[str | None, bool]:
 
 
 def _stored_kind(arrow_type: pa.DataType) -> tuple[str | None, bool]:
-    """(kind, is a list) of a stored Arrow type; kind None is a column of nulls."""
+    """(kind, is a list) of a stored Arrow type; kind None for nulls and types no feature kind covers."""
     if pa.types.is_dictionary(arrow_type):
         return _stored_kind(arrow_type.value_type)
     if _is_list(arrow_type):
@@ -396,7 +396,7 @@ class DeltaRetrievalJob(RetrievalJob):
             uri, delta = _file_uri(self._config, storage.file_options.uri), isinstance(storage.file_options.file_format, DeltaFormat)
         else:
             raise DeltaSourceError(f"the Delta offline store persists to SavedDatasetDeltaStorage (or Feast's SavedDatasetFileStorage), not {type(storage).__name__}")
-        exists = _delta_version(uri) is not None if delta else Path(uri).exists()
+        exists = table_version(uri) is not None if delta else Path(uri).exists()
         if exists and not allow_overwrite:
             raise SavedDatasetLocationAlreadyExists(location=uri)
         rows = self.to_arrow(timeout=timeout)
@@ -408,17 +408,10 @@ class DeltaRetrievalJob(RetrievalJob):
             return
         write_deltalake(uri, rows, mode="overwrite", schema_mode="overwrite", commit_properties=_commit("saved_dataset"))
         if isinstance(storage, SavedDatasetDeltaStorage):
-            storage.version = _delta_version(uri)
+            storage.version = table_version(uri)
 
     def supports_remote_storage_export(self) -> bool:
         return False
-
-
-def _delta_version(uri: str) -> int | None:
-    try:
-        return DeltaTable(uri).version()
-    except TableNotFoundError:
-        return None
 
 
 def _commit(operation: str, **details: str) -> CommitProperties:
@@ -557,12 +550,13 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArra
 
 def _view_read(view: FeatureView, features: list[str], full_feature_names: bool, feature_timestamps: bool, config: RepoConfig | None) -> ViewRead:
     source = view.batch_source
-    schema = _dataset(source, config).schema  # also: a DeltaSource or Feast FileSource, or a clear error
+    # Opened once: the type check and the join see the same table version.
+    data = _dataset(source, config)  # a DeltaSource or Feast FileSource, or a clear error
     join_keys = [column.name for column in view.entity_columns]
     prefix = view.projection.name_to_use()
     read = ViewRead(
         name=view.name,
-        data=lambda: _dataset(source, config),
+        data=data,
         timestamp=stored_column(source, source.timestamp_field),
         created=stored_column(source, source.created_timestamp_column) if source.created_timestamp_column else None,
         join_keys=tuple(stored_column(source, k) for k in join_keys),
@@ -572,7 +566,7 @@ def _view_read(view: FeatureView, features: list[str], full_feature_names: bool,
         ttl=view.ttl if view.ttl else None,
         timestamp_output=f"{prefix}{FEATURE_TIMESTAMP_SUFFIX}" if feature_timestamps else None,
     )
-    _check_types(read, features, view, schema)
+    _check_types(read, features, view, data.schema)
     return read
 
 
@@ -590,9 +584,7 @@ def _check_types(read: ViewRead, features: list[str], view: FeatureView, schema:
 
 
 def _pull(config, source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest: bool) -> pa.Table:
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with utc_duckdb() as con:
         con.register("__source", _dataset(source, config))
         columns = list(dict.fromkeys([*join_key_columns, *feature_name_columns, timestamp_field] + ([created_timestamp_column] if created_timestamp_column else [])))
         select = ", ".join(quoted(c) for c in columns) if feature_name_columns else "*"
@@ -611,5 +603,3 @@ def _pull(config, source, join_key_columns, feature_name_columns, timestamp_fiel
             partition = ", ".join(quoted(k) for k in join_key_columns) or "1"
             sql += f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
         return con.sql(sql, params=params).to_arrow_table()
-    finally:
-        con.close()

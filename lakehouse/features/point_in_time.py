@@ -17,7 +17,8 @@ This module knows nothing of Feast: `lakehouse.features.feast_delta` turns featu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -39,7 +40,7 @@ class ViewRead:
     """One feature view's part of a point-in-time join, in the columns of its stored data."""
 
     name: str
-    data: Callable[[], ds.Dataset]  # opened when the join runs
+    data: ds.Dataset
     timestamp: str  # the event timestamp column
     created: str | None  # the created timestamp column, if any
     join_keys: tuple[str, ...]
@@ -48,6 +49,17 @@ class ViewRead:
     outputs: tuple[str, ...]  # output column names, one per feature
     ttl: timedelta | None
     timestamp_output: str | None = None  # if set, also output the matched feature row's event time
+
+
+@contextlib.contextmanager
+def utc_duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection whose session time zone is UTC, closed after use."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
 
 
 def quoted(identifier: str) -> str:
@@ -75,9 +87,7 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
     if missing := [k for k in needed if k not in entity.column_names]:
         raise PointInTimeError(f"entity rows have no {missing} column (columns: {', '.join(entity.column_names)})")
     outputs = [out for read in reads for _, out in _matched(read, "v")]
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with utc_duckdb() as con:
         # Numbered before DuckDB sees them, so the result can be put back in entity order.
         con.register("__entity_arrow", entity.select(needed).append_column(ROW_ID, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
         steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
@@ -85,15 +95,13 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
         newest = pc.max(entity.column(timestamp_column)).as_py()
         params: dict[str, object] = {"newest": newest or datetime.max.replace(tzinfo=timezone.utc)}
         for i, read in enumerate(reads):
-            con.register(f"__view_{i}", read.data())
+            con.register(f"__view_{i}", read.data)
             if read.ttl:
                 params[f"ttl_{i}"] = read.ttl
             join = _known_rows_join if known_at_entity_time and read.created else _asof_join
             steps.extend(join(i, read, timestamp_column))
         select = ", ".join([ROW_ID, *(quoted(out) for out in outputs)])
         joined = con.sql(f"WITH {', '.join(steps)} SELECT {select} FROM step_{len(reads)}", params=params).to_arrow_table()
-    finally:
-        con.close()
     # Back to entity order: the row ids are a permutation of 0..n-1, so invert it instead of sorting.
     positions = np.empty(joined.num_rows, dtype=np.int64)
     positions[joined.column(ROW_ID).to_numpy()] = np.arange(joined.num_rows)
@@ -156,12 +164,10 @@ def entity_rows_between(reads: list[ViewRead], timestamp_column: str, start: dat
     if len(keys) > 1:
         raise PointInTimeError(f"a retrieval without entity rows needs views with the same entity keys, got {sorted(sorted(k) for k in keys)}")
     entity_keys = list(reads[0].entity_keys) if reads else []
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with utc_duckdb() as con:
         selects = []
         for i, read in enumerate(reads):
-            con.register(f"__view_{i}", read.data())
+            con.register(f"__view_{i}", read.data)
             by_entity = dict(zip(read.entity_keys, read.join_keys))
             columns = [f"{quoted(by_entity[k])} AS {quoted(k)}" for k in entity_keys] + [f"{quoted(read.timestamp)} AS {quoted(timestamp_column)}"]
             selects.append(f"SELECT {', '.join(columns)} FROM __view_{i} WHERE {quoted(read.timestamp)} BETWEEN $start AND $end")
@@ -169,5 +175,3 @@ def entity_rows_between(reads: list[ViewRead], timestamp_column: str, start: dat
             return pa.table({timestamp_column: pa.array([], pa.timestamp("us", tz="UTC"))})
         order = ", ".join([quoted(timestamp_column)] + [quoted(k) for k in entity_keys])
         return con.sql(f"SELECT DISTINCT * FROM ({' UNION '.join(selects)}) ORDER BY {order}", params={"start": start, "end": end}).to_arrow_table()
-    finally:
-        con.close()

@@ -79,21 +79,22 @@ def _python_value(value):
 
 def log_rows(reads: list[ServedRead], schema: pa.Schema) -> pa.Table:
     """One log row per entity row of the reads (all of one service), in its feature-log schema."""
+    if not reads:
+        return schema.empty_table()
+    # (logged column, the feature's name in a response without full feature names), in service order.
+    features = [(f"{p.name_to_use()}__{f.name}", f.name) for p in reads[0].service.feature_view_projections for f in p.features]
+    per_feature = {c for logged, _ in features for c in (logged, f"{logged}__timestamp", f"{logged}__status")}
+    join_keys = [n for n in schema.names if n not in per_feature and n not in (LOG_TIMESTAMP_FIELD, LOG_DATE_FIELD, REQUEST_ID_FIELD)]
     columns: dict[str, list] = {name: [] for name in schema.names}
-    seconds: dict[str, list[int]] = {name: [] for name in schema.names if name.endswith("__timestamp")}
-    logged_features = {f"{p.name_to_use()}__{f.name}" for p in reads[0].service.feature_view_projections for f in p.features} if reads else set()
-    join_keys = [n for n in schema.names if n not in seconds and n not in logged_features and not n.endswith("__status") and not n.startswith("__")]
+    seconds: dict[str, list[int]] = {f"{logged}__timestamp": [] for logged, _ in features}
     for read in reads:
         proto = read.response.proto
         position = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
-        for projection in read.service.feature_view_projections:
-            prefix = projection.name_to_use()
-            for feature in projection.features:
-                logged = f"{prefix}__{feature.name}"
-                result = proto.results[position[logged if read.full_feature_names else feature.name]]
-                columns[logged].extend(_python_value(v) for v in result.values)
-                seconds[f"{logged}__timestamp"].extend(t.seconds for t in result.event_timestamps)
-                columns[f"{logged}__status"].extend(result.statuses)
+        for logged, short in features:
+            result = proto.results[position[logged if read.full_feature_names else short]]
+            columns[logged].extend(_python_value(v) for v in result.values)
+            seconds[f"{logged}__timestamp"].extend(t.seconds for t in result.event_timestamps)
+            columns[f"{logged}__status"].extend(result.statuses)
         for name in join_keys:
             values = proto.results[position[name]].values if name in position else [None] * read.rows
             columns[name].extend(_python_value(v) if v is not None else None for v in values)
