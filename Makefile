@@ -59,12 +59,9 @@ test: setup
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
-# Loading the definitions can take minutes on a busy machine: Dagster's default of 180 s for a code server
-# to start is raised (also in a dagster.yaml written before, unless it sets code_servers itself).
+# The instance's dagster.yaml is written for the profile (resources/instance.py: SQLite locally, PostgreSQL on the cluster).
 dev: setup
-	@mkdir -p $(DAGSTER_HOME)
-	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
-	@grep -q '^code_servers:' $(DAGSTER_HOME)/dagster.yaml || printf '\ncode_servers:\n  local_startup_timeout: 600\n' >> $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -m resources.instance >/dev/null
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: setup

@@ -13,7 +13,8 @@ _DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 class MlflowTracking(ConfigurableResource):
     tracking_uri: str
-    artifact_root: str
+    # None: where the tracking server puts them (its --artifacts-destination); set for a database or file store.
+    artifact_root: str | None = None
     experiment: str = EXPERIMENT
     # Where `mlflow ui --backend-store-uri <tracking_uri>` serves by default; only used to build links.
     ui_url: str = "http://127.0.0.1:5000"

@@ -19,16 +19,14 @@ from lakehouse.config import REPO_ROOT, lakehouse_paths, public_uri
 from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.ml.reproduce import training_runs
 from lakehouse.tables.storage import DeltaStore
+from resources.instance import write_instance_config
 
 TABLES = ("raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "category_features", "training_labels")
 
 
 def dagster_home(data_dir: Path) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    write_instance_config(home)
     return home
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from cluster_servers import cluster_stack  # noqa: F401  (a session fixture: the servers start once)
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 # The tests' data is dated from 2026-02; the default (the first landed day folder) depends on the machine's data dir.
 os.environ.setdefault("LAKEHOUSE_PARTITIONS_START", "2026-01-01")

@@ -1,17 +1,14 @@
 """The cluster profile's servers, as `make cluster-up` starts them: each does its real job, behind its
 credentials, on 127.0.0.1 only, and `make cluster-down` stops them all.
 
-The stack starts once for the session (`cluster_stack`), about 30 s, under a temporary data dir and
-on a free block of ports.
+The stack starts once for the session (`cluster_stack`, tests/cluster_servers.py), about 30 s.
 """
 
 import concurrent.futures
 import json
 import multiprocessing
 import os
-import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,60 +26,11 @@ from botocore.exceptions import ClientError
 from deltalake import DeltaTable, write_deltalake
 from mlflow.tracking import MlflowClient
 
+from cluster_servers import free_block, postgres, storage_options
 from lakehouse.config import REPO_ROOT
 from lakehouse.tables.storage import DeltaStore
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
-
-
-def _free_block(size: int = 50) -> int:
-    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free."""
-    for base in range(21000, 50000, 97):
-        ports = [*range(base, base + size), base + 8 + 10000]
-        try:
-            sockets = []
-            for p in ports:
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free block of ports")
-
-
-@pytest.fixture(scope="session")
-def cluster_stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("cluster_data")
-    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_CLUSTER_PORT": str(_free_block())}
-    up = subprocess.run([sys.executable, SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        printed = subprocess.run([sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
-        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
-        pids = json.loads((data / "cluster" / "pids.json").read_text())
-        yield {"env": env, "settings": settings, "pids": pids, "data": data}
-    finally:
-        started = json.loads((data / "cluster" / "pids.json").read_text()) if (data / "cluster" / "pids.json").exists() else {}
-        down = subprocess.run([sys.executable, SCRIPT, "down", "--purge"], env=env, capture_output=True, text=True, timeout=300)
-        assert down.returncode == 0, down.stdout + down.stderr
-        alive = {name: pid for name, pid in started.items() if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
-        assert not alive, f"still running after down: {alive}"
-
-
-def _storage_options(settings: dict, secret: str | None = None) -> dict:
-    return {
-        "AWS_ENDPOINT_URL": settings["AWS_ENDPOINT_URL"], "AWS_REGION": settings["AWS_REGION"], "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": secret or settings["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
-def _postgres(settings: dict, database: str):
-    return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
 
 
 def _append(uri: str, options: dict, writer: int, appends: int) -> None:
@@ -92,7 +40,7 @@ def _append(uri: str, options: dict, writer: int, appends: int) -> None:
 
 def test_the_object_store_keeps_every_concurrent_delta_commit_and_refuses_a_wrong_key(cluster_stack):
     settings = cluster_stack["settings"]
-    options = _storage_options(settings)
+    options = storage_options(settings)
     uri = f"s3://lakehouse/test/{uuid.uuid4().hex}"
     write_deltalake(uri, pa.table({"writer": pa.array([], pa.int64()), "i": pa.array([], pa.int64())}), storage_options=options)
     # 4 writers x 5 appends race for the same versions: the store's conditional PUT lets exactly one
@@ -104,13 +52,13 @@ def test_the_object_store_keeps_every_concurrent_delta_commit_and_refuses_a_wron
     assert table.version() == 20
     assert sorted(zip(*table.to_pyarrow_table().to_pydict().values())) == [(w, i) for w in range(4) for i in range(5)]
     with pytest.raises(Exception, match="(?i)signature|forbidden|denied|403"):
-        DeltaTable(uri, storage_options=_storage_options(settings, secret="not-the-secret")).version()
+        DeltaTable(uri, storage_options=storage_options(settings, secret="not-the-secret")).version()
 
 
 def test_postgres_holds_the_profile_databases_behind_its_password(cluster_stack):
     settings = cluster_stack["settings"]
     for database in ("mlflow", "dagster", "feast"):
-        with _postgres(settings, database) as connection, connection.cursor() as cursor:
+        with postgres(settings, database) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT current_database()")
             assert cursor.fetchone() == (database,)
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
@@ -155,7 +103,7 @@ def test_a_spark_job_on_the_cluster_commits_to_the_object_store_and_delta_rs_rea
     # It ran on the standalone master, in an executor its worker launched (the driver's block manager is the other).
     assert result["master"] == settings["LAKEHOUSE_SPARK_MASTER"] and result["executors"] >= 2
 
-    store = DeltaStore(root, storage_options=_storage_options(settings))
+    store = DeltaStore(root, storage_options=storage_options(settings))
     assert result["version"] == store.version("probe") == 0
     written = store.read_arrow("probe")
     assert written.num_rows == 1000 and sum(written["id"].to_pylist()) == 500500
@@ -171,7 +119,7 @@ def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_st
     client.log_param(run.info.run_id, "alpha", "0.5")
     (tmp_path / "note.txt").write_text("served by the tracking server")
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))  # proxied: the client holds no S3 key
-    with _postgres(settings, "mlflow") as connection, connection.cursor() as cursor:
+    with postgres(settings, "mlflow") as connection, connection.cursor() as cursor:
         cursor.execute("SELECT value FROM params WHERE run_uuid = %s AND key = 'alpha'", (run.info.run_id,))
         assert cursor.fetchone() == ("0.5",)
     s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
@@ -207,7 +155,7 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
     root = f"s3://lakehouse/test/{uuid.uuid4().hex}/delta"
     for key, value in {**settings, "LAKEHOUSE_DELTA_ROOT": root, "LAKEHOUSE_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
-    delta = DeltaStore(root, storage_options=_storage_options(settings))
+    delta = DeltaStore(root, storage_options=storage_options(settings))
     rng = np.random.default_rng(3)
     land_feature_days(delta, rng, rng.gamma(2.0, 0.4, 60), range(0, 3))
 
@@ -221,7 +169,7 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
     # feast serve, on the same rendered config: the registry from PostgreSQL, the values from Redis.
     latest = delta.read_arrow("user_features").to_pandas()
     latest = latest[latest["feature_ts"] == latest["feature_ts"].max()].set_index("user_id").sort_index().head(5)
-    port = _free_block(1)
+    port = free_block(1)
     server = subprocess.Popen([Path(sys.executable).parent / "feast", "-c", str(REPO_ROOT / "feature_repo"), "-f", str(config_file(tmp_path)),
                                "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
                               env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -245,7 +193,7 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
     # Nothing secret in the rendered config, nor in the registry Feast keeps in PostgreSQL.
     secrets = [settings[k] for k in ("AWS_SECRET_ACCESS_KEY", "LAKEHOUSE_PG_PASSWORD", "LAKEHOUSE_REDIS_PASSWORD")]
     assert not any(s in config_file(tmp_path).read_text() for s in secrets)
-    with _postgres(settings, "feast") as connection, connection.cursor() as cursor:
+    with postgres(settings, "feast") as connection, connection.cursor() as cursor:
         cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         dump = b""
         for (table,) in cursor.fetchall():

@@ -118,8 +118,50 @@ def test_an_unknown_profile_is_refused_by_name(monkeypatch):
     from resources import resources_for
 
     monkeypatch.setenv("LAKEHOUSE_PROFILE", "clustr")
-    with pytest.raises(ValueError, match=r"LAKEHOUSE_PROFILE='clustr': expected one of \['local'\]"):
+    with pytest.raises(ValueError, match=r"LAKEHOUSE_PROFILE='clustr': expected one of \['cluster', 'local'\]"):
         resources_for()
+
+
+CLUSTER_ENV = {
+    "LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_DELTA_ROOT": "s3://bucket/delta", "LAKEHOUSE_SPARK_MASTER": "spark://127.0.0.1:7077",
+    "LAKEHOUSE_REDIS": "127.0.0.1:6379", "LAKEHOUSE_PG_URL": "postgresql://lakehouse@127.0.0.1:5432",
+    "MLFLOW_TRACKING_URI": "https://ml:planted-password@mlflow.internal:5000",
+}
+
+
+def test_the_cluster_profile_names_what_it_is_missing_and_holds_no_credential_in_its_config(monkeypatch, tmp_path):
+    import yaml
+    from dagster import EnvVar
+
+    from resources import resources_for
+    from resources.instance import write_instance_config
+
+    for name in CLUSTER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LAKEHOUSE_PROFILE", "cluster")
+    with pytest.raises(ValueError, match="needs LAKEHOUSE_DELTA_ROOT, LAKEHOUSE_SPARK_MASTER, MLFLOW_TRACKING_URI, LAKEHOUSE_REDIS, LAKEHOUSE_PG_URL"):
+        resources_for()
+
+    for name, value in CLUSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+    resources = resources_for()
+    assert resources["delta"].root == "s3://bucket/delta"
+    assert (resources["engine"].kind, resources["engine"].spark_master) == ("spark", "spark://127.0.0.1:7077")
+    # The tracking URI is a variable's name until a run starts; the UI link has no password.
+    assert resources["mlflow_tracking"].tracking_uri == EnvVar("MLFLOW_TRACKING_URI")
+    assert resources["mlflow_tracking"].ui_url == "https://mlflow.internal:5000"
+
+    home = tmp_path / "home"
+    config = yaml.safe_load(write_instance_config(home).read_text())
+    assert config["storage"]["postgres"]["postgres_db"] == {
+        "username": "lakehouse", "password": {"env": "LAKEHOUSE_PG_PASSWORD"}, "hostname": "127.0.0.1", "port": 5432, "db_name": "dagster",
+    }
+    # A dagster.yaml of the user's own is left as it is; the project's is rewritten for the profile.
+    monkeypatch.setenv("LAKEHOUSE_PROFILE", "local")
+    assert "storage" not in yaml.safe_load(write_instance_config(home).read_text())
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    monkeypatch.setenv("LAKEHOUSE_PROFILE", "cluster")
+    assert write_instance_config(home).read_text() == "telemetry:\n  enabled: true\n"
 
 
 def test_partitions_start_at_the_first_landed_day_unless_configured(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """Spark with delta-spark: the engine of the cluster profile, and of the local one on request.
 
-One SparkSession per process, configured for Delta and for a small machine. Tables are read and
-written by delta-spark; batches are validated by pandera's pyspark backend on the cluster, so no
+One SparkSession per process, configured for Delta and for a small machine. Tables are read by
+delta-spark and written as Parquet files that delta-rs commits (tables/storage.py); batches are validated by pandera's pyspark backend on the cluster, so no
 large frame is pulled to the driver.
 """
 
@@ -24,6 +24,10 @@ SESSION_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     # Cleaning judges repeated JSON keys itself, the same way on every engine (engines/api.py).
     "spark.sql.variant.allowDuplicateKeys": "true",
+    # Spark writes only data files (delta-rs commits them, tables/storage.py): each task moves its files
+    # into place when it commits (one rename, not two), and no _SUCCESS marker is left beside them.
+    "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
+    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
 }
 
 # Tuned for 2 cores: few shuffle partitions, small Delta log snapshots, no UI, UTC everywhere,

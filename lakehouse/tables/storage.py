@@ -1,6 +1,9 @@
 """Reading and writing Delta tables: the one place that knows where tables live and how they commit.
 
 Both engines go through here: deltalake (Arrow in and out, no JVM) and Spark with delta-spark.
+Every commit is made by delta-rs, whichever engine wrote the data files: on an object store it
+publishes a version with a conditional PUT, so two writers racing for a version never overwrite each
+other's commit (delta-spark's own commit to s3a is a plain PUT that can; see `write_spark`).
 Partition replacement always uses an explicit predicate over a date range, built from `date`
 objects and a column the table's schema declares as a partition column, never from free text.
 """
@@ -17,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from lakehouse.tables.schemas import TableSchema
 
@@ -31,12 +37,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 COMMIT_ATTEMPTS = 8
-# Written into every commit this project makes (delta-rs custom metadata, Spark's userMetadata):
-# the versions of the tables the commit was computed from, and an id that finds the commit again.
+# Written into every commit this project makes (delta-rs custom metadata): the versions of the tables
+# the commit was computed from, and an id that finds the commit again.
 INPUTS_KEY = "lakehouse.inputs"
 WRITE_ID_KEY = "lakehouse.write_id"
-# Conflicts Spark's Delta writer reports when another writer committed first.
-_SPARK_CONFLICTS = ("DELTA_CONCURRENT", "ConcurrentAppendException", "ConcurrentModificationException", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED")
 
 
 def fault_point(name: str) -> None:
@@ -46,7 +50,7 @@ def fault_point(name: str) -> None:
 
 
 def _is_commit_conflict(exc: Exception) -> bool:
-    return isinstance(exc, CommitFailedError) or any(marker in f"{type(exc).__name__} {exc}" for marker in _SPARK_CONFLICTS)
+    return isinstance(exc, CommitFailedError)
 
 
 def with_commit_retries(commit: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
@@ -74,12 +78,30 @@ class DateRange:
     end: date
 
     def predicate(self, schema: TableSchema) -> str:
+        self._check(schema)
+        # Only date.isoformat() output reaches the predicate: digits and dashes.
+        return f"{self.column} >= '{self.start.isoformat()}' AND {self.column} <= '{self.end.isoformat()}'"
+
+    def partition_filters(self, schema: TableSchema) -> list[tuple[str, str, str]]:
+        self._check(schema)
+        return [(self.column, ">=", self.start.isoformat()), (self.column, "<=", self.end.isoformat())]
+
+    def _check(self, schema: TableSchema) -> None:
         if self.column not in schema.partition_by:
             raise ValueError(f"{self.column!r} is not a partition column of {schema.name}")
         if not (isinstance(self.start, date) and isinstance(self.end, date)) or self.start > self.end:
             raise ValueError(f"invalid date range {self.start!r}..{self.end!r}")
-        # Only date.isoformat() output reaches the predicate: digits and dashes.
-        return f"{self.column} >= '{self.start.isoformat()}' AND {self.column} <= '{self.end.isoformat()}'"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet file already written under a table's folder, which a commit adds to the table."""
+
+    path: str  # relative to the table's root
+    size: int
+    rows: int
+    modified_ms: int
+    partition_values: dict[str, str | None]
 
 
 def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
@@ -154,7 +176,7 @@ class DeltaStore:
             return []
         start = latest if version is None else version
         depth = None if limit is None else latest - start + limit
-        # Spark can only write one string into a commit, and it holds the same keys as JSON.
+        # Commits delta-spark made (before Spark's writes were committed by delta-rs) hold the same keys as a JSON string.
         infos = [entry | json.loads(entry.get("userMetadata") or "{}") for entry in self.table(table).history(limit=depth)]
         return [info for info in infos if info.get("version", -1) <= start]
 
@@ -201,6 +223,36 @@ class DeltaStore:
         with_commit_retries(commit)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
 
+    def commit_files(
+        self, schema: TableSchema, files: list[DataFile], replace: DateRange | None = None, inputs: dict[str, int] | None = None,
+        append: bool = False, properties: dict[str, str] | None = None,
+    ) -> int:
+        """Commit data files already written under the table's folder, with `write_arrow`'s modes and
+        recording rules. Returns the version committed."""
+        info = _commit_metadata(inputs, properties)
+        actions = [AddAction(f.path, f.size, f.partition_values, f.modified_ms, True, json.dumps({"numRecords": f.rows})) for f in files]
+        options = CommitProperties(custom_metadata=info, max_commit_retries=25)
+        partition_by = list(schema.partition_by) or None
+        delta_schema = DeltaSchema.from_arrow(schema.arrow())
+
+        def commit() -> None:
+            if self.version(schema.name) is None:
+                try:
+                    create_table_with_add_actions(self.uri(schema.name), delta_schema, actions, mode="error", partition_by=partition_by,
+                                                  storage_options=self.storage_options, commit_properties=options)
+                    return
+                except Exception:
+                    if self.version(schema.name) is None:
+                        raise
+                    # Another writer created the table first: add to it as below.
+            self.table(schema.name).create_write_transaction(
+                actions, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
+                partition_filters=replace.partition_filters(schema) if (replace and not append) else None, commit_properties=options,
+            )
+
+        with_commit_retries(commit)
+        return self._version_written(schema.name, info[WRITE_ID_KEY])
+
     def read_spark(self, spark, table: str, version: int | None = None):
         reader = spark.read.format("delta")
         if version is not None:
@@ -211,20 +263,52 @@ class DeltaStore:
         self, schema: TableSchema, df, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
         append: bool = False, properties: dict[str, str] | None = None,
     ) -> int:
-        """Commit a Spark DataFrame, with the same modes and recording rules as `write_arrow`."""
+        """Commit a Spark DataFrame, with the same modes and recording rules as `write_arrow`.
+
+        Spark's executors write the Parquet files, in parallel, into a folder of their own under the
+        table's; delta-rs then commits them (`commit_files`). Nothing is visible until that commit, and
+        files of a write that failed before it are unreferenced, for vacuum to delete.
+        """
         from pyspark.sql import functions as F
 
         df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields])
-        info = _commit_metadata(inputs, properties)
-        writer = df.write.format("delta").mode("append" if append else "overwrite").option("mergeSchema", "true").option("userMetadata", json.dumps(info))
-        if replace is not None and not append:
-            writer = writer.option("replaceWhere", replace.predicate(schema))
-        elif not append:
-            writer = writer.option("overwriteSchema", "true")
-        if schema.partition_by:
-            writer = writer.partitionBy(*schema.partition_by)
-        with_commit_retries(lambda: writer.save(self.uri(schema.name)))
-        return self._version_written(schema.name, info[WRITE_ID_KEY])
+        folder = f"spark-{uuid.uuid4().hex}"
+        df.write.mode("errorifexists").partitionBy(*schema.partition_by).parquet(f"{self.uri(schema.name)}/{folder}")
+        return self.commit_files(schema, _files_written(df.sparkSession, self.uri(schema.name), folder), replace, inputs, append, properties)
+
+
+def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
+    """The Parquet files Spark wrote under `table_uri/folder`, listed through Spark's own file system
+    (the same credentials), with their row counts from the Parquet footers."""
+    jvm = spark._jvm
+    conf = spark._jsc.hadoopConfiguration()
+    root = jvm.org.apache.hadoop.fs.Path(f"{table_uri}/{folder}")
+    fs = root.getFileSystem(conf)
+    if fs.getScheme() == "file":
+        fs = fs.getRaw()  # which lists the checksum files Hadoop writes beside local ones, to delete them
+    prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
+    files = []
+    listing = fs.listFiles(root, True)
+    while listing.hasNext():
+        status = listing.next()
+        relative = status.getPath().toString().removeprefix(prefix)
+        if relative.endswith(".crc"):
+            fs.delete(status.getPath(), False)  # hidden: vacuum would never delete it
+            continue
+        if not relative.endswith(".parquet") or any(part.startswith(("_", ".")) for part in relative.split("/")):
+            continue
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, conf))
+        try:
+            rows = reader.getRecordCount()
+        finally:
+            reader.close()
+        partition_values = {}
+        for part in relative.split("/")[:-1]:
+            key, value = part.split("=", 1)
+            value = unquote(value)
+            partition_values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+        files.append(DataFile(f"{folder}/{relative}", status.getLen(), rows, status.getModificationTime(), partition_values))
+    return files
 
 
 def _commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None) -> dict[str, str]:

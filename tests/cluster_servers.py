@@ -1,0 +1,66 @@
+"""The cluster profile's servers for the test session: started once by `scripts/cluster.py up` under a
+temporary data dir, on a free block of ports, and stopped (and purged) at the end."""
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+
+import psutil
+import psycopg2
+import pytest
+
+from lakehouse.config import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
+
+
+def free_block(size: int = 50) -> int:
+    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free."""
+    for base in range(21000, 50000, 97):
+        ports = [*range(base, base + size), base + 8 + 10000]
+        try:
+            sockets = []
+            for p in ports:
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+@pytest.fixture(scope="session")
+def cluster_stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cluster_data")
+    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_CLUSTER_PORT": str(free_block())}
+    up = subprocess.run([sys.executable, SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        printed = subprocess.run([sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
+        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
+        pids = json.loads((data / "cluster" / "pids.json").read_text())
+        yield {"env": env, "settings": settings, "pids": pids, "data": data}
+    finally:
+        started = json.loads((data / "cluster" / "pids.json").read_text()) if (data / "cluster" / "pids.json").exists() else {}
+        down = subprocess.run([sys.executable, SCRIPT, "down", "--purge"], env=env, capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+        alive = {name: pid for name, pid in started.items() if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+        assert not alive, f"still running after down: {alive}"
+
+
+def storage_options(settings: dict, secret: str | None = None) -> dict:
+    return {
+        "AWS_ENDPOINT_URL": settings["AWS_ENDPOINT_URL"], "AWS_REGION": settings["AWS_REGION"], "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": secret or settings["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def postgres(settings: dict, database: str):
+    return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
