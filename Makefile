@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
 
-.PHONY: feast-contract servers cluster-up cluster-down setup chromium demo test test-fast dev bench clean
+.PHONY: feast-contract servers cluster-up cluster-down cluster-demo setup chromium demo test test-fast dev bench clean
 
 $(UV):
 	@scripts/check_prereqs.sh
@@ -48,6 +48,10 @@ cluster-up: setup
 
 cluster-down:
 	$(BIN)/python scripts/cluster.py down
+
+# The demo on the cluster profile: the same window, the transformations on the Spark cluster, every table on the object store.
+cluster-demo: cluster-up
+	$(BIN)/python scripts/demo.py --cluster
 
 demo: setup
 	$(BIN)/python scripts/demo.py

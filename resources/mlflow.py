@@ -1,5 +1,6 @@
 """MLflow tracking as a Dagster resource: where runs are recorded, their artifacts kept, and the UI that shows them."""
 
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -47,6 +48,9 @@ class MlflowTracking(ConfigurableResource):
         import mlflow  # here: every Dagster process loads the resources, few runs track
 
         self.ensure_store()
+        # MLflow prints each run's link on stdout, built from the tracking URI with its user info, and a
+        # run's stdout is kept in Dagster's compute logs. The run's link is in the metadata instead (`run_url`).
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         mlflow.set_tracking_uri(self.tracking_uri)
         existing = mlflow.get_experiment_by_name(self.experiment)
         experiment_id = existing.experiment_id if existing else mlflow.create_experiment(self.experiment, artifact_location=self.artifact_root)

@@ -54,7 +54,7 @@ PORTS = {
     "s3": 0, "weed_master": 1, "weed_master_grpc": 2, "weed_volume": 3, "weed_volume_grpc": 4, "weed_filer": 5,
     "weed_filer_grpc": 6, "weed_s3_grpc": 7, "weed_admin": 8, "weed_s3_iceberg": 10, "weed_s3_lance": 11,
     "weed_metrics": 12, "weed_s3_metrics": 13, "weed_volume_public": 14, "weed_filer_public": 15,
-    "postgres": 20, "redis": 21, "spark_master": 30, "spark_master_ui": 31, "spark_worker": 32, "spark_worker_ui": 33, "mlflow": 40,
+    "postgres": 20, "redis": 21, "spark_master": 30, "spark_master_ui": 31, "spark_worker": 32, "spark_worker_ui": 33, "spark_worker_2": 34, "spark_worker_2_ui": 35, "mlflow": 40,
 }
 
 
@@ -201,15 +201,16 @@ def servers(root: Path) -> list[Server]:
         Server("postgres", [_postgres_bin("postgres"), "-D", str(_postgres_dir(root)), "-c", "listen_addresses=127.0.0.1", "-c", f"port={p['postgres']}",
                             "-c", f"unix_socket_directories={_postgres_dir(root)}", "-c", "fsync=off"],
                {}, lambda: _listening(p["postgres"]), user="postgres"),
-        Server("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(p["redis"]), "--save", "", "--appendonly", "no",
+        Server("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(p["redis"]), "--save", "", "--appendonly", "yes",
                          "--requirepass", creds["LAKEHOUSE_REDIS_PASSWORD"], "--dir", str(root / "redis")],
                {}, lambda: _listening(p["redis"])),
         Server("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(p["spark_master"]),
                                 "--webui-port", str(p["spark_master_ui"])],
                spark_env, lambda: _http_ok(f"http://127.0.0.1:{p['spark_master_ui']}/json/")),
-        Server("spark-worker", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(p["spark_worker"]),
-                                "--webui-port", str(p["spark_worker_ui"]), "--cores", "2", "--memory", "3g", env["LAKEHOUSE_SPARK_MASTER"]],
-               spark_env, lambda: _spark_workers(p["spark_master_ui"]) > 0),
+        *(Server(f"spark-worker-{n}", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(p[key]),
+                                       "--webui-port", str(p[f"{key}_ui"]), "--cores", "1", "--memory", "2g", env["LAKEHOUSE_SPARK_MASTER"]],
+                 spark_env, lambda key=key: p[key] in _spark_workers(p["spark_master_ui"]))
+          for n, key in ((1, "spark_worker"), (2, "spark_worker_2"))),
         Server("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(p["mlflow"]), "--workers", "1",
                           "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts"],
                {"MLFLOW_BACKEND_STORE_URI": backend, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
@@ -218,12 +219,13 @@ def servers(root: Path) -> list[Server]:
     ]
 
 
-def _spark_workers(ui_port: int) -> int:
+def _spark_workers(ui_port: int) -> set[int]:
+    """The ports of the workers registered with the master and alive."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as response:
-            return int(json.load(response).get("aliveworkers", 0))
-    except (OSError, ValueError):
-        return 0
+            return {w["port"] for w in json.load(response).get("workers", []) if w.get("state") == "ALIVE"}
+    except (OSError, ValueError, KeyError):
+        return set()
 
 
 def _pids(root: Path) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """`make demo`: land a default window of events, materialize every asset through the Dagster CLI, say where things are.
 
-Runs on the local profile under LAKEHOUSE_DATA_DIR (default data/). Re-running it is idempotent:
+Runs on the local profile under LAKEHOUSE_DATA_DIR (default data/); `--cluster` (`make cluster-demo`)
+runs it on the cluster profile, against the servers `scripts/cluster.py up` started. Re-running it is idempotent:
 the same events land again, every partition is replaced by predicate, full tables are overwritten,
 and a new MLflow run is recorded against the same table contents.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from lakehouse.cli import default_window
 from lakehouse.config import REPO_ROOT, lakehouse_paths, public_uri
 from lakehouse.events.generator import GeneratorConfig, generate
+from lakehouse.features.feature_store import config_file
 from lakehouse.ml.reproduce import training_runs
 from lakehouse.tables.storage import DeltaStore
 from resources.instance import write_instance_config
@@ -30,7 +32,12 @@ def dagster_home(data_dir: Path) -> Path:
     return home
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if "--cluster" in argv:
+        import cluster  # scripts/cluster.py: the environment that points the profile at its servers
+
+        os.environ.update(cluster.environment(cluster.cluster_dir()))
+    cluster_profile = os.environ.get("LAKEHOUSE_PROFILE") == "cluster"
     paths = lakehouse_paths()
     start, days = default_window(30)
     end = start + timedelta(days=days - 1)
@@ -61,17 +68,27 @@ def main() -> int:
         version = store.version(table)
         print(f"  {table:<20} version {version:<4} {store.row_count(table, version):>9} rows")
     runs = training_runs(paths.mlflow_tracking_uri)
-    print(f"\nMLflow tracking URI: {public_uri(paths.mlflow_tracking_uri)}  (artifacts: {paths.mlflow_artifacts})")
+    artifacts = "kept by the server" if cluster_profile else paths.mlflow_artifacts
+    print(f"\nMLflow tracking URI: {public_uri(paths.mlflow_tracking_uri)}  (artifacts: {artifacts})")
     if runs:
         latest = runs[0]
         print(f"  latest run {latest['run_id']}: test AUC {latest['test_auc']:.3f}, training set {latest['training_set_rows']} rows, sha256 {latest['training_set_sha256']}")
         print(f"  rebuild it:   .venv/bin/lakehouse reproduce {latest['run_id']} --out training_set.parquet")
     print("  list runs:    .venv/bin/lakehouse runs")
-    print("\nDagster UI:     make dev   (then open http://127.0.0.1:3000)")
-    print("Serve features: cd feature_repo && ../.venv/bin/feast serve -h 127.0.0.1 -p 6566")
-    print("                cd feature_repo && ../.venv/bin/feast get-online-features -e user_id=usr_0000001 -f user_activity:purchases_7d")
+    if not cluster_profile:
+        print("\nDagster UI:     make dev   (then open http://127.0.0.1:3000)")
+        print("Serve features: cd feature_repo && ../.venv/bin/feast serve -h 127.0.0.1 -p 6566")
+        print("                cd feature_repo && ../.venv/bin/feast get-online-features -e user_id=usr_0000001 -f user_activity:purchases_7d")
+        return 0
+    feast_config = config_file(paths.data_dir)
+    master_ui = os.environ["LAKEHOUSE_SPARK_MASTER"].rsplit(":", 1)
+    print(f"  MLflow UI:    {public_uri(paths.mlflow_tracking_uri)}")
+    print(f"\nSpark master:   {os.environ['LAKEHOUSE_SPARK_MASTER']}  (UI http://127.0.0.1:{int(master_ui[1]) + 1})")
+    print("Point a shell at the cluster:  eval \"$(.venv/bin/python scripts/cluster.py env)\"   then, in it:")
+    print("Dagster UI:     make dev   (instance in PostgreSQL; then open http://127.0.0.1:3000)")
+    print(f"Serve features: .venv/bin/feast -c feature_repo -f {feast_config} serve -h 127.0.0.1 -p 6566   (online store: Redis)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

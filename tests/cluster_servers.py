@@ -4,6 +4,7 @@ temporary data dir, on a free block of ports, and stopped (and purged) at the en
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +46,7 @@ def cluster_stack(tmp_path_factory):
         assert up.returncode == 0, up.stdout + up.stderr
         printed = subprocess.run([sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
         settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
-        pids = json.loads((data / "cluster" / "pids.json").read_text())
-        yield {"env": env, "settings": settings, "pids": pids, "data": data}
+        yield {"env": env, "settings": settings, "data": data}
     finally:
         started = json.loads((data / "cluster" / "pids.json").read_text()) if (data / "cluster" / "pids.json").exists() else {}
         down = subprocess.run([sys.executable, SCRIPT, "down", "--purge"], env=env, capture_output=True, text=True, timeout=300)
@@ -64,3 +64,21 @@ def storage_options(settings: dict, secret: str | None = None) -> dict:
 
 def postgres(settings: dict, database: str):
     return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
+
+
+def running(stack: dict) -> dict[str, int]:
+    """The servers' PIDs as `scripts/cluster.py` last recorded them (a restart changes them)."""
+    return json.loads((stack["data"] / "cluster" / "pids.json").read_text())
+
+
+def stop_server(stack: dict, name: str, sig: int = signal.SIGTERM) -> None:
+    """Stop one server and everything it started (its process group), as a crash or an operator would."""
+    pid = running(stack)[name]
+    os.killpg(pid, sig)
+    psutil.wait_procs([psutil.Process(pid)], timeout=60)
+
+
+def start_stopped(stack: dict) -> None:
+    """`scripts/cluster.py up`: start whatever is not running and wait until it is healthy."""
+    up = subprocess.run([sys.executable, SCRIPT, "up"], env=stack["env"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr

@@ -103,3 +103,11 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("LAKEHOUSE_ARTIFACTS") or REPO_ROOT / "test-artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def local_lake(tmp_path_factory):
+    """The whole graph on the local profile over a 10-day window (tests/lakes.py), built once."""
+    from lakes import build_local_lake
+
+    return build_local_lake(tmp_path_factory.mktemp("lake"))

@@ -22,11 +22,12 @@ import psycopg2.sql
 import pyarrow as pa
 import pytest
 import redis
+import requests
 from botocore.exceptions import ClientError
 from deltalake import DeltaTable, write_deltalake
 from mlflow.tracking import MlflowClient
 
-from cluster_servers import free_block, postgres, storage_options
+from cluster_servers import free_block, postgres, running, start_stopped, stop_server, storage_options
 from lakehouse.config import REPO_ROOT
 from lakehouse.tables.storage import DeltaStore
 
@@ -134,22 +135,21 @@ def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_st
 
 def test_every_server_listens_on_loopback_only(cluster_stack):
     listening = {}
-    for name, pid in cluster_stack["pids"].items():
+    for name, pid in running(cluster_stack).items():
         process = psutil.Process(pid)
         for member in [process, *process.children(recursive=True)]:
             for connection in member.net_connections(kind="inet"):
                 if connection.status == psutil.CONN_LISTEN:
                     listening.setdefault(name, set()).add(connection.laddr.ip)
-    assert set(listening) == set(cluster_stack["pids"])  # every server listens somewhere
+    assert set(listening) == set(running(cluster_stack))  # every server listens somewhere
     assert {name: ips - {"127.0.0.1", "::ffff:127.0.0.1"} for name, ips in listening.items()} == {name: set() for name in listening}
 
 
-def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_holds(cluster_stack, tmp_path, monkeypatch):
+def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_holds_and_survives_redis_stopping(cluster_stack, tmp_path, monkeypatch):
     import numpy as np
-    import requests
     from synthetic_features import land_feature_days
 
-    from lakehouse.features.feature_store import apply_definitions, config_file, materialize_incremental, online_offline_mismatches, open_store
+    from lakehouse.features.feature_store import OnlineLoadError, apply_definitions, config_file, materialize_incremental, online_offline_mismatches, open_store
 
     settings = cluster_stack["settings"]
     root = f"s3://lakehouse/test/{uuid.uuid4().hex}/delta"
@@ -201,3 +201,114 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
             dump += repr(cursor.fetchall()).encode()
     assert root.encode() in dump or b"user_features" in dump  # the registry is there
     assert not any(s.encode() in dump for s in secrets)
+
+    # Redis stops: the next load fails and says so, the offline tables are untouched, and once Redis is
+    # back the load takes the same window again.
+    land_feature_days(delta, rng, rng.gamma(2.0, 0.4, 60), range(3, 4))
+    versions = {name: delta.version(name) for name in ("user_features", "category_features")}
+    newest = max(delta.read_arrow("user_features", columns=["feature_ts"])["feature_ts"].to_pylist())
+    stop_server(cluster_stack, "redis")
+    try:
+        with pytest.raises(OnlineLoadError, match=r"into the online store \(redis\) failed: ConnectionError.*offline tables are unchanged"):
+            materialize_incremental(store, newest)
+    finally:
+        start_stopped(cluster_stack)
+    assert {name: delta.version(name) for name in versions} == versions
+    assert materialize_incremental(store, newest) is not None
+    compared, mismatches = online_offline_mismatches(store)
+    assert compared > 0 and mismatches == []
+
+
+# Faults. Each stops a server the way a crash or an operator does, checks what a user would be left
+# with, and starts it again (`scripts/cluster.py up` starts whatever is not running).
+
+SLOW_SPARK_JOB = """
+import json, sys, time
+from pyspark.sql import functions as F, types as T
+from lakehouse.engines.spark import get_spark
+from lakehouse.tables.schemas import Col, TableSchema
+from lakehouse.tables.storage import DeltaStore
+
+schema = TableSchema("slow", "rows a slow job wrote", (Col("id", "long", "a row"), Col("bucket", "long", "id % 4")), partition_by=("bucket",))
+spark = get_spark()
+slow = F.udf(lambda i: time.sleep(0.1) or i, T.LongType())  # about 20 s of work on two cores
+rows = spark.range(0, 400, numPartitions=8).select(slow("id").alias("id"), (F.col("id") % 4).alias("bucket"))
+print(json.dumps({"version": DeltaStore(sys.argv[1]).write_spark(schema, rows)}), flush=True)
+"""
+
+
+def _executors_by_worker(settings: dict) -> dict[int, int]:
+    """Running executors per worker port, from the master's status page."""
+    master_ui = int(settings["LAKEHOUSE_SPARK_MASTER"].rsplit(":", 1)[1]) + 1
+    status = requests.get(f"http://127.0.0.1:{master_ui}/json/", timeout=5).json()
+    counts = {w["port"]: 0 for w in status["workers"] if w["state"] == "ALIVE"}
+    for worker in status["workers"]:
+        if worker["state"] == "ALIVE" and worker["coresused"]:
+            counts[worker["port"]] = worker["coresused"]
+    return counts
+
+
+def test_a_job_whose_worker_is_killed_finishes_on_the_other_worker(cluster_stack):
+    settings = cluster_stack["settings"]
+    root = f"s3://lakehouse/test/{uuid.uuid4().hex}"
+    env = {**cluster_stack["env"], **settings, "SPARK_LOCAL_IP": "127.0.0.1"}
+    job = subprocess.Popen([sys.executable, "-c", SLOW_SPARK_JOB, root], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while sum(1 for cores in _executors_by_worker(settings).values() if cores) < 2:  # running on both workers
+            assert job.poll() is None, job.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "the job never ran on both workers"
+            time.sleep(0.5)
+        time.sleep(3)  # tasks under way on both
+        stop_server(cluster_stack, "spark-worker-2", signal.SIGKILL)  # the worker and its executor: a machine lost
+        out, err = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        start_stopped(cluster_stack)
+    assert job.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1]) == {"version": 0}
+    written = DeltaStore(root, storage_options=storage_options(settings)).read_arrow("slow")
+    assert sorted(written["id"].to_pylist()) == list(range(400))  # every row once: the lost tasks ran again
+
+
+# Appends one row per commit, `n` commits, and says which it committed.
+APPENDER = """
+import sys
+import pyarrow as pa
+from deltalake import write_deltalake
+uri, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    write_deltalake(uri, pa.table({"i": pa.array([i], pa.int64()), "pad": pa.array(["x" * 1000])}), mode="append")
+    print(i, flush=True)
+"""
+
+
+def test_commits_while_the_object_store_is_stopped_are_retried_or_fail_without_publishing_half(cluster_stack):
+    settings = cluster_stack["settings"]
+    uri = f"s3://lakehouse/test/{uuid.uuid4().hex}"
+    env = {**cluster_stack["env"], **settings}
+    writer = subprocess.Popen([sys.executable, "-c", APPENDER, uri, "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "0"  # the table exists; commits are under way
+        stop_server(cluster_stack, "seaweedfs")
+        time.sleep(5)
+    finally:
+        start_stopped(cluster_stack)
+    out, err = writer.communicate(timeout=600)
+    committed = [0, *map(int, out.split())]
+
+    table = DeltaTable(uri, storage_options=storage_options(settings))
+    rows = sorted(table.to_pyarrow_table(columns=["i"])["i"].to_pylist())
+    # Whatever happened to the writer, the table holds each commit it reported, once, and nothing half
+    # written: one row per version, no gaps.
+    assert rows == sorted(set(rows)) and set(committed) <= set(rows)
+    assert table.version() == len(rows) - 1
+    if writer.returncode == 0:
+        assert rows == list(range(30))  # retried through the outage
+    else:
+        # Stopped with an error after its last reported commit; at most the commit it was making when the
+        # store went away landed whole without the writer hearing of it.
+        assert "Traceback" in err and rows == list(range(len(rows))) and len(rows) - len(committed) <= 1
+    write_deltalake(uri, pa.table({"i": pa.array([99], pa.int64()), "pad": pa.array(["y"])}), mode="append", storage_options=storage_options(settings))
+    assert DeltaTable(uri, storage_options=storage_options(settings)).version() == len(rows)

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -21,43 +20,17 @@ import requests
 from deltalake import DeltaTable
 
 from conftest import artifacts_dir, chromium_executable, free_port, stop_servers, wait_for_http
+from lakes import BIN, DAYS, DRIFT_FROM, START, land_and_materialize, run_command
 from lakehouse.config import REPO_ROOT
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.schemas import CLEANED_EVENTS
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
-START, DAYS, USERS = date(2026, 3, 1), 10, 300
-FEATURES = ["events_7d", "sessions_7d", "views_7d", "carts_7d", "purchases_7d", "purchases_30d", "revenue_30d", "days_since_last_event"]
-
-
-def _run(env, *args, check=True):
-    result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-DRIFT_FROM = START + timedelta(days=5)
-# More of every problem than the defaults, so that a small window shows each of them.
-PROBLEMS = ["--drift-from", DRIFT_FROM.isoformat(), "--malformed-rate", "0.01", "--late-rate", "0.05", "--clock-skew-rate", "0.05", "--duplicate-rate", "0.02"]
-
-
-def _land_and_materialize(env, start, days):
-    _run(env, BIN / "lakehouse", "generate", "--start", start.isoformat(), "--days", str(days), "--users", str(USERS), *PROBLEMS)
-    end = start + timedelta(days=days - 1)
-    _run(env, BIN / "dagster", "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}")
-
 
 @pytest.fixture(scope="module")
-def lake(tmp_path_factory):
-    data = tmp_path_factory.mktemp("lake")
-    (data / "dagster_home").mkdir()
-    (data / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"}
-    _land_and_materialize(env, START, DAYS)
-    return data, env
+def lake(local_lake):
+    return local_lake.data, local_lake.env
 
 
 def _table(data, name, version=None) -> pd.DataFrame:
@@ -195,7 +168,7 @@ def test_rematerializing_the_same_range_changes_no_table_content(lake):
     before = {name: _content(data, name) for name in TABLES}
     versions = {name: DeltaTable(str(data / "delta" / name)).version() for name in TABLES}
     end = START + timedelta(days=DAYS - 1)
-    _run(env, BIN / "dagster", "asset", "materialize", "-f", "definitions.py", "--select", ",".join(TABLES), "--partition-range", f"{START}...{end}")
+    run_command(env, BIN / "dagster", "asset", "materialize", "-f", "definitions.py", "--select", ",".join(TABLES), "--partition-range", f"{START}...{end}")
     for name in TABLES:
         assert DeltaTable(str(data / "delta" / name)).version() > versions[name], f"{name} was not rewritten"
         pd.testing.assert_frame_equal(_content(data, name), before[name], obj=name)
@@ -265,14 +238,14 @@ def test_feast_serve_answers_over_http_with_the_latest_values(lake):
 def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lake):
     data, env = lake
     feast = [BIN / "feast", "-c", "feature_repo", "-f", str(data / "feast" / "feature_store.yaml")]
-    services = _run(env, *feast, "feature-services", "list").stdout
+    services = run_command(env, *feast, "feature-services", "list").stdout
     assert "purchase_propensity_v1" in services and "purchase_propensity_v2" in services
-    _run(env, *feast, "apply")  # nothing changed: a no-op that still validates every Delta source
+    run_command(env, *feast, "apply")  # nothing changed: a no-op that still validates every Delta source
     newest = _table(data, "user_features")["feature_ts"].max()
-    _run(env, *feast, "materialize-incremental", (newest + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    run_command(env, *feast, "materialize-incremental", (newest + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S"))
     latest = _latest_offline(data, _table(data, "user_features")["user_id"].drop_duplicates().head(3).tolist())
     args = [arg for user in latest.index for arg in ("-e", f"user_id={user}")]
-    shown = json.loads(_run(env, *feast, "get-online-features", *args, "-f", "user_activity:purchases_30d", "-f", "user_activity:revenue_30d").stdout)
+    shown = json.loads(run_command(env, *feast, "get-online-features", *args, "-f", "user_activity:purchases_30d", "-f", "user_activity:revenue_30d").stdout)
     assert shown["user_id"] == latest.index.tolist()
     assert shown["purchases_30d"] == latest["purchases_30d"].tolist()
     assert shown["revenue_30d"] == pytest.approx(latest["revenue_30d"].tolist())
@@ -280,8 +253,8 @@ def test_the_feast_cli_applies_loads_and_serves_from_the_delta_offline_store(lak
 
 def test_lineage_goes_from_the_run_down_to_the_raw_events_version_it_was_built_from(lake):
     data, env = lake
-    (run,) = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)
-    chain = json.loads(_run(env, BIN / "lakehouse", "lineage", run["run_id"], "--json").stdout)
+    (run,) = json.loads(run_command(env, BIN / "lakehouse", "runs", "--json").stdout)
+    chain = json.loads(run_command(env, BIN / "lakehouse", "lineage", run["run_id"], "--json").stdout)
     # One materialization built the tables in order, so each table version was computed from the
     # newest version of its input committed before it: read here from the logs' timestamps alone.
     def committed(name):
@@ -296,19 +269,19 @@ def test_lineage_goes_from_the_run_down_to_the_raw_events_version_it_was_built_f
         assert [(t["depth"], t["table"]) for t in tables[1:]] == [(2, "cleaned_events"), (3, "raw_events")], role
         for upper, lower in zip(tables, tables[1:]):
             assert lower["version"] == newest_before(lower["table"], committed(upper["table"])[upper["version"]]), (role, tables)
-    text = _run(env, BIN / "lakehouse", "lineage", run["run_id"]).stdout
+    text = run_command(env, BIN / "lakehouse", "lineage", run["run_id"]).stdout
     assert f"raw_events v{chain['labels'][-1]['version']}" in text and run["training_set_sha256"] in text
 
 
 def test_an_old_run_reproduces_its_training_set_after_30_more_days_both_from_its_snapshot_and_rebuilt(lake, tmp_path):
     data, env = lake
-    runs = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)
+    runs = json.loads(run_command(env, BIN / "lakehouse", "runs", "--json").stdout)
     assert len(runs) == 1
     run = runs[0]
 
     # 30 more days land and everything is rematerialized: every input table gets new commits.
-    _land_and_materialize(env, START + timedelta(days=DAYS), 30)
-    newer = json.loads(_run(env, BIN / "lakehouse", "runs", "--json").stdout)[0]
+    land_and_materialize(env, START + timedelta(days=DAYS), 30)
+    newer = json.loads(run_command(env, BIN / "lakehouse", "runs", "--json").stdout)[0]
     assert newer["run_id"] != run["run_id"] and newer["training_set_sha256"] != run["training_set_sha256"]
     for name, version in run["inputs"].items():
         current = DeltaTable(str(data / "delta" / name)).version()
@@ -317,7 +290,7 @@ def test_an_old_run_reproduces_its_training_set_after_30_more_days_both_from_its
     old_labels = _table(data, "training_labels", version=run["inputs"]["training_labels"])
     for flags in ([], ["--rebuild"]):
         out = tmp_path / f"training_set{len(flags)}.parquet"
-        result = _run(env, BIN / "lakehouse", "reproduce", run["run_id"], "--out", str(out), *flags)
+        result = run_command(env, BIN / "lakehouse", "reproduce", run["run_id"], "--out", str(out), *flags)
         assert run["training_set_sha256"] in result.stdout
         rebuilt = pd.read_parquet(out)
         assert len(rebuilt) == run["training_set_rows"] == len(old_labels)
@@ -328,7 +301,7 @@ def test_an_old_run_reproduces_its_training_set_after_30_more_days_both_from_its
 
 def test_reproduce_of_an_unknown_run_fails_clearly(lake, tmp_path):
     _, env = lake
-    result = _run(env, BIN / "lakehouse", "reproduce", "0" * 32, "--out", str(tmp_path / "x.parquet"), check=False)
+    result = run_command(env, BIN / "lakehouse", "reproduce", "0" * 32, "--out", str(tmp_path / "x.parquet"), check=False)
     assert result.returncode == 1
     assert "no MLflow run" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.parquet").exists()
@@ -368,11 +341,9 @@ def _wait_for_code_location(url: str, server: subprocess.Popen, timeout: float) 
 def uis(lake):
     """dagster-webserver (no daemon, so no sensor starts runs under the tests) and the MLflow server, on free ports."""
     data, env = lake
-    # A run launched in the UI starts at once (without the daemon, the default queue would hold it), and a
-    # busy machine gets time to load the definitions.
+    # A run launched in the UI starts at once (without the daemon, the default queue would hold it).
     with (data / "dagster_home" / "dagster.yaml").open("a") as f:
         f.write("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n")
-        f.write("code_servers:\n  local_startup_timeout: 600\n")
     logs = artifacts_dir()
     dagster_port, mlflow_port = free_port(), free_port()
     servers = []

@@ -161,26 +161,6 @@ def test_a_materialization_killed_mid_write_leaves_the_previous_version_and_the_
     assert _cleaned_state(store) == before  # the accounting check passed too, or the run would have failed
 
 
-def test_two_materializations_of_different_partitions_both_commit(tmp_path):
-    start, days = date(2026, 3, 1), 8
-    env = _dagster_env(tmp_path)
-    _landed(tmp_path, env, start, days, users=2000)
-    last = start + timedelta(days=days - 1)
-    assert _materialize(env, "raw_events", start, last, tmp_path / "raw.log").wait(timeout=900) == 0
-    halves = [(start, start + timedelta(days=3)), (start + timedelta(days=4), last)]
-    runs = [_materialize(env, CLEANED, a, b, tmp_path / f"half{i}.log") for i, (a, b) in enumerate(halves)]
-    for i, run in enumerate(runs):
-        assert run.wait(timeout=900) == 0, (tmp_path / f"half{i}.log").read_text()[-3000:]
-    store = DeltaStore(str(tmp_path / "data" / "delta"))
-    together = _cleaned_state(store)
-    assert store.version("cleaned_events") == 1  # created by one run, the other's commit on top
-
-    # The same range in one sequential run gives the same rows per day.
-    assert _materialize(env, CLEANED, start, last, tmp_path / "whole.log").wait(timeout=900) == 0
-    assert _cleaned_state(store) == together
-    assert sorted(together["cleaned_events"]) == [start + timedelta(days=i) for i in range(days)]
-
-
 def _published_pair(store, first, last):
     """What a reader of the pair sees per event date: cleaned event ids, quarantined lines."""
     from lakehouse.tables.publication import published_quarantine

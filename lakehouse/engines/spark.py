@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 
@@ -81,6 +82,8 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
         if active is not None:
             return active
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python UDFs run on the executors in this interpreter (its packages), not in whatever python3 is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.master(master or os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]"))
         builder = builder.appName("lakehouse")
         for key, value in {**LOCAL_CONF, **SESSION_CONF, **object_store_conf(os.environ), **(conf or {})}.items():

@@ -141,8 +141,19 @@ def materialize_incremental(store, newest: datetime) -> tuple[datetime, datetime
     start = min(loaded_until) if len(loaded_until) == len(views) else end - ttl
     if start >= end:
         return None
-    store.materialize(start_date=start, end_date=end)
+    try:
+        store.materialize(start_date=start, end_date=end)
+    except Exception as exc:
+        # Feast records a view as loaded only after its rows are written: the next load starts here again.
+        raise OnlineLoadError(
+            f"loading features of {start:%Y-%m-%d %H:%M:%S}..{end:%Y-%m-%d %H:%M:%S} into the online store ({store.config.online_store.type}) failed: "
+            f"{type(exc).__name__}: {exc}. The offline tables are unchanged, and the next load starts again at {start:%Y-%m-%d %H:%M:%S}."
+        ) from exc
     return start, end
+
+
+class OnlineLoadError(RuntimeError):
+    """The online store could not take a load (down, unreachable, refusing): nothing was recorded as loaded."""
 
 
 def online_offline_mismatches(store, sample_size: int = 200) -> tuple[int, list[str]]:

@@ -1,0 +1,129 @@
+"""The cluster profile against the local one, and the Spark cluster with one worker against two.
+
+Starts its own cluster (`scripts/cluster.py up`, a temporary data dir, ports from
+LAKEHOUSE_CLUSTER_PORT, default 19300) and stops it at the end. Then, in one run:
+1. Lands a window once and runs the demo's materialization (`dagster asset materialize --select
+   'not group:maintenance'`) on it twice: on the local profile (DuckDB in process, Delta on local
+   disk, SQLite) and on the cluster profile (Spark standalone, Delta on the object store, PostgreSQL,
+   the MLflow server, Redis). Prints both times and their ratio.
+2. The same Spark job, the cleaning of that window's raw_events on the object store committed as a
+   scratch table, as one application with one executor core (one worker) and with two (both
+   workers). Prints events/s for each and the speed-up.
+
+Usage: .venv/bin/python bench/cluster.py [--days 7] [--users 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+from materialize_demo import BIN, REPO, run_measured
+from resources.instance import write_instance_config
+
+# One application, cleaning the window's raw_events and committing the result: the transform of
+# cleaned_events on the Spark cluster, without Dagster around it.
+SPARK_JOB = """
+import sys, time
+from datetime import date
+from lakehouse.engines import engine_named
+from lakehouse.tables.schemas import CLEANED_EVENTS, TableSchema
+from lakehouse.tables.storage import DeltaStore
+from lakehouse.transforms.cleaning import clean_events
+root, start, end, target = sys.argv[1], date.fromisoformat(sys.argv[2]), date.fromisoformat(sys.argv[3]), sys.argv[4]
+engine = engine_named("spark")
+engine.session  # the application and its executors start before the clock does
+store = DeltaStore(root)
+began = time.perf_counter()
+with engine.persisting() as persist:
+    result = clean_events(engine.read(store, "raw_events"), start, end, persist)
+    schema = TableSchema(target, "scratch", CLEANED_EVENTS.columns, partition_by=CLEANED_EVENTS.partition_by)
+    store.write_spark(schema, result.cleaned)
+print(time.perf_counter() - began)
+"""
+
+
+def cluster(command: str, env: dict) -> str:
+    return subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", command], env=env, check=True, capture_output=True, text=True).stdout
+
+
+def lake(landing: Path, **settings: str) -> tuple[Path, dict]:
+    data = Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
+    (data / "landing").symlink_to(landing)
+    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
+    write_instance_config(data / "dagster_home", env)
+    return data, env
+
+
+def redis_memory(settings: dict) -> tuple[int, int]:
+    import redis
+
+    host, port = settings["LAKEHOUSE_REDIS"].split(":")
+    client = redis.Redis(host=host, port=int(port), password=settings["LAKEHOUSE_REDIS_PASSWORD"])
+    return client.info("memory")["used_memory"], client.dbsize()
+
+
+def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
+    """What the cluster lake holds per unit: bytes per event on the object store, Redis bytes per entity."""
+    from lakehouse.tables.storage import DeltaStore
+
+    store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"])
+    for table in ("raw_events", "cleaned_events", "user_features"):
+        adds = store.table(table).get_add_actions(flatten=True).to_pydict()
+        files, rows, size = len(adds["path"]), sum(adds["num_records"]), sum(adds["size_bytes"])
+        print(f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: {size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file")
+    used, keys = redis_memory(settings)
+    users = len(set(store.read_arrow("user_features", columns=["user_id"])["user_id"].to_pylist()))
+    print(f"Redis: {keys - redis_before[1]} keys, {(used - redis_before[0]) / 2**20:.1f} MiB for the online features of {users} users and their categories")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--users", type=int, default=3000)
+    args = parser.parse_args()
+
+    stack_env = os.environ | {"LAKEHOUSE_DATA_DIR": tempfile.mkdtemp(prefix="lakehouse-bench-cluster-"), "LAKEHOUSE_CLUSTER_PORT": os.environ.get("LAKEHOUSE_CLUSTER_PORT", "19300")}
+    began = time.monotonic()
+    cluster("up", stack_env)
+    print(f"cluster up in {time.monotonic() - began:.0f} s")
+    try:
+        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in cluster("env", stack_env).splitlines())
+        settings["LAKEHOUSE_DELTA_ROOT"] = f"s3://lakehouse/bench-{uuid.uuid4().hex[:8]}/delta"
+        landing = Path(tempfile.mkdtemp(prefix="lakehouse-bench-landing-"))
+        start = date(2026, 10, 1)
+        end = start + timedelta(days=args.days - 1)
+        subprocess.run([BIN / "lakehouse", "generate", "--landing", str(landing), "--start", str(start), "--days", str(args.days), "--users", str(args.users)], check=True)
+        lines = sum(1 for f in landing.glob("date=*/*.jsonl") for _ in f.open())
+        materialize = [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}"]
+        seconds = {}
+        redis_before = redis_memory(settings)
+        for profile, extra in (("local", {}), ("cluster", settings)):
+            data, env = lake(landing, **extra)
+            seconds[profile], peak = run_measured(materialize, env, data / "materialize.log")
+            print(f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  {lines / seconds[profile]:8.0f} events/s  (peak RSS of its process tree {peak:.0f} MiB)")
+        print(f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x")
+        sizes(settings, redis_before)
+
+        job = {}
+        env = os.environ | settings | {"SPARK_LOCAL_IP": "127.0.0.1"}
+        for cores in (1, 2):
+            out = subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(end), f"scratch_{cores}"],
+                                 env=env | {"PYSPARK_SUBMIT_ARGS": f"--conf spark.cores.max={cores} pyspark-shell"}, cwd=REPO, check=True, capture_output=True, text=True).stdout
+            job[cores] = float(out.strip().splitlines()[-1])
+            print(f"cleaning job on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores]:6.1f} s  {lines / job[cores]:8.0f} events/s  {lines / job[cores] / cores:8.0f} events/s per core")
+        print(f"speed-up with 2 workers: {job[1] / job[2]:.2f}x")
+    finally:
+        subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", "down", "--purge"], env=stack_env, check=False, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The whole lakehouse on the cluster profile: the graph's transformations on the Spark cluster, every
+Delta table on the object store, the Dagster instance on PostgreSQL, the MLflow server, Feast on Redis.
+
+The cluster lake lands the same window as the local one (tests/lakes.py) and is compared with it
+table by table: the profile changes where things run and live, never the answers.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from datetime import date, timedelta
+from types import SimpleNamespace
+
+import boto3
+import pandas as pd
+import pytest
+import requests
+
+from cluster_servers import postgres, storage_options
+from conftest import free_port, wait_for_http
+from lakes import BIN, DAYS, GRAPH_TABLES, START, land_and_materialize, lake_env, run_command
+from lakehouse.config import REPO_ROOT
+from lakehouse.ml.fingerprint import content_sha256
+from lakehouse.tables.publication import BATCH_KEY
+from lakehouse.tables.storage import DeltaStore
+from test_definitions import dbt_model_docs
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+# Written per run, so never equal across two runs: which cleaning batch published a quarantined line.
+RUN_SPECIFIC = {"quarantined_events": ["batch_id"]}
+
+
+# A password in the tracking URI, as a team's MLflow behind basic auth has one (this server ignores it).
+PLANTED = "planted-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def cluster_lake(cluster_stack, tmp_path_factory):
+    data = tmp_path_factory.mktemp("cluster_lake")
+    settings = cluster_stack["settings"] | {"LAKEHOUSE_DELTA_ROOT": f"s3://lakehouse/{uuid.uuid4().hex}/delta"}
+    settings["MLFLOW_TRACKING_URI"] = settings["MLFLOW_TRACKING_URI"].replace("http://", f"http://lakehouse:{PLANTED}@")
+    env = lake_env(data, **settings)
+    began = time.monotonic()
+    land_and_materialize(env)
+    print(f"\nthe graph on the cluster profile: {time.monotonic() - began:.0f} s")
+    store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"], storage_options(settings))
+    return SimpleNamespace(data=data, env=env, settings=settings, store=store, versions={name: store.version(name) for name in GRAPH_TABLES})
+
+
+def _rows(store: DeltaStore, name: str, version: int | None) -> pd.DataFrame:
+    """A table's rows in a canonical order: sorted on every column but the floating-point ones, which
+    are compared with a tolerance (Spark and DuckDB may sum in different orders)."""
+    frame = store.table(name, version).to_pandas().drop(columns=RUN_SPECIFIC.get(name, []))
+    keys = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
+    return frame.sort_values(keys + [c for c in frame.columns if c not in keys], kind="stable").reset_index(drop=True)
+
+
+def _tables_under(settings: dict, root: str) -> set[str]:
+    bucket, prefix = root.removeprefix("s3://").split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], region_name=settings["AWS_REGION"])
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/", Delimiter="/").get("CommonPrefixes", [])
+    return {p["Prefix"].rstrip("/").rsplit("/", 1)[-1] for p in listed}
+
+
+def test_every_table_holds_the_same_rows_as_on_the_local_profile(cluster_lake, local_lake):
+    local = DeltaStore(str(local_lake.data / "delta"))
+    assert _tables_under(cluster_lake.settings, cluster_lake.settings["LAKEHOUSE_DELTA_ROOT"]) >= set(GRAPH_TABLES)
+    for name in GRAPH_TABLES:
+        expected, actual = _rows(local, name, local_lake.versions[name]), _rows(cluster_lake.store, name, cluster_lake.versions[name])
+        assert len(actual) == len(expected) > 0, name
+        pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9, atol=1e-12, obj=name)
+
+
+def test_a_training_run_is_reproduced_by_run_id_through_the_mlflow_server(cluster_lake, tmp_path):
+    env, settings = cluster_lake.env, cluster_lake.settings
+    (run,) = json.loads(run_command(env, BIN / "lakehouse", "runs", "--json").stdout)
+    assert run["inputs"] == {name: cluster_lake.versions[name] for name in run["inputs"]}
+    for flags in ([], ["--rebuild"]):  # from the snapshot on the object store, then rebuilt from the pinned Delta versions
+        out = tmp_path / f"training_set{len(flags)}.parquet"
+        result = run_command(env, BIN / "lakehouse", "reproduce", run["run_id"], "--out", str(out), *flags)
+        assert run["training_set_sha256"] in result.stdout
+        assert content_sha256(pd.read_parquet(out)) == run["training_set_sha256"]
+    with postgres(settings, "mlflow") as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT artifact_uri FROM runs WHERE run_uuid = %s", (run["run_id"],))
+        (artifact_uri,) = cursor.fetchone()
+    assert artifact_uri.startswith("mlflow-artifacts:/")  # kept by the server, on the object store
+
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+DESCRIPTIONS = """
+query Descriptions { assetNodes { assetKey { path } description groupName } }
+"""
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status runs(limit: 100) { runId status } }
+  }
+}
+"""
+
+
+def _graphql(url, query, variables):
+    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _window_rows(store: DeltaStore, name: str, first: date) -> pd.DataFrame:
+    rows = _rows(store, name, None)
+    return rows[rows["event_date"] >= first].reset_index(drop=True)
+
+
+def test_two_backfills_launched_through_graphql_at_once_both_land_every_row_and_change_nothing(cluster_lake):
+    """Two backfills of cleaned_events (and its quarantine), one per half of the window, launched
+    together as the UI launches them: GraphQL on `dagster dev` (daemon and sensors running) with the
+    instance in PostgreSQL. Their runs are two Spark applications rebuilding the same tables at the
+    same moment. Spark writes each run's files and delta-rs commits them with the object store's
+    conditional PUT, so the later commit is retried on top of the earlier one, never over it.
+
+    The commit counter: one new version per run per table, each with its own write id; every row of
+    both halves is there, and the tables hold what they held (a rerun is idempotent)."""
+    env, store = cluster_lake.env, cluster_lake.store
+    names = ("cleaned_events", "quarantined_events")
+    before = {name: _window_rows(store, name, START) for name in names}
+    versions = {name: store.version(name) for name in names}
+    # One executor core per application, so that both run at once on the two workers.
+    env = env | {"PYSPARK_SUBMIT_ARGS": "--conf spark.cores.max=1 pyspark-shell"}
+    port = free_port()
+    server = subprocess.Popen(
+        [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=open(cluster_lake.data / "dagster-dev.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    halves = [[(START + timedelta(days=i)).isoformat() for i in days] for days in (range(0, 5), range(5, DAYS))]
+    try:
+        wait_for_http(f"{url}/server_info", server, timeout=180, what="dagster dev")
+        # What a data engineer reads in the UI for each metric is its dbt schema.yml definition.
+        for _ in range(60):  # the code location may still be loading
+            nodes = {"/".join(n["assetKey"]["path"]): n for n in _graphql(url, DESCRIPTIONS, {})["assetNodes"]}
+            if nodes:
+                break
+            time.sleep(3)
+        for name, model in dbt_model_docs().items():
+            assert nodes[name]["description"].startswith(model["description"].strip()), name
+            assert nodes[name]["groupName"] == "metrics"
+
+        selection = [{"path": [name]} for name in names]
+        launched = [_graphql(url, LAUNCH, {"params": {"partitionNames": half, "assetSelection": selection}})["launchPartitionBackfill"] for half in halves]
+        assert all(b["__typename"] == "LaunchBackfillSuccess" for b in launched), launched
+
+        deadline = time.monotonic() + 900
+        while True:
+            backfills = [_graphql(url, STATUS, {"id": b["backfillId"]})["partitionBackfillOrError"] for b in launched]
+            if all(b["status"] not in ("REQUESTED", "CANCELING", "FAILING") for b in backfills):
+                break
+            assert time.monotonic() < deadline, backfills
+            time.sleep(3)
+        assert all(b["status"] in ("COMPLETED", "COMPLETED_SUCCESS") for b in backfills), (backfills, (cluster_lake.data / "dagster-dev.log").read_text()[-4000:])
+        # Single-run backfill policy: one run per backfill, not one per day.
+        runs = [run for b in backfills for run in b["runs"]]
+        assert [len(b["runs"]) for b in backfills] == [1, 1] and all(r["status"] == "SUCCESS" for r in runs)
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+    # The runs are the instance's, in PostgreSQL.
+    with postgres(cluster_lake.settings, "dagster") as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", ([r["runId"] for r in runs],))
+        assert sorted(cursor.fetchall()) == sorted((r["runId"], "SUCCESS") for r in runs)
+    # The commit counter. cleaned_events: one commit per run, each publishing its own half. The quarantine:
+    # per run, its batch appended, then the range settled when older rows were there (publication.py).
+    for name, version in versions.items():
+        new = sorted((info for info in store.history(name) if info["version"] > version), key=lambda info: info["version"])
+        assert [info["version"] for info in new] == list(range(version + 1, version + 1 + len(new))), name
+        assert len({info["lakehouse.write_id"] for info in new}) == len(new), name  # each its own write: none overwritten
+        pd.testing.assert_frame_equal(_window_rows(store, name, START), before[name], obj=name)
+    published = [json.loads(info[BATCH_KEY]) for info in store.history("cleaned_events") if info["version"] > versions["cleaned_events"]]
+    assert sorted((p["start"], p["end"]) for p in published) == [(half[0], half[-1]) for half in halves]
+    assert 2 <= store.version("quarantined_events") - versions["quarantined_events"] <= 4
+
+
+def _database_dump(settings: dict, database: str) -> bytes:
+    import psycopg2.sql
+
+    with postgres(settings, database) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
+        dump = b""
+        for (table,) in cursor.fetchall():
+            cursor.execute(psycopg2.sql.SQL("SELECT * FROM {}").format(psycopg2.sql.Identifier(table)))
+            dump += repr(cursor.fetchall()).encode()
+    return dump
+
+
+def test_no_credential_reaches_what_the_lakehouse_records_or_logs(cluster_lake, cluster_stack):
+    """After everything above ran on the cluster lake (the graph, the backfills, reproduce), none of
+    its credentials is anywhere it keeps or shows things: the object store's key (read from the
+    environment by delta-rs, Spark, dbt and Feast), the PostgreSQL and Redis passwords, and the
+    password planted in the MLflow tracking URI. Scanned: the MLflow store and its artifacts, the
+    Dagster run storage and event log, the Feast registry, every Delta log and object in the lake's
+    bucket, and the logs and files of the lake, of dbt and of the servers."""
+    settings = cluster_lake.settings
+    secrets = {name: settings[name].encode() for name in ("AWS_SECRET_ACCESS_KEY", "LAKEHOUSE_PG_PASSWORD", "LAKEHOUSE_REDIS_PASSWORD")} | {"planted": PLANTED.encode()}
+    places = {f"postgres/{database}": _database_dump(settings, database) for database in ("mlflow", "dagster", "feast")}
+    assert b"purchase_propensity" in places["postgres/mlflow"] and b"ASSET_MATERIALIZATION" in places["postgres/dagster"]
+    s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"], region_name=settings["AWS_REGION"])
+    lake_prefix = settings["LAKEHOUSE_DELTA_ROOT"].removeprefix("s3://lakehouse/").split("/", 1)[0]
+    for prefix in ("mlflow/", lake_prefix + "/"):  # MLflow's artifacts (the training-set snapshot among them), and the lake
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="lakehouse", Prefix=prefix):
+            for item in page.get("Contents", []):
+                places[f"s3://lakehouse/{item['Key']}"] = s3.get_object(Bucket="lakehouse", Key=item["Key"])["Body"].read()
+    assert any("_delta_log" in place for place in places) and any(place.startswith("s3://lakehouse/mlflow/") for place in places)
+    # Files: the lake's (Dagster's compute logs, dbt's, Feast's rendered config), dbt's log, the servers' logs.
+    # Not the stack's credentials file and the object store's identities, which hold the credentials by design.
+    files = [*cluster_lake.data.rglob("*"), *(REPO_ROOT / "dbt" / "logs").glob("*.log"), *(cluster_stack["data"] / "cluster" / "logs").glob("*.log")]
+    for path in files:
+        if path.is_file():
+            places[str(path)] = path.read_bytes()
+    assert len(places) > 100
+    leaks = {place: [name for name, secret in secrets.items() if secret in content] for place, content in places.items()}
+    assert {place: names for place, names in leaks.items() if names} == {}
