@@ -76,42 +76,6 @@ def test_redis_answers_only_with_its_password(cluster_stack):
         redis.Redis(host=host, port=int(port)).get("lakehouse:probe")
 
 
-# A Spark job of the lakehouse's own: its session (get_spark, S3A settings from the environment) on
-# the standalone master, committing through DeltaStore.write_spark to an s3:// URI. It runs in its
-# own process, as a job does: this test process may already hold a local SparkSession.
-SPARK_JOB = """
-import json, sys
-from lakehouse.engines.spark import get_spark
-from lakehouse.tables.schemas import Col, TableSchema
-from lakehouse.tables.storage import DeltaStore
-
-schema = TableSchema("probe", "rows written by a job on the cluster", (Col("id", "long", "a row"), Col("bucket", "long", "id % 7")), partition_by=("bucket",))
-spark = get_spark()
-rows = spark.range(1, 1001).selectExpr("id", "id % 7 AS bucket").repartition(3)
-version = DeltaStore(sys.argv[1]).write_spark(schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"})
-executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size()
-print(json.dumps({"version": version, "executors": executors, "master": spark.sparkContext.master}))
-"""
-
-
-def test_a_spark_job_on_the_cluster_commits_to_the_object_store_and_delta_rs_reads_the_same_uri(cluster_stack):
-    settings = cluster_stack["settings"]
-    root = f"s3://lakehouse/test/{uuid.uuid4().hex}"
-    env = {**cluster_stack["env"], **settings, "SPARK_LOCAL_IP": "127.0.0.1"}
-    job = subprocess.run([sys.executable, "-c", SPARK_JOB, root], env=env, capture_output=True, text=True, timeout=600)
-    assert job.returncode == 0, job.stderr[-3000:]
-    result = json.loads(job.stdout.strip().splitlines()[-1])
-    # It ran on the standalone master, in an executor its worker launched (the driver's block manager is the other).
-    assert result["master"] == settings["LAKEHOUSE_SPARK_MASTER"] and result["executors"] >= 2
-
-    store = DeltaStore(root, storage_options=storage_options(settings))
-    assert result["version"] == store.version("probe") == 0
-    written = store.read_arrow("probe")
-    assert written.num_rows == 1000 and sum(written["id"].to_pylist()) == 500500
-    assert sorted(set(written["bucket"].to_pylist())) == list(range(7))
-    assert store.commit_inputs("probe", 0) == {"upstream": 4} and store.commit_info("probe", 0)["lakehouse.batch_id"] == "b-1"
-
-
 def test_the_mlflow_server_keeps_runs_in_postgres_and_artifacts_on_the_object_store(cluster_stack, tmp_path):
     settings = cluster_stack["settings"]
     client = MlflowClient(settings["MLFLOW_TRACKING_URI"])
@@ -222,6 +186,10 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
 # Faults. Each stops a server the way a crash or an operator does, checks what a user would be left
 # with, and starts it again (`scripts/cluster.py up` starts whatever is not running).
 
+# A Spark job of the lakehouse's own: its session (get_spark, S3A settings from the environment) on the
+# standalone master, committing through DeltaStore.write_spark to an s3:// URI, slowly enough (a sleep
+# per row, about 20 s of work on two cores) to lose a worker in the middle. It runs in its own process,
+# as a job does: this test process may already hold a local SparkSession.
 SLOW_SPARK_JOB = """
 import json, sys, time
 from pyspark.sql import functions as F, types as T
@@ -231,9 +199,10 @@ from lakehouse.tables.storage import DeltaStore
 
 schema = TableSchema("slow", "rows a slow job wrote", (Col("id", "long", "a row"), Col("bucket", "long", "id % 4")), partition_by=("bucket",))
 spark = get_spark()
-slow = F.udf(lambda i: time.sleep(0.1) or i, T.LongType())  # about 20 s of work on two cores
+slow = F.udf(lambda i: time.sleep(0.1) or i, T.LongType())
 rows = spark.range(0, 400, numPartitions=8).select(slow("id").alias("id"), (F.col("id") % 4).alias("bucket"))
-print(json.dumps({"version": DeltaStore(sys.argv[1]).write_spark(schema, rows)}), flush=True)
+version = DeltaStore(sys.argv[1]).write_spark(schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"})
+print(json.dumps({"version": version, "master": spark.sparkContext.master}), flush=True)
 """
 
 
@@ -248,7 +217,7 @@ def _executors_by_worker(settings: dict) -> dict[int, int]:
     return counts
 
 
-def test_a_job_whose_worker_is_killed_finishes_on_the_other_worker(cluster_stack):
+def test_a_spark_job_whose_worker_is_killed_finishes_on_the_other_worker_and_commits_to_the_object_store(cluster_stack):
     settings = cluster_stack["settings"]
     root = f"s3://lakehouse/test/{uuid.uuid4().hex}"
     env = {**cluster_stack["env"], **settings, "SPARK_LOCAL_IP": "127.0.0.1"}
@@ -267,9 +236,12 @@ def test_a_job_whose_worker_is_killed_finishes_on_the_other_worker(cluster_stack
             job.kill()
         start_stopped(cluster_stack)
     assert job.returncode == 0, err[-3000:]
-    assert json.loads(out.strip().splitlines()[-1]) == {"version": 0}
-    written = DeltaStore(root, storage_options=storage_options(settings)).read_arrow("slow")
-    assert sorted(written["id"].to_pylist()) == list(range(400))  # every row once: the lost tasks ran again
+    assert json.loads(out.strip().splitlines()[-1]) == {"version": 0, "master": settings["LAKEHOUSE_SPARK_MASTER"]}
+    # delta-rs reads what the job committed at the same s3:// URI: every row once (the lost tasks ran
+    # again), and what the commit recorded.
+    store = DeltaStore(root, storage_options=storage_options(settings))
+    assert sorted(store.read_arrow("slow")["id"].to_pylist()) == list(range(400))
+    assert store.commit_inputs("slow", 0) == {"upstream": 4} and store.commit_info("slow", 0)["lakehouse.batch_id"] == "b-1"
 
 
 # Appends one row per commit, `n` commits, and says which it committed.
