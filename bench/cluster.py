@@ -10,13 +10,14 @@ LAKEHOUSE_CLUSTER_PORT, default 19300) and stops it at the end. Then, in one run
    scratch table, as one application with one executor core (one worker) and with two (both
    workers). Prints events/s for each and the speed-up.
 
-Usage: .venv/bin/python bench/cluster.py [--days 7] [--users 3000]
+Usage: .venv/bin/python bench/cluster.py [--days 14] [--users 3000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--days", type=int, default=14)  # training needs two prediction times
     parser.add_argument("--users", type=int, default=3000)
     args = parser.parse_args()
 
@@ -110,6 +111,8 @@ def main() -> None:
             data, env = lake(landing, **extra)
             seconds[profile], peak = run_measured(materialize, env, data / "materialize.log")
             print(f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  {lines / seconds[profile]:8.0f} events/s  (peak RSS of its process tree {peak:.0f} MiB)")
+            steps = re.findall(r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)', (data / "materialize.log").read_text())
+            print("  steps: " + ", ".join(f"{step} {took}" for step, took in steps))
         print(f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x")
         sizes(settings, redis_before)
 

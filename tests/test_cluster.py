@@ -188,7 +188,7 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
 
 # A Spark job of the lakehouse's own: its session (get_spark, S3A settings from the environment) on the
 # standalone master, committing through DeltaStore.write_spark to an s3:// URI, slowly enough (a sleep
-# per row, about 20 s of work on two cores) to lose a worker in the middle. It runs in its own process,
+# per row, 3 s per task, four tasks per core) to lose a worker in the middle. It runs in its own process,
 # as a job does: this test process may already hold a local SparkSession.
 SLOW_SPARK_JOB = """
 import json, sys, time
@@ -200,7 +200,7 @@ from lakehouse.tables.storage import DeltaStore
 schema = TableSchema("slow", "rows a slow job wrote", (Col("id", "long", "a row"), Col("bucket", "long", "id % 4")), partition_by=("bucket",))
 spark = get_spark()
 slow = F.udf(lambda i: time.sleep(0.1) or i, T.LongType())
-rows = spark.range(0, 400, numPartitions=8).select(slow("id").alias("id"), (F.col("id") % 4).alias("bucket"))
+rows = spark.range(0, 240, numPartitions=8).select(slow("id").alias("id"), (F.col("id") % 4).alias("bucket"))
 version = DeltaStore(sys.argv[1]).write_spark(schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"})
 print(json.dumps({"version": version, "master": spark.sparkContext.master}), flush=True)
 """
@@ -240,7 +240,7 @@ def test_a_spark_job_whose_worker_is_killed_finishes_on_the_other_worker_and_com
     # delta-rs reads what the job committed at the same s3:// URI: every row once (the lost tasks ran
     # again), and what the commit recorded.
     store = DeltaStore(root, storage_options=storage_options(settings))
-    assert sorted(store.read_arrow("slow")["id"].to_pylist()) == list(range(400))
+    assert sorted(store.read_arrow("slow")["id"].to_pylist()) == list(range(240))
     assert store.commit_inputs("slow", 0) == {"upstream": 4} and store.commit_info("slow", 0)["lakehouse.batch_id"] == "b-1"
 
 

@@ -26,6 +26,7 @@ from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.schemas import CLEANED_EVENTS
 
 pytestmark = pytest.mark.e2e
+FEATURES = ["events_7d", "sessions_7d", "views_7d", "carts_7d", "purchases_7d", "purchases_30d", "revenue_30d", "days_since_last_event"]
 
 
 @pytest.fixture(scope="module")
