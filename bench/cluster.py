@@ -76,7 +76,8 @@ def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
     """What the cluster lake holds per unit: bytes per event on the object store, Redis bytes per entity."""
     from lakehouse.tables.storage import DeltaStore
 
-    store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"])
+    options = {key: settings[key] for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"], storage_options=options)
     for table in ("raw_events", "cleaned_events", "user_features"):
         adds = store.table(table).get_add_actions(flatten=True).to_pydict()
         files, rows, size = len(adds["path"]), sum(adds["num_records"]), sum(adds["size_bytes"])
