@@ -5,10 +5,12 @@ LAKEHOUSE_CLUSTER_PORT, default 19300) and stops it at the end. Then, in one run
 1. Lands a window once and runs the demo's materialization (`dagster asset materialize --select
    'not group:maintenance'`) on it twice: on the local profile (DuckDB in process, Delta on local
    disk, SQLite) and on the cluster profile (Spark standalone, Delta on the object store, PostgreSQL,
-   the MLflow server, Redis). Prints both times and their ratio.
+   the MLflow server, Redis). Prints both times, their ratio and each run's steps; then what the
+   cluster lake holds per unit: bytes per row and per file on the object store, Redis's memory.
 2. The same Spark job, the cleaning of that window's raw_events on the object store committed as a
    scratch table, as one application with one executor core (one worker) and with two (both
-   workers). Prints events/s for each and the speed-up.
+   workers), and on the window's first half with one core. Prints events/s per core, the speed-up,
+   and the marginal rate of one core (the extra events over the extra time, fixed costs aside).
 
 Usage: .venv/bin/python bench/cluster.py [--days 14] [--users 3000]
 """
@@ -117,14 +119,20 @@ def main() -> None:
         print(f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x")
         sizes(settings, redis_before)
 
-        job = {}
+        # The job on the whole window with one core and with two, and on its first half with one core: the
+        # difference of the two one-core runs is the cost of the extra events without the fixed costs.
+        half_end = start + timedelta(days=args.days // 2 - 1)
+        half_lines = sum(1 for f in landing.glob("date=*/*.jsonl") if f.parent.name <= f"date={half_end}" for _ in f.open())
         env = os.environ | settings | {"SPARK_LOCAL_IP": "127.0.0.1"}
-        for cores in (1, 2):
-            out = subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(end), f"scratch_{cores}"],
+        job = {}
+        for cores, last, events in ((1, end, lines), (2, end, lines), (1, half_end, half_lines)):
+            out = subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(last), f"scratch_{cores}_{last}"],
                                  env=env | {"PYSPARK_SUBMIT_ARGS": f"--conf spark.cores.max={cores} pyspark-shell"}, cwd=REPO, check=True, capture_output=True, text=True).stdout
-            job[cores] = float(out.strip().splitlines()[-1])
-            print(f"cleaning job on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores]:6.1f} s  {lines / job[cores]:8.0f} events/s  {lines / job[cores] / cores:8.0f} events/s per core")
-        print(f"speed-up with 2 workers: {job[1] / job[2]:.2f}x")
+            job[cores, last] = float(out.strip().splitlines()[-1])
+            print(f"cleaning job, {events} events, on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores, last]:6.1f} s  {events / job[cores, last] / cores:8.0f} events/s per core")
+        print(f"speed-up with 2 workers: {job[1, end] / job[2, end]:.2f}x")
+        marginal = (lines - half_lines) / (job[1, end] - job[1, half_end])
+        print(f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events took {job[1, end] - job[1, half_end]:.1f} s more)")
     finally:
         subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", "down", "--purge"], env=stack_env, check=False, capture_output=True)
 
