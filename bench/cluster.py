@@ -29,6 +29,7 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 from materialize_demo import BIN, REPO, run_measured
 from resources.instance import write_instance_config
 
@@ -81,7 +82,7 @@ def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
     options = {key: settings[key] for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"], storage_options=options)
     for table in ("raw_events", "cleaned_events", "user_features"):
-        adds = store.table(table).get_add_actions(flatten=True).to_pydict()
+        adds = pa.table(store.table(table).get_add_actions(flatten=True)).to_pydict()
         files, rows, size = len(adds["path"]), sum(adds["num_records"]), sum(adds["size_bytes"])
         print(f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: {size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file")
     used, keys = redis_memory(settings)
