@@ -74,3 +74,15 @@ def test_tables_written_by_spark_and_by_deltalake_are_readable_by_both(spark, tm
     assert table.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
     assert table.to_pylist()[0]["event_ts"].isoformat() == "2026-03-01T10:00:00+00:00"
     assert store.table("spark_written").protocol().min_reader_version == 1
+
+
+def test_spark_rows_outside_the_range_they_replace_are_refused_and_nothing_is_committed(spark, tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    schema = TableSchema("spark_written", "test", CLEANED_EVENTS.columns[:4], partition_by=("event_date",))
+    rows = spark.createDataFrame([("e1", "product_viewed", d1), ("e2", "product_viewed", d2)], "event_id string, event_name string, event_date date")
+    rows = rows.selectExpr("event_id", "event_name", "timestamp'2026-03-01 10:00:00' as event_ts", "event_date")
+    assert store.write_spark(schema, rows) == 0
+    with pytest.raises(ValueError, match="event_date 2026-03-02 are outside the range 2026-03-01..2026-03-01"):
+        store.write_spark(schema, rows, DateRange("event_date", d1, d1))
+    assert store.version("spark_written") == 0 and store.row_count("spark_written") == 2

@@ -86,6 +86,9 @@ class DateRange:
         self._check(schema)
         return [(self.column, ">=", self.start.isoformat()), (self.column, "<=", self.end.isoformat())]
 
+    def days(self) -> list[date]:
+        return [date.fromordinal(n) for n in range(self.start.toordinal(), self.end.toordinal() + 1)]
+
     def _check(self, schema: TableSchema) -> None:
         if self.column not in schema.partition_by:
             raise ValueError(f"{self.column!r} is not a partition column of {schema.name}")
@@ -229,6 +232,10 @@ class DeltaStore:
     ) -> int:
         """Commit data files already written under the table's folder, with `write_arrow`'s modes and
         recording rules. Returns the version committed."""
+        if replace is not None and not append:
+            outside = sorted({f.partition_values.get(replace.column) for f in files} - {d.isoformat() for d in replace.days()}, key=str)
+            if outside:  # as delta-rs refuses rows outside a predicate: they would sit beside the rows they should replace
+                raise ValueError(f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace")
         info = _commit_metadata(inputs, properties)
         actions = [AddAction(f.path, f.size, f.partition_values, f.modified_ms, True, json.dumps({"numRecords": f.rows})) for f in files]
         options = CommitProperties(custom_metadata=info, max_commit_retries=25)
