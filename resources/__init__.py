@@ -30,14 +30,21 @@ from resources.mlflow import MlflowTracking
 CLUSTER_SETTINGS = ("LAKEHOUSE_DELTA_ROOT", "LAKEHOUSE_SPARK_MASTER", "MLFLOW_TRACKING_URI", "LAKEHOUSE_REDIS", "LAKEHOUSE_PG_URL")
 
 
-def _resources_local() -> dict:
-    paths = lakehouse_paths()
+def _resources_shared(paths) -> dict:
+    """The resources both profiles build alike: where the Delta root and Feast's stores point is read
+    from the environment (`lakehouse_paths`, `render_config`)."""
     return {
         "delta": DeltaStorage(root=paths.delta_root),
         "landing": LandingArea(path=str(paths.landing)),
-        "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"), spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")),
         "dbt": dbt_cli(),
         "feast": FeastResource(data_dir=str(paths.data_dir)),
+    }
+
+
+def _resources_local() -> dict:
+    paths = lakehouse_paths()
+    return _resources_shared(paths) | {
+        "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"), spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")),
         "mlflow_tracking": MlflowTracking(tracking_uri=_tracking_uri(paths), artifact_root=paths.mlflow_artifacts.as_uri()),
     }
 
@@ -46,13 +53,8 @@ def _resources_cluster() -> dict:
     missing = [name for name in CLUSTER_SETTINGS if not os.environ.get(name)]
     if missing:
         raise ValueError(f"LAKEHOUSE_PROFILE=cluster needs {', '.join(missing)} (for the servers of `make cluster-up`: eval \"$(.venv/bin/python scripts/cluster.py env)\")")
-    paths = lakehouse_paths()
-    return {
-        "delta": DeltaStorage(root=paths.delta_root),
-        "landing": LandingArea(path=str(paths.landing)),
+    return _resources_shared(lakehouse_paths()) | {
         "engine": EngineResource(kind="spark", spark_master=os.environ["LAKEHOUSE_SPARK_MASTER"]),
-        "dbt": dbt_cli(),
-        "feast": FeastResource(data_dir=str(paths.data_dir)),
         # The server keeps the artifacts where it was told to (--artifacts-destination), and is the UI too.
         "mlflow_tracking": MlflowTracking(tracking_uri=EnvVar("MLFLOW_TRACKING_URI"), ui_url=public_uri(os.environ["MLFLOW_TRACKING_URI"])),
     }

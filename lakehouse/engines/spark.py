@@ -1,8 +1,8 @@
 """Spark with delta-spark: the engine of the cluster profile, and of the local one on request.
 
 One SparkSession per process, configured for Delta and for a small machine. Tables are read by
-delta-spark and written as Parquet files that delta-rs commits (tables/storage.py); batches are validated by pandera's pyspark backend on the cluster, so no
-large frame is pulled to the driver.
+delta-spark and written as Parquet files that delta-rs commits (tables/storage.py); batches are
+validated by pandera's pyspark backend on the cluster, so no large frame is pulled to the driver.
 """
 
 from __future__ import annotations
