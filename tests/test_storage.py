@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
-from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.storage import DataFile, DateRange, DeltaStore, _files_by_folder
 
 
 def _raw(day: date, lines: list[str]) -> pa.Table:
@@ -86,3 +86,33 @@ def test_spark_rows_outside_the_range_they_replace_are_refused_and_nothing_is_co
     with pytest.raises(ValueError, match="event_date 2026-03-02 are outside the range 2026-03-01..2026-03-01"):
         store.write_spark(schema, rows, DateRange("event_date", d1, d1))
     assert store.version("spark_written") == 0 and store.row_count("spark_written") == 2
+
+
+def _rows(table: pa.Table) -> list[dict]:
+    return sorted(table.cast(RAW_EVENTS.arrow()).to_pylist(), key=lambda r: (r["ingest_date"], r["raw_line"]))
+
+
+def test_spark_reads_each_version_as_delta_rs_does_whichever_engine_wrote_its_files(spark, tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1, d2, d3, d4 = (date(2026, 3, day) for day in range(1, 5))
+    store.write_arrow(RAW_EVENTS, pa.concat_tables([_raw(d, [f"{d.day}a", f"{d.day}b"]) for d in (d1, d2, d3)]))  # files under the root
+    for day, lines in ((d2, ["2x"]), (d3, ["3x", "3y", "3z"])):  # each in a Spark folder of its own
+        store.write_spark(RAW_EVENTS, spark.createDataFrame(_raw(day, lines).to_pylist(), RAW_EVENTS.spark()), DateRange("ingest_date", day, day))
+    store.write_arrow(RAW_EVENTS, _raw(d1, []), DateRange("ingest_date", d1, d1))  # day 1 emptied
+    store.write_arrow(RAW_EVENTS, _raw(d1, []), DateRange("ingest_date", d1, d3))  # every file removed
+    assert store.version("raw_events") == 4
+    for version in range(5):
+        assert _files_by_folder(store.table("raw_events", version), store.uri("raw_events")) is not None  # read as Parquet
+        read = store.read_spark(spark, "raw_events", version)
+        assert read.columns == list(RAW_EVENTS.column_names)
+        assert _rows(read.toArrow()) == _rows(store.read_arrow("raw_events", version))
+    assert [r["raw_line"] for r in _rows(store.read_spark(spark, "raw_events", 2).toArrow())] == ["1a", "1b", "2x", "3x", "3y", "3z"]
+
+    # A file whose directories do not spell its partition value: its value is the one in the log.
+    pq = pytest.importorskip("pyarrow.parquet")
+    (tmp_path / "raw_events" / "elsewhere").mkdir()
+    pq.write_table(_raw(d4, ["4a"]).drop(["ingest_date"]), tmp_path / "raw_events" / "elsewhere" / "part.parquet")
+    stat = (tmp_path / "raw_events" / "elsewhere" / "part.parquet").stat()
+    store.commit_files(RAW_EVENTS, [DataFile("elsewhere/part.parquet", stat.st_size, 1, int(stat.st_mtime * 1000), {"ingest_date": d4.isoformat()})], append=True)
+    assert _files_by_folder(store.table("raw_events"), store.uri("raw_events")) is None  # read by delta-spark
+    assert _rows(store.read_spark(spark, "raw_events").toArrow()) == _rows(store.read_arrow("raw_events")) == _rows(_raw(d4, ["4a"]))

@@ -44,6 +44,7 @@ partition comes out the same whichever range it is rebuilt in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -114,27 +115,34 @@ class CleaningResult:
         quarantined = compat.settled(self._with("quarantined").join(lines, list(LINE_KEY)))
         return conform(quarantined.withColumn("batch_id", F.lit(self.batch_id)), QUARANTINE)
 
+    @functools.cached_property
+    def _tally(self) -> list[tuple[str, date, str | None, int]]:
+        """Rows per (outcome, event_date, reason): one aggregate, which every count below reads."""
+        rows = self.classified.groupBy("outcome", "event_date", "reason").count().collect()
+        return [(row["outcome"], row["event_date"], row["reason"], row["count"]) for row in rows]
 
-    @transformation
+    def _sum(self, key: Callable[[str, date, str | None], object | None]) -> dict:
+        """Rows summed by `key(outcome, event_date, reason)`; rows whose key is None are left out."""
+        sums: dict = {}
+        for outcome, event_date, reason, rows in self._tally:
+            if (found := key(outcome, event_date, reason)) is not None:
+                sums[found] = sums.get(found, 0) + rows
+        return sums
+
     def counts(self) -> dict[str, int]:
         """Raw rows per outcome; they add up to the raw rows read."""
-        found = {row["outcome"]: row["count"] for row in self.classified.groupBy("outcome").count().collect()}
-        return {outcome: found.get(outcome, 0) for outcome in OUTCOMES}
+        return {outcome: 0 for outcome in OUTCOMES} | self._sum(lambda outcome, _, __: outcome)
 
-    @transformation
     def quarantined_by_reason(self) -> dict[str, int]:
-        return {row["reason"]: row["count"] for row in self._with("quarantined").groupBy("reason").count().collect()}
+        return self._sum(lambda outcome, _, reason: reason if outcome == "quarantined" else None)
 
-    @transformation
     def cleaned_by_event_date(self) -> dict[date, int]:
         """Cleaned rows per event date of the range."""
-        return {row["event_date"]: row["count"] for row in self._with("cleaned").groupBy("event_date").count().collect()}
+        return self._sum(lambda outcome, event_date, _: event_date if outcome == "cleaned" else None)
 
-    @transformation
     def rows_by_event_date(self) -> dict[date, int]:
         """Raw rows attributed to each event date of the range (cleaned + quarantined)."""
-        kept = self.classified.filter(F.col("outcome") != "outside_range")
-        return {row["event_date"]: row["count"] for row in kept.groupBy("event_date").count().collect()}
+        return self._sum(lambda outcome, event_date, _: event_date if outcome != "outside_range" else None)
 
 
 # ISO-8601 with a zone; Spark alone would also read "1115" as the year 1115.
