@@ -1,8 +1,9 @@
 """Spark with delta-spark: the engine of the cluster profile, and of the local one on request.
 
-One SparkSession per process, configured for Delta and for a small machine. Tables are read by
-delta-spark and written as Parquet files that delta-rs commits (tables/storage.py); batches are
-validated by pandera's pyspark backend on the cluster, so no large frame is pulled to the driver.
+One SparkSession per process, configured for Delta and for a small machine. Tables are read and
+written as Parquet files that delta-rs lists and commits (tables/storage.py); batches are validated
+against their pandera schemas on the cluster (tables/validation.py), so no large frame is pulled to
+the driver.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SESSION_CONF = {
     # into place when it commits (one rename, not two), and no _SUCCESS marker is left beside them.
     "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    # A cached frame's per-batch min/max ignore NaN (Java's comparisons are false for it), so a filter
+    # such as `price >= inf` skipped the batches holding NaN: pandera's "below infinity" check passed them.
+    "spark.sql.inMemoryColumnarStorage.partitionPruning": "false",
 }
 
 # Tuned for 2 cores: few shuffle partitions, small Delta log snapshots, no UI, UTC everywhere,
