@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import boto3
@@ -21,7 +21,8 @@ import requests
 
 from cluster_servers import postgres, storage_options
 from conftest import free_port, wait_for_http
-from lakes import BIN, DAYS, GRAPH_TABLES, START, land_and_materialize, lake_env, run_command
+from lakes import BIN, DAYS, GRAPH_TABLES, PROBLEMS, START, USERS, land_and_materialize, lake_env, run_command
+from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.config import REPO_ROOT
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.publication import BATCH_KEY
@@ -121,25 +122,59 @@ def _graphql(url, query, variables):
     return body["data"]
 
 
-def _window_rows(store: DeltaStore, name: str, first: date) -> pd.DataFrame:
+SENSOR = {"repositoryName": "__repository__", "repositoryLocationName": "lakehouse", "sensorName": "late_data_sensor"}
+TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { sensorState { ticks(limit: 1) { status } } } }
+}
+"""
+RUNS = """
+query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { __typename ... on Runs { results { runId status } } } }
+"""
+
+
+def _dates_rows(store: DeltaStore, name: str, first: date, last: date) -> pd.DataFrame:
     rows = _rows(store, name, None)
-    return rows[rows["event_date"] >= first].reset_index(drop=True)
+    return rows[(rows["event_date"] >= first) & (rows["event_date"] <= last)].reset_index(drop=True)
 
 
-def test_two_backfills_launched_through_graphql_at_once_both_land_every_row_and_change_nothing(cluster_lake):
-    """Two backfills of cleaned_events (and its quarantine), on two adjacent ranges of days, launched
-    together as the UI launches them: GraphQL on `dagster dev` (daemon and sensors running) with the
-    instance in PostgreSQL. Their runs are two Spark applications rebuilding the same tables at the
-    same moment. Spark writes each run's files and delta-rs commits them with the object store's
-    conditional PUT, so the later commit is retried on top of the earlier one, never over it.
+def _cleaned_by_duckdb(store: DeltaStore, first: date, last: date) -> pd.DataFrame:
+    """cleaned_events of [first, last] computed by the local engine from the cluster's raw_events."""
+    from lakehouse.engines.duckdb import DuckDBEngine
+    from lakehouse.tables.schemas import CLEANED_EVENTS
+    from lakehouse.transforms.cleaning import clean_events
+
+    engine = DuckDBEngine()
+    with engine.persisting() as persist:
+        cleaned = engine.to_arrow(clean_events(engine.read(store, "raw_events"), first, last, persist).cleaned).cast(CLEANED_EVENTS.arrow())
+    frame = cleaned.to_pandas()
+    keys = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
+    return frame.sort_values(keys + [c for c in frame.columns if c not in keys], kind="stable").reset_index(drop=True)
+
+
+def test_two_backfills_and_the_late_data_sensor_s_run_write_at_once_land_every_row_and_change_nothing_else(cluster_lake):
+    """Three writers of cleaned_events (and its quarantine) at once, as they meet in production: two
+    backfills on adjacent ranges of days, launched together as the UI launches them, and the run the
+    late-data sensor requests when two new ingest days land. GraphQL on `dagster dev` (daemon and
+    sensors running), with the instance in PostgreSQL. Their runs are Spark applications rebuilding
+    the same tables at the same time. Spark writes each run's files and delta-rs commits them with the
+    object store's conditional PUT, so a later commit is retried on top of an earlier one, never over it.
 
     The commit counter: new versions without a gap, each with its own write id, one publication per
-    run; every row of both ranges is there, and the tables hold what they held (a rerun is idempotent)."""
+    run; every row of the backfilled ranges is there, and the window holds what it held (a rerun is
+    idempotent); the sensor's dates hold what the local engine computes from the same raw rows."""
     env, store = cluster_lake.env, cluster_lake.store
     names = ("cleaned_events", "quarantined_events")
-    before = {name: _window_rows(store, name, START) for name in names}
+    window = (START, START + timedelta(days=DAYS - 1))
+    before = {name: _dates_rows(store, name, *window) for name in names}
     versions = {name: store.version(name) for name in names}
-    # One executor core per application, so that both run at once on the two workers.
+    # Two new ingest days, the last one yesterday: the sensor rebuilds the event dates of their late
+    # windows, which are in its latest week (the window above, in March, is not).
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    landed = [yesterday - timedelta(days=1), yesterday]
+    run_command(env, BIN / "lakehouse", "generate", "--start", landed[0].isoformat(), "--days", "2", "--users", str(USERS), *PROBLEMS)
+    late = (landed[0] - MAX_LATENESS, yesterday)
+    # One executor core per application, so that two run at once on the two workers.
     env = env | {"PYSPARK_SUBMIT_ARGS": "--conf spark.cores.max=1 pyspark-shell"}
     port = free_port()
     server = subprocess.Popen(
@@ -150,6 +185,7 @@ def test_two_backfills_launched_through_graphql_at_once_both_land_every_row_and_
     # Two adjacent ranges in the middle of the window: their event dates' late windows overlap, so both
     # runs read the same raw rows while they rebuild disjoint dates.
     ranges = [[(START + timedelta(days=i)).isoformat() for i in days] for days in (range(3, 5), range(5, 7))]
+    sensor_runs = {"tags": [{"key": "dagster/sensor_name", "value": "late_data_sensor"}]}
     try:
         wait_for_http(f"{url}/server_info", server, timeout=180, what="dagster dev")
         # What a data engineer reads in the UI for each metric is its dbt schema.yml definition.
@@ -161,22 +197,31 @@ def test_two_backfills_launched_through_graphql_at_once_both_land_every_row_and_
         for name, model in dbt_model_docs().items():
             assert nodes[name]["description"].startswith(model["description"].strip()), name
             assert nodes[name]["groupName"] == "metrics"
+        # The sensor's first evaluation only records the state it starts from: the new days must land after it.
+        deadline = time.monotonic() + 180
+        while not _graphql(url, TICKS, {"selector": SENSOR})["sensorOrError"]["sensorState"]["ticks"]:
+            assert time.monotonic() < deadline, "the late-data sensor never ticked"
+            time.sleep(3)
 
-        selection = [{"path": [name]} for name in names]
-        launched = [_graphql(url, LAUNCH, {"params": {"partitionNames": days, "assetSelection": selection}})["launchPartitionBackfill"] for days in ranges]
+        cleaned = [{"path": [name]} for name in names]
+        launches = [(days, cleaned) for days in ranges] + [([day.isoformat() for day in landed], [{"path": ["raw_events"]}])]
+        launched = [_graphql(url, LAUNCH, {"params": {"partitionNames": days, "assetSelection": selection}})["launchPartitionBackfill"] for days, selection in launches]
         assert all(b["__typename"] == "LaunchBackfillSuccess" for b in launched), launched
 
         deadline = time.monotonic() + 900
         while True:
             backfills = [_graphql(url, STATUS, {"id": b["backfillId"]})["partitionBackfillOrError"] for b in launched]
-            if all(b["status"] not in ("REQUESTED", "CANCELING", "FAILING") for b in backfills):
+            from_sensor = _graphql(url, RUNS, {"filter": sensor_runs})["runsOrError"]["results"]
+            done = all(b["status"] not in ("REQUESTED", "CANCELING", "FAILING") for b in backfills)
+            if done and from_sensor and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in from_sensor):
                 break
-            assert time.monotonic() < deadline, backfills
+            assert time.monotonic() < deadline, (backfills, from_sensor)
             time.sleep(3)
         assert all(b["status"] in ("COMPLETED", "COMPLETED_SUCCESS") for b in backfills), (backfills, (cluster_lake.data / "dagster-dev.log").read_text()[-4000:])
         # Single-run backfill policy: one run per backfill, not one per day.
         runs = [run for b in backfills for run in b["runs"]]
-        assert [len(b["runs"]) for b in backfills] == [1, 1] and all(r["status"] == "SUCCESS" for r in runs)
+        assert [len(b["runs"]) for b in backfills] == [1, 1, 1] and all(r["status"] == "SUCCESS" for r in runs)
+        assert all(r["status"] == "SUCCESS" for r in from_sensor), from_sensor
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
@@ -187,18 +232,24 @@ def test_two_backfills_launched_through_graphql_at_once_both_land_every_row_and_
 
     # The runs are the instance's, in PostgreSQL.
     with postgres(cluster_lake.settings, "dagster") as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", ([r["runId"] for r in runs],))
-        assert sorted(cursor.fetchall()) == sorted((r["runId"], "SUCCESS") for r in runs)
+        ids = [r["runId"] for r in runs + from_sensor]
+        cursor.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (ids,))
+        assert sorted(cursor.fetchall()) == sorted((run_id, "SUCCESS") for run_id in ids)
     # The commit counter. cleaned_events: one commit per run, each publishing its own range. The quarantine:
     # per run, its batch appended, then the range settled when older rows were there (publication.py).
     for name, version in versions.items():
         new = sorted((info for info in store.history(name) if info["version"] > version), key=lambda info: info["version"])
         assert [info["version"] for info in new] == list(range(version + 1, version + 1 + len(new))), name
         assert len({info["lakehouse.write_id"] for info in new}) == len(new), name  # each its own write: none overwritten
-        pd.testing.assert_frame_equal(_window_rows(store, name, START), before[name], obj=name)
-    published = [json.loads(info[BATCH_KEY]) for info in store.history("cleaned_events") if info["version"] > versions["cleaned_events"]]
-    assert sorted((p["start"], p["end"]) for p in published) == [(days[0], days[-1]) for days in ranges]
-    assert 2 <= store.version("quarantined_events") - versions["quarantined_events"] <= 4
+        pd.testing.assert_frame_equal(_dates_rows(store, name, *window), before[name], obj=name)
+    published = sorted((p["start"], p["end"]) for info in store.history("cleaned_events") if info["version"] > versions["cleaned_events"] for p in [json.loads(info[BATCH_KEY])])
+    by_sensor = [p for p in published if p not in [(days[0], days[-1]) for days in ranges]]
+    assert len(published) - len(by_sensor) == 2 and by_sensor, published
+    assert all(late[0].isoformat() <= first <= last <= late[1].isoformat() for first, last in by_sensor), by_sensor
+    assert len(published) <= store.version("quarantined_events") - versions["quarantined_events"] <= 2 * len(published)
+    # What the sensor's run published is what the local engine makes of the same raw rows.
+    assert any(store.daily_rows("cleaned_events", "event_date").get(day.date()) for day in pd.date_range(*late))
+    pd.testing.assert_frame_equal(_dates_rows(store, "cleaned_events", *late), _cleaned_by_duckdb(store, *late), check_dtype=False)
 
 
 def _database_dump(settings: dict, database: str) -> bytes:
