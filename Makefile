@@ -56,12 +56,15 @@ cluster-demo: cluster-up
 demo: setup
 	$(BIN)/python scripts/demo.py
 
+# Two workers (tests/conftest.py groups the tests): on 2 cores, one runs while the other waits on a server.
+PYTEST := $(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: setup
-	$(BIN)/pytest
+	$(PYTEST)
 
 # The inner loop: no JVM, no end-to-end runs.
 test-fast: setup
-	$(BIN)/pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The instance's dagster.yaml is written for the profile (resources/instance.py: SQLite locally, PostgreSQL on the cluster).
 dev: setup

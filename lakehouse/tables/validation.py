@@ -60,7 +60,8 @@ def validate_spark(schema: TableSchema, df) -> ValidationReport:
     # No rows, and every column declared non-null, so that pandera looks for no null either: the aggregate counts them.
     structure = df.sparkSession.createDataFrame([], T.StructType([T.StructField(f.name, f.dataType, False) for f in df.schema]))
     with pandera.config.config_context(validation_depth=pandera.config.ValidationDepth.SCHEMA_ONLY):
-        counts = None if _pandera_failures(pandera_schema, structure) else broken_rules(pandera_schema, df)
+        misshapen = bool(_pandera_failures(pandera_schema, structure))
+    counts = None if misshapen else broken_rules(pandera_schema, df)
     if counts is None:
         return ValidationReport(schema.name, df.count(), _pandera_failures(pandera_schema, df))
     rows = counts.pop("rows")
