@@ -56,8 +56,8 @@ cluster-demo: cluster-up
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-# Two workers (tests/conftest.py groups the tests): on 2 cores, one runs while the other waits on a server.
-PYTEST := $(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+# Two workers, a module at a time each (tests/conftest.py orders them): on 2 cores, one runs while the other waits on a server.
+PYTEST := $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test: setup
 	$(PYTEST)

@@ -19,8 +19,10 @@ SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
 
 
 def free_block(size: int = 50) -> int:
-    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free."""
-    for base in range(21000, 50000, 97):
+    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free. Each pytest
+    worker searches its own range: two workers' stacks starting at once would find the same block."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    for base in range(21000 + 4000 * worker, 50000, 97):
         ports = [*range(base, base + size), base + 8 + 10000]
         try:
             sockets = []
