@@ -117,7 +117,9 @@ def test_feast_on_the_cluster_profile_serves_from_redis_what_the_offline_store_h
 
     settings = cluster_stack["settings"]
     root = f"s3://lakehouse/test/{uuid.uuid4().hex}/delta"
-    for key, value in {**settings, "LAKEHOUSE_DELTA_ROOT": root, "LAKEHOUSE_DATA_DIR": str(tmp_path)}.items():
+    # A project of its own: the registry and Redis are the session's, which the whole graph may use first.
+    project = f"cluster_test_{uuid.uuid4().hex[:8]}"
+    for key, value in {**settings, "LAKEHOUSE_DELTA_ROOT": root, "LAKEHOUSE_DATA_DIR": str(tmp_path), "LAKEHOUSE_FEAST_PROJECT": project}.items():
         monkeypatch.setenv(key, value)
     delta = DeltaStore(root, storage_options=storage_options(settings))
     rng = np.random.default_rng(3)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lakehouse.features.feature_store import FEATURE_SERVICE, PROJECT, SourcePin, feature_names, feature_refs, historical_features, service_sources
+from lakehouse.features.feature_store import FEATURE_SERVICE, SourcePin, feature_names, feature_refs, historical_features, service_sources
 from lakehouse.ml.fingerprint import canonical_training_set, content_sha256
 from lakehouse.ml.leakage import leakage_violations
 from lakehouse.ml.lineage import InputTable, TrainingLineage
@@ -60,5 +60,5 @@ def lineage_of(feast_store, training_set: pd.DataFrame, inputs: tuple[InputTable
         training_set_rows=len(training_set),
         feature_service=service_name,
         feature_refs=tuple(feature_refs(feast_store, service_name)),
-        feast_project=PROJECT,
+        feast_project=feast_store.project,
     )
