@@ -22,8 +22,8 @@ import requests
 from cluster_servers import postgres, storage_options
 from conftest import free_port, wait_for_http
 from lakes import BIN, DAYS, GRAPH_TABLES, PROBLEMS, START, USERS, land_and_materialize, lake_env, run_command
-from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.config import REPO_ROOT
+from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.publication import BATCH_KEY
 from lakehouse.tables.storage import DeltaStore
@@ -51,12 +51,15 @@ def cluster_lake(cluster_stack, tmp_path_factory):
     return SimpleNamespace(data=data, env=env, settings=settings, store=store, versions={name: store.version(name) for name in GRAPH_TABLES})
 
 
-def _rows(store: DeltaStore, name: str, version: int | None) -> pd.DataFrame:
-    """A table's rows in a canonical order: sorted on every column but the floating-point ones, which
-    are compared with a tolerance (Spark and DuckDB may sum in different orders)."""
-    frame = store.table(name, version).to_pandas().drop(columns=RUN_SPECIFIC.get(name, []))
+def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in a canonical order: sorted on every column but the floating-point ones, which are
+    compared with a tolerance (Spark and DuckDB may sum in different orders)."""
     keys = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
     return frame.sort_values(keys + [c for c in frame.columns if c not in keys], kind="stable").reset_index(drop=True)
+
+
+def _rows(store: DeltaStore, name: str, version: int | None) -> pd.DataFrame:
+    return _canonical(store.table(name, version).to_pandas().drop(columns=RUN_SPECIFIC.get(name, [])))
 
 
 def _tables_under(settings: dict, root: str) -> set[str]:
@@ -147,9 +150,7 @@ def _cleaned_by_duckdb(store: DeltaStore, first: date, last: date) -> pd.DataFra
     engine = DuckDBEngine()
     with engine.persisting() as persist:
         cleaned = engine.to_arrow(clean_events(engine.read(store, "raw_events"), first, last, persist).cleaned).cast(CLEANED_EVENTS.arrow())
-    frame = cleaned.to_pandas()
-    keys = [c for c in frame.columns if not pd.api.types.is_float_dtype(frame[c])]
-    return frame.sort_values(keys + [c for c in frame.columns if c not in keys], kind="stable").reset_index(drop=True)
+    return _canonical(cleaned.to_pandas())
 
 
 def test_two_backfills_and_the_late_data_sensor_s_run_write_at_once_land_every_row_and_change_nothing_else(cluster_lake):

@@ -1,6 +1,7 @@
 from datetime import date
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
@@ -109,7 +110,6 @@ def test_spark_reads_each_version_as_delta_rs_does_whichever_engine_wrote_its_fi
     assert [r["raw_line"] for r in _rows(store.read_spark(spark, "raw_events", 2).toArrow())] == ["1a", "1b", "2x", "3x", "3y", "3z"]
 
     # A file whose directories do not spell its partition value: its value is the one in the log.
-    pq = pytest.importorskip("pyarrow.parquet")
     (tmp_path / "raw_events" / "elsewhere").mkdir()
     pq.write_table(_raw(d4, ["4a"]).drop(["ingest_date"]), tmp_path / "raw_events" / "elsewhere" / "part.parquet")
     stat = (tmp_path / "raw_events" / "elsewhere" / "part.parquet").stat()
