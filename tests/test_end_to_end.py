@@ -411,14 +411,23 @@ def test_the_dagster_ui_shows_the_asset_graph_in_its_six_groups(uis, page):
     assert not re.search(r"\berror\b", _visible_text(page), re.IGNORECASE)
 
 
-def _table_rows(page, header: str) -> list[list[str]]:
-    """The body rows (cell texts) of the table whose header row starts with `header`."""
-    return page.evaluate(
-        """header => [...document.querySelectorAll('table')]
-            .filter(t => (t.querySelector('tr')?.innerText || '').trim().startsWith(header))
-            .flatMap(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())))""",
-        header,
-    )
+_TABLE_ROWS_JS = """header => [...document.querySelectorAll('table')]
+    .filter(t => (t.querySelector('tr')?.innerText || '').trim().startsWith(header))
+    .flatMap(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())))"""
+
+
+def _table_rows(page, header: str, filled: bool = False) -> list[list[str]]:
+    """The body rows (cell texts) of the table whose header row starts with `header`.
+
+    With `filled`, it first waits until the table has rows and none of their cells is empty: the UI renders
+    descriptions with a lazily loaded Markdown component, which is an empty div for a moment.
+    """
+    if filled:
+        page.wait_for_function(
+            f"header => {{ const rows = ({_TABLE_ROWS_JS})(header); return rows.length > 0 && rows.every(r => r.every(c => c !== '')); }}",
+            arg=header,
+        )
+    return page.evaluate(_TABLE_ROWS_JS, header)
 
 
 def test_the_cleaned_events_page_shows_its_column_docs_metadata_and_passing_checks(uis, page):
@@ -427,7 +436,7 @@ def test_the_cleaned_events_page_shows_its_column_docs_metadata_and_passing_chec
     page.get_by_text("Column name", exact=True).wait_for()
     page.get_by_text("rows_written", exact=True).wait_for()
     _screenshot(page, "dagster-cleaned-events.png")
-    columns = {row[0]: (row[1], re.sub(r"\s+", " ", row[2])) for row in _table_rows(page, "Column name")}
+    columns = {row[0]: (row[1], re.sub(r"\s+", " ", row[2])) for row in _table_rows(page, "Column name", filled=True)}
     assert columns == {c.name: (c.dtype, c.description) for c in CLEANED_EVENTS.columns}
 
     page.get_by_text("rows_written", exact=True).scroll_into_view_if_needed()
