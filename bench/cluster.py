@@ -11,6 +11,9 @@ LAKEHOUSE_CLUSTER_PORT, default 19300) and stops it at the end. Then, in one run
    scratch table, as one application with one executor core (one worker) and with two (both
    workers), and on the window's first half with one core. Prints events/s per core, the speed-up,
    and the marginal rate of one core (the extra events over the extra time, fixed costs aside).
+3. That job on two workers, timed from the outside (the application's start-up included), with the
+   stack's JIT setting (the client compiler only, scripts/cluster.py SPARK_DEFAULTS) against the
+   JVM's default (tiered, up to the optimizing compiler). Prints both and their ratio.
 
 Usage: .venv/bin/python bench/cluster.py [--days 14] [--users 3000]
 """
@@ -134,6 +137,17 @@ def main() -> None:
         print(f"speed-up with 2 workers: {job[1, end] / job[2, end]:.2f}x")
         marginal = (lines - half_lines) / (job[1, end] - job[1, half_end])
         print(f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events took {job[1, end] - job[1, half_end]:.1f} s more)")
+
+        jit = {}
+        for name, options in (("client compiler only (the stack's)", ""), ("tiered (the JVM's default)", "-XX:TieredStopAtLevel=4")):
+            overrides = f"--conf spark.driver.extraJavaOptions={options} --conf spark.executor.extraJavaOptions={options} " if options else ""
+            began = time.perf_counter()
+            subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(end), f"scratch_jit_{len(jit)}"],
+                           env=env | {"PYSPARK_SUBMIT_ARGS": overrides + "pyspark-shell"}, cwd=REPO, check=True, capture_output=True)
+            jit[name] = time.perf_counter() - began
+            print(f"cleaning job, {lines} events, 2 workers, whole application, JIT {name}: {jit[name]:6.1f} s")
+        stack, default = jit.values()
+        print(f"JIT: the JVM's default takes {default / stack:.2f}x the stack's time")
     finally:
         subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", "down", "--purge"], env=stack_env, check=False, capture_output=True)
 

@@ -114,8 +114,15 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_lake(tmp_path_factory):
-    """The whole graph on the local profile over a 10-day window (tests/lakes.py), built once."""
-    from lakes import build_local_lake
+def local_lake(tmp_path_factory, worker_id):
+    """The whole graph on the local profile over a 10-day window (tests/lakes.py), built once for the
+    session: under xdist, by the first worker that asks, in the folder the workers' temp dirs share."""
+    from filelock import FileLock
 
-    return build_local_lake(tmp_path_factory.mktemp("lake"))
+    import lakes
+
+    if worker_id == "master":
+        return lakes.local_lake(tmp_path_factory.mktemp("lake"))
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, one per run of pytest
+    with FileLock(shared / "local_lake.lock"):
+        return lakes.local_lake(shared / "local_lake")

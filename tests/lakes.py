@@ -1,8 +1,10 @@
 """The whole graph on a small landed window, as a user runs it: `lakehouse generate`, then
-`dagster asset materialize` of every asset but maintenance. The local lake is built once per session
-(`local_lake` in conftest); the cluster profile's tests land the same window and compare against it.
+`dagster asset materialize` of every asset but maintenance. The local lake is built once per test
+session, for every worker (`local_lake` in conftest); the cluster profile's tests land the same window
+and compare against it.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -34,10 +36,11 @@ def run_command(env, *args, check=True):
     return result
 
 
-def lake_env(data: Path, **settings: str) -> dict:
+def lake_env(data: Path, write_instance: bool = True, **settings: str) -> dict:
     """The environment of a lake under `data`: its own Dagster instance, written for the profile `settings` name."""
     env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
-    write_instance_config(data / "dagster_home", env)
+    if write_instance:
+        write_instance_config(data / "dagster_home", env)
     return env
 
 
@@ -47,9 +50,18 @@ def land_and_materialize(env, start=START, days=DAYS):
     return run_command(env, BIN / "dagster", "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}")
 
 
-def build_local_lake(data: Path) -> SimpleNamespace:
-    env = lake_env(data)
-    land_and_materialize(env)
-    store = DeltaStore(str(data / "delta"))
-    # Later tests add days and rematerialize: what the first run made stays readable at these versions.
-    return SimpleNamespace(data=data, env=env, versions={name: store.version(name) for name in GRAPH_TABLES})
+def local_lake(data: Path) -> SimpleNamespace:
+    """The local lake under `data`, built unless an earlier call (another pytest worker's) built it.
+
+    Later tests add days and rematerialize: what the first run made stays readable at the versions
+    recorded in versions.json. The caller holds a lock around this when workers share `data`."""
+    built = data / "versions.json"
+    if not built.exists():
+        # A half-built lake is not built again on top of itself: the first failure is the one to read.
+        assert not data.exists(), f"an earlier build of the local lake in {data} failed (see the first test that used it)"
+        data.mkdir(parents=True)
+        land_and_materialize(lake_env(data))
+        store = DeltaStore(str(data / "delta"))
+        built.write_text(json.dumps({name: store.version(name) for name in GRAPH_TABLES}))
+    # The instance is written once: a test may add to it (the UI tests' run coordinator).
+    return SimpleNamespace(data=data, env=lake_env(data, write_instance=False), versions=json.loads(built.read_text()))
