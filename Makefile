@@ -56,8 +56,9 @@ cluster-demo: cluster-up
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-# Two workers, a module at a time each (tests/conftest.py orders them): on 2 cores, one runs while the other waits on a server.
-PYTEST := $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
+# Three workers, a module at a time each (tests/conftest.py orders them, and keeps the cluster modules on one):
+# most of a test's time is waiting on a server, a JVM or a daemon, and two workers left a third of 2 cores idle.
+PYTEST := $(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 test: setup
 	$(PYTEST)

@@ -16,11 +16,28 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("LAKEHOUSE_PARTITIONS_START", "2026-01-01")
 
 
-# `make test` runs two workers (pytest -n 2 --dist loadfile --no-loadscope-reorder): a module's tests
-# stay on one worker, so that its fixtures are built once. The longest modules go first, so that no
-# worker is left with one at the end. (Grouping modules with xdist_group does not work with pytest 9:
-# xdist marks the group on an attribute pytest no longer reads.)
+# `make test` runs pytest workers with --dist loadfile --no-loadscope-reorder: a module's tests stay on
+# one worker, so that its fixtures are built once. The longest modules go first, so that no worker is
+# left with one at the end. (Grouping modules with xdist_group does not work with pytest 9: xdist
+# marks the group on an attribute pytest no longer reads.)
 _LONGEST = ("test_cluster_lakehouse.py", "test_end_to_end.py", "test_cluster.py")
+# The cluster modules are one unit of work: one worker runs them one after the other, so the servers
+# start once, and the fault tests, which stop servers, never run beside the other module's runs.
+_CLUSTER_MODULES = ("tests/test_cluster_lakehouse.py", "tests/test_cluster.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClusterModulesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "the cluster modules" if scope in _CLUSTER_MODULES else scope
+
+    return ClusterModulesTogether(config, log)
 
 
 def pytest_collection_modifyitems(items):
