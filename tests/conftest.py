@@ -26,7 +26,7 @@ _LONGEST = ("test_cluster_lakehouse.py", "test_end_to_end.py", "test_cluster.py"
 _CLUSTER_MODULES = ("tests/test_cluster_lakehouse.py", "tests/test_cluster.py")
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: the suite also runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None
@@ -131,14 +131,14 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_lake(tmp_path_factory, worker_id):
+def local_lake(tmp_path_factory):
     """The whole graph on the local profile over a 10-day window (tests/lakes.py), built once for the
     session: under xdist, by the first worker that asks, in the folder the workers' temp dirs share."""
     from filelock import FileLock
 
     import lakes
 
-    if worker_id == "master":
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nobody to share with
         return lakes.local_lake(tmp_path_factory.mktemp("lake"))
     shared = tmp_path_factory.getbasetemp().parent  # this session's, one per run of pytest
     with FileLock(shared / "local_lake.lock"):
