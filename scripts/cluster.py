@@ -94,7 +94,7 @@ def environment(root: Path) -> dict[str, str]:
         "LAKEHOUSE_PG_PASSWORD": creds["LAKEHOUSE_PG_PASSWORD"],
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port(PORTS['mlflow'])}",
         # The client side of this stack's Spark: spark-submit reads spark-defaults.conf from here (`up` writes it).
-        "SPARK_CONF_DIR": str(root / "spark" / "conf"),
+        "SPARK_CONF_DIR": str(_spark_conf_dir(root)),
     }
 
 
@@ -109,8 +109,12 @@ SPARK_DEFAULTS = {
 }
 
 
+def _spark_conf_dir(root: Path) -> Path:
+    return root / "spark" / "conf"
+
+
 def _write_spark_defaults(root: Path) -> None:
-    conf = root / "spark" / "conf"
+    conf = _spark_conf_dir(root)
     conf.mkdir(parents=True, exist_ok=True)
     (conf / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in SPARK_DEFAULTS.items()))
 

@@ -138,8 +138,8 @@ def local_lake(tmp_path_factory):
 
     import lakes
 
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: nobody to share with
-        return lakes.local_lake(tmp_path_factory.mktemp("lake"))
-    shared = tmp_path_factory.getbasetemp().parent  # this session's, one per run of pytest
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # the workers' temp dirs' parent: this run of pytest's, shared by its workers
     with FileLock(shared / "local_lake.lock"):
         return lakes.local_lake(shared / "local_lake")
