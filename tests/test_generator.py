@@ -25,7 +25,7 @@ def _ts(text):
 
 
 def test_same_settings_give_same_bytes_whether_landed_at_once_or_day_by_day(tmp_path):
-    config = GeneratorConfig(users=150, seed=11)
+    config = GeneratorConfig(users=150, seed=11, drift_from="2026-03-03")  # the default drift day is the first window's middle
     generate(tmp_path / "a", START, 4, config)
     for offset in range(4):
         generate(tmp_path / "b", START + timedelta(days=offset), 1, config)
@@ -33,6 +33,46 @@ def test_same_settings_give_same_bytes_whether_landed_at_once_or_day_by_day(tmp_
         day = START + timedelta(days=offset)
         assert (day_folder(tmp_path / "a", day) / "events.jsonl").read_bytes() == (day_folder(tmp_path / "b", day) / "events.jsonl").read_bytes()
     assert _lines(tmp_path / "a", START) != _lines(tmp_path / "a", START + timedelta(days=1))
+
+
+def _price_fields_by_day(landing, start, days):
+    """Per landed day, the price fields of its cart adds (each lands on the day it happened when nothing is late or skewed)."""
+    return {
+        (start + timedelta(days=offset)).isoformat(): {
+            "price" if "price" in event["properties"] else "price_usd"
+            for event in map(json.loads, _lines(landing, start + timedelta(days=offset))) if event["event_name"] == "cart_item_added"
+        }
+        for offset in range(days)
+    }
+
+
+def test_the_schema_drift_starts_in_the_middle_of_the_first_window_landed_and_keeps_its_day(tmp_path):
+    """Whatever the dates, a landed window shows both price schemas: here days 1-3 of 6 have price_usd, days 4-6 price and currency."""
+    config = replace(CLEAN, drift_from=GeneratorConfig().drift_from)
+    start = date(2031, 5, 1)  # any window: the default drift day moves with it
+    manifest = generate(tmp_path, start, 6, config)
+    assert manifest["generator"]["drift_from"] == "2031-05-04"
+    assert _price_fields_by_day(tmp_path, start, 6) == {
+        "2031-05-01": {"price_usd"}, "2031-05-02": {"price_usd"}, "2031-05-03": {"price_usd"},
+        "2031-05-04": {"price"}, "2031-05-05": {"price"}, "2031-05-06": {"price"},
+    }
+    # Days landed later in the folder (a demo run again a day later) keep the folder's drift day, and its bytes.
+    before = (day_folder(tmp_path, start) / "events.jsonl").read_bytes()
+    manifest = generate(tmp_path, start + timedelta(days=1), 8, config)
+    assert manifest["generator"]["drift_from"] == "2031-05-04"
+    assert _price_fields_by_day(tmp_path, start, 3) == {"2031-05-01": {"price_usd"}, "2031-05-02": {"price_usd"}, "2031-05-03": {"price_usd"}}
+    assert (day_folder(tmp_path, start) / "events.jsonl").read_bytes() == before
+
+
+def test_a_folder_landed_with_the_earlier_fixed_drift_day_keeps_it(tmp_path):
+    """Earlier versions' default was 2026-11-10, recorded in the folder's manifest: landing more days there goes on with it."""
+    earlier = replace(CLEAN, drift_from="2026-11-10")
+    generate(tmp_path, date(2026, 11, 8), 2, earlier)
+    manifest = generate(tmp_path, date(2026, 11, 10), 2, replace(CLEAN, drift_from=GeneratorConfig().drift_from))
+    assert manifest["generator"]["drift_from"] == "2026-11-10"
+    assert _price_fields_by_day(tmp_path, date(2026, 11, 8), 4) == {
+        "2026-11-08": {"price_usd"}, "2026-11-09": {"price_usd"}, "2026-11-10": {"price"}, "2026-11-11": {"price"},
+    }
 
 
 def test_landing_again_with_other_settings_is_refused(tmp_path):

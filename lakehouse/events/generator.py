@@ -11,15 +11,17 @@ The stream carries the data problems real event pipelines see, each with a confi
 - clock skew: a session's device clock is off by minutes to days; every event carries the device's
   `timestamp` and `sent_at` and the server's `received_at` (true time);
 - late arrival: an offline session is sent 1 to 71 hours after it started and lands in that day's folder;
-- schema drift: from `drift_from` on, `price_usd` becomes `price` in cents plus `currency`;
+- schema drift: from `drift_from` on, `price_usd` becomes `price` in cents plus `currency` (by default
+  from the middle day of the first window landed in the folder, so that any window shows the change);
 - missing fields: platform, session_id, item_category or experiment_variant is left out;
 - anonymous sessions: events before a login carry only the device's `anonymous_id`;
 - malformed lines: broken JSON, wrong types, unknown event names, negative prices, empty lines, and
   a UTF-8 byte-order mark at the start of some files.
 
 A landing folder is the UTC day the server received the lines. Output is a pure function of (seed,
-users, rates, day): each day's events come from their own random stream, so landing 30 days at once
-or day by day gives the same bytes, and re-landing a day is idempotent.
+users, rates, drift day, day): each day's events come from their own random stream, so landing 30 days
+at once or day by day gives the same bytes, and re-landing a day is idempotent. The manifest keeps the
+drift day a folder's first window settled, and later windows landed there keep it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -40,6 +42,9 @@ SOURCE_PAGES = ("home", "search_results", "category", "recommendations")
 N_ITEMS = 2000
 MANIFEST = "manifest.json"
 MALFORMED_KINDS = ("broken_json", "wrong_type", "unknown_event_name", "negative_price", "empty_line")
+# drift_from's default: the middle day of the first window landed in a folder. A fixed date would lie
+# before every day of a window landed some weeks later, and the schema change would never be seen.
+MID_WINDOW = "mid-window"
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class GeneratorConfig:
     anonymous_rate: float = 0.1  # share of sessions that start logged out
     malformed_rate: float = 0.003  # share of lines corrupted (one of MALFORMED_KINDS)
     bom_rate: float = 0.2  # share of files that start with a UTF-8 byte-order mark
-    drift_from: str | None = "2026-11-10"  # first day with `price` (cents) + `currency`; None: never
+    drift_from: str | None = MID_WINDOW  # first day (YYYY-MM-DD) with `price` (cents) + `currency`; None: never
 
 
 class _Population:
@@ -240,6 +245,7 @@ def generate(landing: Path, start: date, days: int, config: GeneratorConfig = Ge
     landing.mkdir(parents=True, exist_ok=True)
     manifest_path = landing / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"days": {}}
+    config = _with_drift_day(config, start, days, manifest.get("generator"))
     if manifest.get("generator", asdict(config)) != asdict(config):
         raise ValueError(f"{landing} was landed with other generator settings {manifest['generator']}; use another folder")
     manifest["generator"] = asdict(config)
@@ -262,6 +268,14 @@ def generate(landing: Path, start: date, days: int, config: GeneratorConfig = Ge
     manifest["days"] = dict(sorted(manifest["days"].items()))
     _atomic_write(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _with_drift_day(config: GeneratorConfig, start: date, days: int, landed_with: dict | None) -> GeneratorConfig:
+    """`config` with MID_WINDOW settled: the drift day the folder was landed with, else the window's middle day."""
+    if config.drift_from != MID_WINDOW:
+        return config
+    drift_from = landed_with["drift_from"] if landed_with else (start + timedelta(days=days // 2)).isoformat()
+    return replace(config, drift_from=drift_from)
 
 
 def _atomic_write(path: Path, text: str) -> None:
