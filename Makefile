@@ -9,7 +9,7 @@ STAMP := $(VENV)/.lakehouse-setup
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export LAKEHOUSE_DATA_DIR ?= $(CURDIR)/data
-export DAGSTER_HOME ?= $(LAKEHOUSE_DATA_DIR)/dagster_home
+# DAGSTER_HOME is not set here: each profile has its own home, chosen by resources/instance.py (a DAGSTER_HOME you set wins).
 
 .PHONY: feast-contract servers cluster-up cluster-down cluster-demo setup chromium demo test test-fast dev bench clean
 
@@ -39,10 +39,11 @@ $(DBT_MANIFEST): $(STAMP) dbt/dbt_project.yml dbt/profiles.yml $(wildcard dbt/mo
 servers:
 	@scripts/check_prereqs.sh servers
 
-setup: $(STAMP) chromium servers $(DBT_MANIFEST)
+# What the local profile runs on (make demo, make dev); the browser and the servers come with make test and make cluster-up.
+setup: $(STAMP) $(DBT_MANIFEST)
 
 # The cluster profile's servers on 127.0.0.1 (scripts/cluster.py): started, healthy, bucket and databases made.
-cluster-up: setup
+cluster-up: setup servers
 	$(BIN)/python scripts/cluster.py up
 	@echo "point the cluster profile at them: eval \"\$$($(BIN)/python scripts/cluster.py env)\""
 
@@ -60,17 +61,17 @@ demo: setup
 # They keep both cores busy: a third worker measured the machine 98% busy and the suite no shorter.
 PYTEST := $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-test: setup
+# The browser tests drive chromium; the cluster tests start Redis and PostgreSQL.
+test: setup chromium servers
 	$(PYTEST)
 
-# The inner loop: no JVM, no end-to-end runs.
+# The inner loop: no JVM, no end-to-end runs, no browser, no servers.
 test-fast: setup
 	$(PYTEST) -m "not slow"
 
-# The instance's dagster.yaml is written for the profile (resources/instance.py: SQLite locally, PostgreSQL on the cluster).
+# The profile's Dagster home, its dagster.yaml written for the profile (resources/instance.py: SQLite locally, PostgreSQL on the cluster).
 dev: setup
-	@$(BIN)/python -m resources.instance >/dev/null
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+	@home=$$($(BIN)/python -m resources.instance) && echo "DAGSTER_HOME=$$home" && DAGSTER_HOME=$$home exec $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: setup
 	$(BIN)/python bench/materialize_demo.py

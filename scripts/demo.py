@@ -21,15 +21,9 @@ from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.features.feature_store import config_file
 from lakehouse.ml.reproduce import training_runs
 from lakehouse.tables.storage import DeltaStore
-from resources.instance import write_instance_config
+from resources.instance import prepare_instance
 
 TABLES = ("raw_events", "cleaned_events", "quarantined_events", "daily_active_users", "daily_revenue", "weekly_retention", "user_features", "category_features", "training_labels")
-
-
-def dagster_home(data_dir: Path) -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or data_dir / "dagster_home")
-    write_instance_config(home)
-    return home
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +39,7 @@ def main(argv: list[str]) -> int:
     lines = sum(manifest["days"][(start + timedelta(days=i)).isoformat()]["lines"] for i in range(days))
     print(f"landed {lines} event lines for {start}..{end} in {paths.landing}")
 
-    env = os.environ | {"DAGSTER_HOME": str(dagster_home(paths.data_dir)), "LAKEHOUSE_DATA_DIR": str(paths.data_dir)}
+    env = os.environ | {"DAGSTER_HOME": str(prepare_instance()), "LAKEHOUSE_DATA_DIR": str(paths.data_dir)}
     log = paths.data_dir / "demo-materialize.log"
     command = [
         str(Path(sys.executable).parent / "dagster"), "asset", "materialize",

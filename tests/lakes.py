@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from lakehouse.config import REPO_ROOT
 from lakehouse.tables.storage import DeltaStore
-from resources.instance import write_instance_config
+from resources.instance import dagster_home, write_instance_config
 
 BIN = Path(sys.executable).parent
 START, DAYS, USERS = date(2026, 3, 1), 10, 300
@@ -37,10 +37,11 @@ def run_command(env, *args, check=True):
 
 
 def lake_env(data: Path, write_instance: bool = True, **settings: str) -> dict:
-    """The environment of a lake under `data`: its own Dagster instance, written for the profile `settings` name."""
-    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
+    """The environment of a lake under `data`: its own Dagster instance, in the home of the profile `settings` name."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"LAKEHOUSE_DATA_DIR": str(data), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
+    env["DAGSTER_HOME"] = str(dagster_home(env))
     if write_instance:
-        write_instance_config(data / "dagster_home", env)
+        write_instance_config(Path(env["DAGSTER_HOME"]), env)
     return env
 
 

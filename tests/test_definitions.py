@@ -221,3 +221,57 @@ def test_every_component_reads_the_one_delta_root(monkeypatch, tmp_path):
     repo = runpy.run_path(str(REPO_ROOT / "feature_repo" / "purchase_propensity.py"))
     assert {repo["user_features_source"].path, repo["category_features_source"].path} == {f"{root}/user_features", f"{root}/category_features"}
     assert repo["purchase_propensity_v2"].logging_config.destination.path == f"{root}/served_features"
+
+
+def test_each_profile_has_its_own_dagster_home_and_the_local_one_survives_a_cluster_run(monkeypatch, tmp_path):
+    """A lake whose local home an earlier `make cluster-demo` gave the cluster's dagster.yaml works again
+    once either profile runs; from then on the cluster profile writes only its own home."""
+    import yaml
+    from dagster import DagsterInstance, asset, materialize
+    from dagster._core.errors import DagsterInvalidConfigError
+
+    from resources.instance import prepare_instance, write_instance_config
+
+    @asset
+    def one() -> int:
+        return 1
+
+    def runs_of_the_local_instance() -> int:
+        with DagsterInstance.from_config(str(local_home)) as instance:
+            assert materialize([one], instance=instance).success
+            return instance.get_runs_count()
+
+    monkeypatch.delenv("LAKEHOUSE_PG_PASSWORD", raising=False)
+    data = tmp_path / "data"
+    local_env = {"LAKEHOUSE_DATA_DIR": str(data)}
+    cluster_env = local_env | CLUSTER_ENV
+    local_home = data / "dagster_home"  # where the README and earlier versions put it: its run history stays there
+    assert prepare_instance(local_env) == local_home
+    assert runs_of_the_local_instance() == 1
+    # What `make cluster-demo` left before each profile had its own home.
+    write_instance_config(local_home, cluster_env)
+    with pytest.raises(DagsterInvalidConfigError, match="LAKEHOUSE_PG_PASSWORD"):
+        DagsterInstance.from_config(str(local_home))
+
+    cluster_home = prepare_instance(cluster_env)
+    assert cluster_home == data / "dagster_home_cluster"
+    assert yaml.safe_load((cluster_home / "dagster.yaml").read_text())["storage"]["postgres"]["postgres_db"]["db_name"] == "dagster"
+    assert "storage" not in yaml.safe_load((local_home / "dagster.yaml").read_text())
+    assert runs_of_the_local_instance() == 2  # the earlier run is still there
+    # Running the profiles one after the other leaves each its own dagster.yaml.
+    for _ in range(2):
+        assert prepare_instance(cluster_env) == cluster_home and prepare_instance(local_env) == local_home
+    assert "storage" in yaml.safe_load((cluster_home / "dagster.yaml").read_text())
+    assert runs_of_the_local_instance() == 3
+
+
+def test_a_dagster_home_set_in_the_environment_is_used_as_it_is(tmp_path):
+    import yaml
+
+    from resources.instance import prepare_instance
+
+    data = tmp_path / "data"
+    mine = tmp_path / "mine"
+    assert prepare_instance({"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(mine)} | CLUSTER_ENV) == mine
+    assert "storage" in yaml.safe_load((mine / "dagster.yaml").read_text())
+    assert not data.exists()
