@@ -1,4 +1,4 @@
-"""`lakehouse` command line: land synthetic events, list training runs, reproduce a training set, keep a run rebuildable."""
+"""`lakehouse` command line: land synthetic events and print the landed window, list training runs, reproduce a training set, keep a run rebuildable."""
 
 from __future__ import annotations
 
@@ -39,6 +39,21 @@ def _generate(args: argparse.Namespace) -> int:
     manifest = generate(landing, start, args.days, config)
     landed = sum(manifest["days"][(start + timedelta(days=i)).isoformat()]["lines"] for i in range(args.days))
     print(f"landed {landed} lines for {start}..{start + timedelta(days=args.days - 1)} in {landing}")
+    return 0
+
+
+def _landed(args: argparse.Namespace) -> int:
+    from lakehouse.tables.ingest import landed_days
+
+    landing = args.landing or lakehouse_paths().landing
+    days = sorted(landed_days(landing))
+    if not days:
+        print(f"error: no day folders (date=YYYY-MM-DD) in {landing}", file=sys.stderr)
+        return 1
+    first, last = days[0], days[-1]
+    if args.last:
+        first = max(first, last - timedelta(days=args.last - 1))
+    print(f"{{start_date: {first}, end_date: {last}}}" if args.dbt_vars else f"{first}...{last}")
     return 0
 
 
@@ -124,10 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7)
     for rate in RATES:
         gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.events.generator.GeneratorConfig for the default")
-    gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never')")
+    gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never'; default: the middle day of the first window landed in the folder)")
     gen.add_argument("--clean", action="store_true", help="land events without any of the data problems")
     gen.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")
     gen.set_defaults(func=_generate)
+
+    landed = sub.add_parser("landed", help="print the first and last landed day as a partition range, FIRST...LAST")
+    landed.add_argument("--last", type=int, help="only the newest LAST days, up to the last landed one")
+    landed.add_argument("--dbt-vars", action="store_true", help="print the range as the dbt models' vars: {start_date: FIRST, end_date: LAST}")
+    landed.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")
+    landed.set_defaults(func=_landed)
 
     runs = sub.add_parser("runs", help="list training runs with their training-set hash and input versions")
     runs.add_argument("--json", action="store_true")
