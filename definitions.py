@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, load_assets_from_modules
 
-from assets import cleaned, feature_store, features, freshness, maintenance, metrics, ml, raw
+from assets import automation, cleaned, feature_store, features, freshness, maintenance, metrics, ml, raw
 from resources import resources_for
 
 # In-process: one SparkSession serves every step of a run (the multiprocess executor would
@@ -15,6 +15,6 @@ defs = Definitions(
     asset_checks=[*freshness.freshness_checks, feature_store.serving_features_match_training],
     jobs=[maintenance.table_maintenance_job],
     schedules=[maintenance.table_maintenance_schedule],
-    sensors=[raw.landing_sensor, cleaned.late_data_sensor, freshness.freshness_sensor],
+    sensors=[raw.landing_sensor, automation.late_data_sensor, freshness.freshness_sensor],
     executor=in_process_executor,
 )

@@ -1,18 +1,15 @@
 """Cleaned layer: one canonical row per event, and a quarantine for every line that is not one."""
 
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
-    AssetSelection,
     AssetSpec,
-    AutomationConditionSensorDefinition,
-    DefaultSensorStatus,
-    AutomationCondition,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
@@ -20,13 +17,14 @@ from dagster import (
     multi_asset,
 )
 
+from assets.automation import late_window_eager
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_metadata, partition_figures, schema_check, schema_check_result
 from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.tables.quality import unbalanced_days, volume_drops
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.tables.publication import new_batch_id, publication, published_quarantine, settle_quarantine
-from lakehouse.tables.storage import DateRange, DeltaStore, fault_point
+from lakehouse.tables.publication import new_batch_id, publish_pair, published_quarantine, unpublished_lines
+from lakehouse.tables.storage import DateRange, DeltaStore, StaleInputError
 from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
@@ -35,24 +33,6 @@ from resources.engine import EngineResource
 # ties are also read from the 30 days before, as far as they are ingested; they do not gate the rebuild).
 LATE_WINDOW = TimeWindowPartitionMapping(start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True)
 _raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
-# Rebuild an event date whenever one of its ingest dates is (re)materialized: that is how late events
-# reach their own partition. Unlike eager(), it looks back beyond the latest day (a week: the 3-day
-# late window plus slack for an ingest day materialized a few days after it ended), and does not
-# wait for ingest dates that have not happened yet. Older event dates are rebuilt by backfills.
-# Dagster's any_deps_updated() ignores an update made by a run that also targeted this asset, so
-# raw_events D materialized together with cleaned_events D would never rebuild D-3..D-1; this one
-# counts every update (D itself, rebuilt by that same run later than its raw day, stays handled).
-_deps_updated = AutomationCondition.any_deps_match(
-    AutomationCondition.newly_updated() | AutomationCondition.will_be_requested()
-).with_label("any_deps_updated_by_any_run")
-_late_data = (
-    AutomationCondition.in_latest_time_window(lookback_delta=timedelta(days=7))
-    & _deps_updated.since_last_handled()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("late_window_eager")
-
-
 def _daily_spec(schema) -> AssetSpec:
     return AssetSpec(
         schema.name,
@@ -60,7 +40,7 @@ def _daily_spec(schema) -> AssetSpec:
         partitions_def=daily_partitions,
         group_name="cleaned",
         kinds={"delta", "pyspark"},
-        automation_condition=_late_data,
+        automation_condition=late_window_eager,
         description=schema.description,
     )
 
@@ -75,6 +55,12 @@ def _daily_spec(schema) -> AssetSpec:
             asset="cleaned_events",
             blocking=True,
             description="No event date of the batch falls to 50% or less of the trailing 7-day mean; otherwise nothing is committed.",
+        ),
+        AssetCheckSpec(
+            "cleaned_events_unpublished_lines",
+            asset="cleaned_events",
+            description="Warns when raw lines the run read belong to event dates whose published rows do not hold them yet "
+            "(late lines of dates before the run's range, lines of dates after it), and names those dates and the command that publishes them.",
         ),
         AssetCheckSpec(
             "cleaned_events_accounting",
@@ -104,75 +90,97 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
     days = partition_dates(context)
     store, runner = delta.store(), engine.engine()
     replace = DateRange("event_date", days[0], days[-1])
-    inputs = {"raw_events": store.version("raw_events")}
-    batch_id = new_batch_id()
-    with runner.persisting() as persist:
-        result = clean_events(runner.read(store, "raw_events", inputs["raw_events"]), days[0], days[-1], persist, batch_id)
-        cleaned, quarantined = runner.batch(result.cleaned), runner.batch(result.quarantined)
-        attributed, counts, by_reason = result.rows_by_event_date(), result.counts(), result.quarantined_by_reason()
-        batch_days = {day: 0 for day in days} | result.cleaned_by_event_date()
-        try:
-            reports = [cleaned.validate(CLEANED_EVENTS), quarantined.validate(QUARANTINE)]
-            yield schema_check_result(CLEANED_EVENTS, reports[0])
-            yield schema_check_result(QUARANTINE, reports[1])
-            drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
-            yield AssetCheckResult(
-                asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
-                metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
-            )
-            for report in reports:
-                report.raise_if_failed()
-            if drops:
-                raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
-
-            quarantine_version = quarantined.commit(store, QUARANTINE, inputs=inputs, append=True)
-            fault_point("between_quarantine_and_cleaned_commits")
-            cleaned_version = cleaned.commit(store, CLEANED_EVENTS, replace, inputs, properties=publication(batch_id, days[0], days[-1]))
-            quarantine_version = settle_quarantine(store, days[0], days[-1], inputs) or quarantine_version
-            gaps = accounting_gaps(store, days, attributed, cleaned_version)
-            yield AssetCheckResult(
-                asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
-                metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
-            )
-            quarantined_by_day = {day: attributed.get(day, 0) - batch_days[day] for day in days}
-            partition_figures(
-                context, "cleaned_events",
-                {day: {"rows_written": batch_days[day], "dagster/row_count": batch_days[day], "quarantined": quarantined_by_day[day], "raw_rows_attributed": attributed.get(day, 0)} for day in days},
-                {
-                    "run_rows_written": MetadataValue.int(reports[0].rows),
-                    "run_raw_rows_read": MetadataValue.int(sum(counts.values())),
-                    "run_raw_rows_attributed": MetadataValue.int(sum(attributed.values())),
-                    "raw_rows_read_vs_attributed": MetadataValue.text(RAW_ROWS_NOTE),
-                },
-            )
-            partition_figures(
-                context, "quarantined_events",
-                {day: {"rows_written": n, "dagster/row_count": n} for day, n in quarantined_by_day.items()},
-                {"run_rows_written": MetadataValue.int(reports[1].rows), "run_rows_by_reason": MetadataValue.json(by_reason)},
-            )
-            publication_metadata = {"batch_id": MetadataValue.text(batch_id), "cleaned_events_version": MetadataValue.int(cleaned_version)}
-            yield MaterializeResult(
-                asset_key="quarantined_events",
-                metadata=delta_metadata(store, QUARANTINE, quarantine_version, None, quarantined.preview().to_pandas(), inputs) | publication_metadata,
-            )
-            yield MaterializeResult(
-                asset_key="cleaned_events",
-                metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, None, cleaned.preview().to_pandas(), inputs) | publication_metadata,
-            )
-        finally:
-            cleaned.release()
-            quarantined.release()
+    for attempt in range(1, RECOMPUTE_ATTEMPTS + 1):
+        inputs = {"raw_events": store.version("raw_events")}
+        batch_id = new_batch_id()
+        with runner.persisting() as persist:
+            result = clean_events(runner.read(store, "raw_events", inputs["raw_events"]), days[0], days[-1], persist, batch_id)
+            cleaned, quarantined = runner.batch(result.cleaned), runner.batch(result.quarantined)
+            try:
+                reports = [cleaned.validate(CLEANED_EVENTS), quarantined.validate(QUARANTINE)]
+                batch_days = {day: 0 for day in days} | result.cleaned_by_event_date()
+                drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
+                volume = AssetCheckResult(
+                    asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
+                    metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
+                )
+                if not all(report.passed for report in reports) or drops:
+                    yield schema_check_result(CLEANED_EVENTS, reports[0])
+                    yield schema_check_result(QUARANTINE, reports[1])
+                    yield volume
+                    for report in reports:
+                        report.raise_if_failed()
+                    raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
+                try:
+                    versions = publish_pair(store, cleaned, quarantined, replace, inputs, batch_id)
+                except StaleInputError as exc:
+                    context.log.warning(f"attempt {attempt}: {exc}. Computing again from raw_events v{store.version('raw_events')}.")
+                    continue
+                yield schema_check_result(CLEANED_EVENTS, reports[0])
+                yield schema_check_result(QUARANTINE, reports[1])
+                yield volume
+                yield from _after_publication(context, store, days, result, reports, batch_days, versions, inputs, batch_id, cleaned, quarantined)
+                return
+            finally:
+                cleaned.release()
+                quarantined.release()
+    raise StaleInputError(f"cleaned_events {days[0]}..{days[-1]}: raw_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")
 
 
-late_data_sensor = AutomationConditionSensorDefinition(
-    "late_data_sensor",
-    target=AssetSelection.assets("cleaned_events", "quarantined_events"),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates the late-window automation of cleaned_events: rebuilds event dates whose ingest dates changed.",
-)
+def _after_publication(context, store, days, result, reports, batch_days, versions, inputs, batch_id, cleaned, quarantined):
+    """The checks read back after the commit, and the figures and metadata of both assets."""
+    cleaned_version, quarantine_version = versions
+    attributed, counts, by_reason = result.rows_by_event_date(), result.counts(), result.quarantined_by_reason()
+    gaps = accounting_gaps(store, days, attributed, cleaned_version)
+    yield AssetCheckResult(
+        asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
+        metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
+    )
+    behind = unpublished_lines(store, result.outside_range_by_dates(), inputs["raw_events"])
+    yield AssetCheckResult(
+        asset_key="cleaned_events", check_name="cleaned_events_unpublished_lines", passed=not behind, severity=AssetCheckSeverity.WARN,
+        metadata={
+            "lines_by_event_date": MetadataValue.json({str(d): n for d, n in behind.items()}),
+            "publish_them_with": MetadataValue.text(publish_command(list(behind)) if behind else "nothing to publish"),
+        },
+    )
+    quarantined_by_day = {day: attributed.get(day, 0) - batch_days[day] for day in days}
+    partition_figures(
+        context, "cleaned_events",
+        {day: {"rows_written": batch_days[day], "dagster/row_count": batch_days[day], "quarantined": quarantined_by_day[day], "raw_rows_attributed": attributed.get(day, 0)} for day in days},
+        {
+            "run_rows_written": MetadataValue.int(reports[0].rows),
+            "run_raw_rows_read": MetadataValue.int(sum(counts.values())),
+            "run_raw_rows_attributed": MetadataValue.int(sum(attributed.values())),
+            "raw_rows_read_vs_attributed": MetadataValue.text(RAW_ROWS_NOTE),
+        },
+    )
+    partition_figures(
+        context, "quarantined_events",
+        {day: {"rows_written": n, "dagster/row_count": n} for day, n in quarantined_by_day.items()},
+        {"run_rows_written": MetadataValue.int(reports[1].rows), "run_rows_by_reason": MetadataValue.json(by_reason)},
+    )
+    publication_metadata = {"batch_id": MetadataValue.text(batch_id), "cleaned_events_version": MetadataValue.int(cleaned_version)}
+    yield MaterializeResult(
+        asset_key="quarantined_events",
+        metadata=delta_metadata(store, QUARANTINE, quarantine_version, None, quarantined.preview().to_pandas(), inputs) | publication_metadata,
+    )
+    yield MaterializeResult(
+        asset_key="cleaned_events",
+        metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, None, cleaned.preview().to_pandas(), inputs) | publication_metadata,
+    )
 
 
+def publish_command(days: list[date]) -> str:
+    """The command that publishes lines of `days` that no table holds yet, and rebuilds what is downstream of them."""
+    return (
+        "dagster asset materialize -f definitions.py --select 'cleaned_events*,quarantined_events' "
+        f"--partition-range {min(days).isoformat()}...{max(days).isoformat()}"
+    )
+
+
+# A run whose commit finds a newer computation already in place computes again from the newest raw_events, this many times.
+RECOMPUTE_ATTEMPTS = 3
 RAW_ROWS_NOTE = (
     "raw_rows_read counts every raw row of the ingest window the run read: ingest dates from 30 days before "
     "the range (for identity ties) to 3 days after it (for late events). raw_rows_attributed counts the rows "

@@ -5,6 +5,7 @@ from urllib.request import url2pathname
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
 
+from assets.automation import rebuilt_with_its_inputs
 from assets.publish import bounded
 import pyarrow.compute as pc
 
@@ -32,6 +33,7 @@ def feast_registry(feast: FeastResource):
     deps=["feast_registry", "user_features", "category_features"],
     group_name="features",
     kinds={"feast", "sqlite"},
+    automation_condition=rebuilt_with_its_inputs,
     check_specs=[
         AssetCheckSpec(
             "online_matches_offline",

@@ -1,50 +1,91 @@
-"""Feature layer: per-user and per-category activity features as of each day."""
+"""Feature and label tables: per-user and per-category activity as of each day, and the model's target.
 
-from dagster import BackfillPolicy, asset
+The three are computed together, from one pinned version of cleaned_events, so that a model's
+features and labels always agree on what happened (the training step refuses tables that do not).
+"""
 
-from lakehouse.tables.storage import DeltaStore
+from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, multi_asset
 
-from assets.publish import publish, schema_check
-from lakehouse.tables.schemas import CATEGORY_FEATURES, USER_FEATURES
-from lakehouse.transforms.user_activity import category_activity_features, user_activity_features
+from assets.automation import rebuilt_with_its_inputs
+from assets.publish import PREVIEW_ROWS, delta_metadata, schema_check, schema_check_result
+from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
+from lakehouse.tables.storage import StaleInputError
+from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
 
+USER_FEATURES_DEFINITION = """What each user had done before each UTC midnight: the inputs of the purchase-propensity model.
 
-def pinned_cleaned_events(store: DeltaStore, runner):
-    """cleaned_events at its current version, its newest event date, and that version as the input to record.
+One row per (user, as-of midnight D), for every D after the user's first active day up to the
+midnight after the newest event: counts of events, sessions, views, cart adds and purchases over
+the 1, 7 and 30 days before D, revenue over 30 days, days since the user was last active, the
+share of cart sessions abandoned, and the favourite category with its share of views. Windows
+end strictly before D: nothing that happened at or after D is counted.
+Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run."""
 
-    One version for the whole computation: the late-data automation can commit at any moment.
-    """
-    version = store.version("cleaned_events")
-    return runner.read(store, "cleaned_events", version), store.last_day("cleaned_events", "event_date", version), {"cleaned_events": version}
+CATEGORY_FEATURES_DEFINITION = """How each item category was doing before each UTC midnight: a second grain for the model.
+
+One row per (category, as-of midnight D) after the category's first day: product views and cart
+adds in the 7 days before D and their ratio. The model sees the row of the user's favourite
+category (see user_features). Limits: purchases carry no category, so there is no category
+conversion to purchase; rebuilt in full on each run."""
+
+TRAINING_LABELS_DEFINITION = """Did the user purchase in the 7 days after the prediction time: the model's target.
+
+One row per (user, UTC midnight D) for users first seen before D, labelled 1 if cleaned_events has
+a purchase_completed of theirs in [D, D + 7 days). Only days whose whole 7-day window lies inside
+the data are labelled, so the newest week of data has no labels yet."""
+
+# Each table: its schema, its group in the UI, its business definition, and the transformation that builds it.
+TABLES = {
+    USER_FEATURES.name: (USER_FEATURES, "features", USER_FEATURES_DEFINITION, user_activity_features),
+    CATEGORY_FEATURES.name: (CATEGORY_FEATURES, "features", CATEGORY_FEATURES_DEFINITION, category_activity_features),
+    TRAINING_LABELS.name: (TRAINING_LABELS, "ml", TRAINING_LABELS_DEFINITION, purchase_labels),
+}
+# A commit that finds a newer computation in place computes again from the newest cleaned_events, this many times.
+RECOMPUTE_ATTEMPTS = 3
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(USER_FEATURES)])
-def user_features(delta: DeltaStorage, engine: EngineResource):
-    """What each user had done before each UTC midnight: the inputs of the purchase-propensity model.
+@multi_asset(
+    specs=[
+        AssetSpec(name, deps=["cleaned_events"], group_name=group, kinds={"delta", "pyspark"}, description=definition, automation_condition=rebuilt_with_its_inputs)
+        for name, (_, group, definition, _) in TABLES.items()
+    ],
+    check_specs=[schema_check(schema) for schema, *_ in TABLES.values()],
+    can_subset=True,
+    backfill_policy=BackfillPolicy.single_run(),
+)
+def features_and_labels(context: AssetExecutionContext, delta: DeltaStorage, engine: EngineResource):
+    """user_features, category_features and training_labels from one version of cleaned_events.
 
-    One row per (user, as-of midnight D), for every D after the user's first active day up to the
-    midnight after the newest event: counts of events, sessions, views, cart adds and purchases over
-    the 1, 7 and 30 days before D, revenue over 30 days, days since the user was last active, the
-    share of cart sessions abandoned, and the favourite category with its share of views. Windows
-    end strictly before D: nothing that happened at or after D is counted.
-    Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run.
+    The version is pinned when the computation starts (the late-data automation can commit at any
+    moment) and recorded in every table's commit. When a table's commit finds rows there computed from
+    a newer cleaned_events version, all of the selected tables are computed again from the newest.
     """
     store, runner = delta.store(), engine.engine()
-    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
-    yield from publish(store, USER_FEATURES, runner.batch(user_activity_features(cleaned, last_day)), inputs=inputs)
-
-
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="features", kinds={"delta", "pyspark"}, check_specs=[schema_check(CATEGORY_FEATURES)])
-def category_features(delta: DeltaStorage, engine: EngineResource):
-    """How each item category was doing before each UTC midnight: a second grain for the model.
-
-    One row per (category, as-of midnight D) after the category's first day: product views and cart
-    adds in the 7 days before D and their ratio. The model sees the row of the user's favourite
-    category (see user_features). Limits: purchases carry no category, so there is no category
-    conversion to purchase; rebuilt in full on each run.
-    """
-    store, runner = delta.store(), engine.engine()
-    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
-    yield from publish(store, CATEGORY_FEATURES, runner.batch(category_activity_features(cleaned, last_day)), inputs=inputs)
+    selected = [TABLES[key.path[-1]] for key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1])]
+    for attempt in range(1, RECOMPUTE_ATTEMPTS + 1):
+        version = store.version("cleaned_events")
+        inputs = {"cleaned_events": version}
+        cleaned, last_day = runner.read(store, "cleaned_events", version), store.last_day("cleaned_events", "event_date", version)
+        batches = {schema: runner.batch(build(cleaned, last_day)) for schema, _, _, build in selected}
+        try:
+            reports = {schema: batch.validate(schema) for schema, batch in batches.items()}
+            if not all(report.passed for report in reports.values()):
+                yield from (schema_check_result(schema, report) for schema, report in reports.items())
+                for report in reports.values():
+                    report.raise_if_failed()
+            try:
+                versions = {schema: batch.commit(store, schema, inputs=inputs) for schema, batch in batches.items()}
+            except StaleInputError as exc:
+                context.log.warning(f"attempt {attempt}: {exc}. Computing again from cleaned_events v{store.version('cleaned_events')}.")
+                continue
+            for schema, batch in batches.items():
+                yield schema_check_result(schema, reports[schema])
+                preview = batch.preview(PREVIEW_ROWS).to_pandas()
+                yield MaterializeResult(asset_key=schema.name, metadata=delta_metadata(store, schema, versions[schema], reports[schema].rows, preview, inputs))
+            return
+        finally:
+            for batch in batches.values():
+                batch.release()
+    raise StaleInputError(f"{', '.join(schema.name for schema, *_ in selected)}: cleaned_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")

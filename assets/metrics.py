@@ -14,6 +14,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
 from dbt.adapters.base.column import Column
 
+from assets.automation import rebuilt_dates_eager
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import delta_table_metadata
 from lakehouse.config import lakehouse_paths, public_uri
@@ -43,7 +44,8 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             return spec.replace_attributes(metadata=metadata)  # seeds do live in DuckDB
         name = node["name"]
         delta = {"dagster/storage_kind": "delta", "dagster/table_name": name, "delta_uri": MetadataValue.path(public_uri(f"{lakehouse_paths().delta_root}/{name}"))}
-        return spec.replace_attributes(metadata=metadata | delta, kinds={"dbt", "delta"})
+        # Late events rebuild their cleaned_events dates (assets/automation.py): the metrics of those dates follow.
+        return spec.replace_attributes(metadata=metadata | delta, kinds={"dbt", "delta"}, automation_condition=rebuilt_dates_eager)
 
     def get_asset_check_spec(self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project) -> AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
@@ -73,8 +75,8 @@ _TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enabl
 # The CLI's --partition-range needs every selected asset to run once per range, unpartitioned ones too.
 @dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed", backfill_policy=BackfillPolicy.single_run())
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
-    """Load the static reference tables (dbt/seeds/) into dbt's database: not partitioned, they have no dates."""
-    yield from dbt.cli(["seed"], context=context).stream()
+    """Load the static reference tables (dbt/seeds/) into dbt's database and run their tests: not partitioned, they have no dates."""
+    yield from dbt.cli(["build"], context=context).stream()
 
 
 @dbt_assets(

@@ -1,29 +1,15 @@
-"""ML layer: labels, and the purchase-propensity model trained on a Feast training set and logged to MLflow."""
+"""ML layer: the purchase-propensity model trained on a Feast training set and logged to MLflow.
+
+Its labels, training_labels, are computed with the feature tables (assets/features.py): one version of
+cleaned_events for features and labels alike."""
 
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
-from assets.features import pinned_cleaned_events
-from assets.publish import publish, schema_check
+from assets.automation import rebuilt_with_its_inputs
 from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
-from lakehouse.tables.schemas import TRAINING_LABELS
-from lakehouse.transforms.user_activity import purchase_labels
 from resources.delta import DeltaStorage
-from resources.engine import EngineResource
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking
-
-
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["cleaned_events"], group_name="ml", kinds={"delta", "pyspark"}, check_specs=[schema_check(TRAINING_LABELS)])
-def training_labels(delta: DeltaStorage, engine: EngineResource):
-    """Did the user purchase in the 7 days after the prediction time: the model's target.
-
-    One row per (user, UTC midnight D) for users first seen before D, labelled 1 if cleaned_events has
-    a purchase_completed of theirs in [D, D + 7 days). Only days whose whole 7-day window lies inside
-    the data are labelled, so the newest week of data has no labels yet.
-    """
-    store, runner = delta.store(), engine.engine()
-    cleaned, last_day, inputs = pinned_cleaned_events(store, runner)
-    yield from publish(store, TRAINING_LABELS, runner.batch(purchase_labels(cleaned, last_day)), inputs=inputs)
 
 
 @asset(
@@ -31,6 +17,7 @@ def training_labels(delta: DeltaStorage, engine: EngineResource):
     deps=["training_labels", "feast_registry", "user_features", "category_features"],
     group_name="ml",
     kinds={"mlflow", "sklearn"},
+    automation_condition=rebuilt_with_its_inputs,
     check_specs=[
         AssetCheckSpec(
             "training_set_point_in_time",

@@ -36,7 +36,7 @@ def _publish(store, batch, start, end, quarantine_lines, events, crash_after_qua
     if crash_after_quarantine:
         return
     store.write_arrow(CLEANED_EVENTS, _cleaned(events), DateRange("event_date", start, end), properties=publication(batch, start, end))
-    settle_quarantine(store, start, end, {})
+    settle_quarantine(store, start, end)
 
 
 def _seen(store):

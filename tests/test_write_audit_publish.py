@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from dagster import AssetKey, materialize, serialize_value
 
 from assets.cleaned import cleaned_events
-from assets.features import user_features
+from assets.features import features_and_labels
 from assets.raw import raw_events
 from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.events.vocabulary import day_folder
@@ -23,7 +23,7 @@ CLEAN = GeneratorConfig(
 )
 
 
-def _run(tmp_path, first: date, last: date, assets=(raw_events, cleaned_events, user_features)):
+def _run(tmp_path, first: date, last: date, assets=(raw_events, cleaned_events, features_and_labels)):
     resources = {
         "delta": DeltaStorage(root=str(tmp_path / "delta")),
         "landing": LandingArea(path=str(tmp_path / "landing")),

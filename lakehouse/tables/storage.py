@@ -6,6 +6,20 @@ publishes a version with a conditional PUT, so two writers racing for a version 
 other's commit (delta-spark's own commit to s3a is a plain PUT that can; see `write_spark`).
 Partition replacement always uses an explicit predicate over a date range, built from `date`
 objects and a column the table's schema declares as a partition column, never from free text.
+
+Writers that overlap in time (a backfill, a CLI run, the late-data sensor's runs) are safe by
+construction, not by scheduling. Every commit records what it replaced (`lakehouse.range`) and the
+versions of the tables it was computed from (`lakehouse.inputs`), and is made on top of exactly the
+version that was checked, without delta-rs' own retries (which would resend data computed before
+the race):
+- a replacement computed from an older version of an input than the one that produced the rows it
+  would replace is refused (`StaleInputError`): the newest input version always wins, and the
+  caller recomputes from it;
+- data computed from the table itself (a read-modify-write) is refused when another writer changed
+  its range in between (`TableMovedError`);
+- the first write creates the table or fails; it never replaces a table another writer created.
+Every table keeps its whole log (`TABLE_PROPERTIES`): these lookups, and the publications of
+cleaned_events, walk it.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from lakehouse.tables.schemas import TableSchema
@@ -38,10 +52,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 COMMIT_ATTEMPTS = 8
+# A commit lost to a concurrent writer is checked and made again on the new version, this many times.
+RACE_ATTEMPTS = 16
 # Written into every commit this project makes (delta-rs custom metadata): the versions of the tables
-# the commit was computed from, and an id that finds the commit again.
+# the commit was computed from, what it replaced, and an id that finds the commit again.
 INPUTS_KEY = "lakehouse.inputs"
+RANGE_KEY = "lakehouse.range"
 WRITE_ID_KEY = "lakehouse.write_id"
+# Set on every table this project creates, and on older tables at their next write. Checkpoints would
+# otherwise delete log entries older than delta.logRetentionDuration (30 days), and with them the
+# commits that say which batch published a date and which input versions produced it.
+TABLE_PROPERTIES = {"delta.enableExpiredLogCleanup": "false"}
 _HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # a null partition value, in a directory name
 
 
@@ -71,6 +92,14 @@ def with_commit_retries(commit: Callable[[], T], attempts: int = COMMIT_ATTEMPTS
     raise AssertionError("unreachable")
 
 
+class StaleInputError(RuntimeError):
+    """The table holds, in the range to replace, rows computed from a newer version of an input."""
+
+
+class TableMovedError(RuntimeError):
+    """Another writer changed the range since the version of the table the data was computed from."""
+
+
 @dataclass(frozen=True)
 class DateRange:
     """An inclusive range of partition dates of one partition column."""
@@ -79,9 +108,10 @@ class DateRange:
     start: date
     end: date
 
-    def predicate(self, schema: TableSchema) -> str:
+    def predicate(self, schema: TableSchema | None = None) -> str:
+        """The Delta predicate of the range; `schema`, when known, must declare the column a partition column."""
         self._check(schema)
-        # Only date.isoformat() output reaches the predicate: digits and dashes.
+        # Only date.isoformat() output and an identifier reach the predicate: digits, dashes, a column name.
         return f"{self.column} >= '{self.start.isoformat()}' AND {self.column} <= '{self.end.isoformat()}'"
 
     def partition_filters(self, schema: TableSchema) -> list[tuple[str, str, str]]:
@@ -91,8 +121,14 @@ class DateRange:
     def days(self) -> list[date]:
         return [date.fromordinal(n) for n in range(self.start.toordinal(), self.end.toordinal() + 1)]
 
-    def _check(self, schema: TableSchema) -> None:
-        if self.column not in schema.partition_by:
+    def recorded(self) -> str:
+        """What a commit records of the range it replaced (RANGE_KEY)."""
+        return json.dumps({"column": self.column, "start": self.start.isoformat(), "end": self.end.isoformat()})
+
+    def _check(self, schema: TableSchema | None) -> None:
+        if not self.column.isidentifier():
+            raise ValueError(f"{self.column!r} is not a column name")
+        if schema is not None and self.column not in schema.partition_by:
             raise ValueError(f"{self.column!r} is not a partition column of {schema.name}")
         if not (isinstance(self.start, date) and isinstance(self.end, date)) or self.start > self.end:
             raise ValueError(f"invalid date range {self.start!r}..{self.end!r}")
@@ -137,6 +173,7 @@ class DeltaStore:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None):
         self.root = root.rstrip("/")
         self.storage_options = storage_options or None
+        self._properties_set: set[str] = set()  # tables known to carry TABLE_PROPERTIES
 
     def uri(self, table: str) -> str:
         return f"{self.root}/{table}"
@@ -181,9 +218,7 @@ class DeltaStore:
             return []
         start = latest if version is None else version
         depth = None if limit is None else latest - start + limit
-        # Commits delta-spark made (before Spark's writes were committed by delta-rs) hold the same keys as a JSON string.
-        infos = [entry | json.loads(entry.get("userMetadata") or "{}") for entry in self.table(table).history(limit=depth)]
-        return [info for info in infos if info.get("version", -1) <= start]
+        return [info for info in commit_history(self.table(table), depth) if info.get("version", -1) <= start]
 
     def commit_info(self, table: str, version: int) -> dict:
         """What the commit that made `version` recorded; {} if it is gone from the log."""
@@ -203,34 +238,38 @@ class DeltaStore:
 
     def write_arrow(
         self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
-        append: bool = False, properties: dict[str, str] | None = None,
+        append: bool = False, properties: dict[str, str] | None = None, read_version: int | None = None,
     ) -> int:
         """Commit `data` to `schema`'s table: appended, or replacing the partitions in `replace`, or the whole table.
 
         `inputs` (table -> version it was computed from) and `properties` are recorded in the commit.
+        `read_version`: the version of this table `data` was computed from, for a read-modify-write.
+        Raises StaleInputError or TableMovedError (see the module's docstring) instead of committing.
         Returns the version committed.
         """
         data = data.select(list(schema.column_names)).cast(schema.arrow())
-        info = _commit_metadata(inputs, properties)
-        def commit() -> None:
-            exists = self.version(schema.name) is not None
+        info = commit_metadata(inputs, properties, None if append else replace or ALL)
+
+        def attempt(base: DeltaTable | None) -> None:
             write_deltalake(
-                self.uri(schema.name),
+                self.uri(schema.name) if base is None else base,
                 data,
-                mode="append" if append else "overwrite",
-                predicate=replace.predicate(schema) if (replace and exists and not append) else None,
+                # A new table is created, or the write fails: never a replacement of another writer's new table.
+                mode="error" if base is None else "append" if append else "overwrite",
+                predicate=replace.predicate(schema) if (replace and base is not None and not append) else None,
                 partition_by=list(schema.partition_by) or None,
-                schema_mode="merge",  # a column added to the schema reaches a table written before it
+                configuration=TABLE_PROPERTIES if base is None else None,
+                schema_mode="merge" if base is not None else None,  # a column added to the schema reaches a table written before it
                 storage_options=self.storage_options,
-                commit_properties=CommitProperties(custom_metadata=info, max_commit_retries=25),
+                commit_properties=CommitProperties(custom_metadata=info, max_commit_retries=0),
             )
 
-        with_commit_retries(commit)
+        self._commit(schema, attempt, replace, inputs, append, read_version)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
 
     def commit_files(
         self, schema: TableSchema, files: list[DataFile], replace: DateRange | None = None, inputs: dict[str, int] | None = None,
-        append: bool = False, properties: dict[str, str] | None = None,
+        append: bool = False, properties: dict[str, str] | None = None, read_version: int | None = None,
     ) -> int:
         """Commit data files already written under the table's folder, with `write_arrow`'s modes and
         recording rules. Returns the version committed."""
@@ -238,29 +277,39 @@ class DeltaStore:
             outside = sorted({f.partition_values.get(replace.column) for f in files} - {d.isoformat() for d in replace.days()}, key=str)
             if outside:  # as delta-rs refuses rows outside a predicate: they would sit beside the rows they should replace
                 raise ValueError(f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace")
-        info = _commit_metadata(inputs, properties)
+        info = commit_metadata(inputs, properties, None if append else replace or ALL)
         actions = [AddAction(f.path, f.size, f.partition_values, f.modified_ms, True, json.dumps({"numRecords": f.rows})) for f in files]
-        options = CommitProperties(custom_metadata=info, max_commit_retries=25)
+        options = CommitProperties(custom_metadata=info, max_commit_retries=0)
         partition_by = list(schema.partition_by) or None
         delta_schema = DeltaSchema.from_arrow(schema.arrow())
 
-        def commit() -> None:
-            if self.version(schema.name) is None:
-                try:
-                    create_table_with_add_actions(self.uri(schema.name), delta_schema, actions, mode="error", partition_by=partition_by,
-                                                  storage_options=self.storage_options, commit_properties=options)
-                    return
-                except Exception:
-                    if self.version(schema.name) is None:
-                        raise
-                    # Another writer created the table first: add to it as below.
-            self.table(schema.name).create_write_transaction(
-                actions, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
-                partition_filters=replace.partition_filters(schema) if (replace and not append) else None, commit_properties=options,
-            )
+        def attempt(base: DeltaTable | None) -> None:
+            if base is None:
+                create_table_with_add_actions(self.uri(schema.name), delta_schema, actions, mode="error", partition_by=partition_by,
+                                              configuration=TABLE_PROPERTIES, storage_options=self.storage_options, commit_properties=options)
+            else:
+                base.create_write_transaction(
+                    actions, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
+                    partition_filters=replace.partition_filters(schema) if (replace and not append) else None, commit_properties=options,
+                )
 
-        with_commit_retries(commit)
+        self._commit(schema, attempt, replace, inputs, append, read_version)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
+
+    def refuse_stale(self, schema: TableSchema, replace: DateRange | None, inputs: dict[str, int]) -> None:
+        """Raise StaleInputError now if a replacement computed from `inputs` would be refused at its commit:
+        for work that a refusal would waste or leave behind."""
+        if self.version(schema.name) is not None:
+            _refuse_stale(self.uri(schema.name), self.table(schema.name), replace or ALL, inputs)
+
+    def _commit(self, schema: TableSchema, attempt: Callable[[DeltaTable | None], None], replace: DateRange | None,
+                inputs: dict[str, int] | None, append: bool, read_version: int | None) -> None:
+        """Make `attempt(base)` commit on top of `base`, the table's version that was checked (None: no table yet)."""
+        if schema.name not in self._properties_set and self.version(schema.name) is not None:
+            set_table_properties(self.table(schema.name))
+        self._properties_set.add(schema.name)
+        commit_with_checks(self.uri(schema.name), self.storage_options, attempt, None if append else replace or ALL, inputs, read_version)
+
 
     def read_spark(self, spark, table: str, version: int | None = None):
         """The table as of `version` (the latest if None), as a Spark DataFrame.
@@ -359,5 +408,129 @@ def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
     return files
 
 
-def _commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None) -> dict[str, str]:
-    return (properties or {}) | {WRITE_ID_KEY: uuid.uuid4().hex, INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items())))}
+ALL = "all"  # a commit's scope: the whole table (a full overwrite)
+Scope = DateRange | str | None  # what a commit replaces: a date range, ALL, or nothing (an append)
+
+
+def commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None, scope: Scope) -> dict[str, str]:
+    recorded = {RANGE_KEY: json.dumps({ALL: True}) if scope == ALL else scope.recorded()} if scope is not None else {}
+    return (properties or {}) | recorded | {WRITE_ID_KEY: uuid.uuid4().hex, INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items())))}
+
+
+def recorded_scope(info: dict) -> Scope:
+    """What a commit replaced, as it recorded it; None for an append, or a commit made before ranges were recorded."""
+    recorded = json.loads(info.get(RANGE_KEY) or "null")
+    if recorded is None:
+        return None
+    if recorded.get(ALL):
+        return ALL
+    return DateRange(recorded["column"], date.fromisoformat(recorded["start"]), date.fromisoformat(recorded["end"]))
+
+
+def commit_history(table: DeltaTable, limit: int | None = None) -> list[dict]:
+    """What each commit recorded, newest first, of a table loaded at its latest version (delta-rs numbers
+    the history of a table loaded at an older version wrongly; `DeltaStore.history` reads those).
+    Commits delta-spark made (before Spark's writes were committed by delta-rs) hold the keys as a JSON string."""
+    return [entry | json.loads(entry.get("userMetadata") or "{}") for entry in table.history(limit=limit)]
+
+
+def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list[str]:
+    """Why a replacement of `scope` computed from `inputs` would be older than the rows it replaces: for
+    each part of the scope, the newest commit that replaced it, if it recorded a newer version of an input."""
+    if not inputs or scope is None:
+        return []
+    open_days = None if scope == ALL else set(scope.days())
+    found: list[str] = []
+    for limit in (32, None):
+        found.clear()
+        remaining = None if open_days is None else set(open_days)
+        history = commit_history(base, limit)
+        for info in history:
+            recorded = recorded_scope(info)
+            if recorded is None:
+                continue
+            if remaining is None or recorded == ALL:
+                covered = "the table" if remaining is None else f"{min(remaining)}..{max(remaining)}"
+                remaining = set()
+            else:
+                days = remaining & set(recorded.days()) if recorded.column == scope.column else set()
+                if not days:
+                    continue
+                remaining -= days
+                covered = f"{min(days)}..{max(days)}"
+            theirs = json.loads(info.get(INPUTS_KEY) or "{}")
+            found += [f"{covered} holds rows computed from {name} v{theirs[name]} (commit v{info['version']}), newer than v{version}"
+                      for name, version in sorted(inputs.items()) if theirs.get(name) is not None and theirs[name] > version]
+            if not remaining:
+                return found
+        if limit is None or len(history) < limit:
+            return found
+    return found
+
+
+def _refuse_stale(uri: str, base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> None:
+    if stale := stale_inputs(base, scope, inputs):
+        raise StaleInputError(f"{uri.rsplit('/', 1)[-1]}: not committed, a newer computation is already there: {'; '.join(stale)}")
+
+
+def _files(table: DeltaTable, column: str | None) -> dict[str, str | None]:
+    """Each data file of the table's version, with its value of partition `column` as text."""
+    adds = pa.table(table.get_add_actions(flatten=True))
+    values = adds.column(f"partition.{column}").to_pylist() if column and f"partition.{column}" in adds.column_names else [None] * adds.num_rows
+    return {path: None if value is None else str(value)[:10] for path, value in zip(adds.column("path").to_pylist(), values)}
+
+
+def moved_partitions(then: DeltaTable, now: DeltaTable, scope: Scope) -> list[str]:
+    """The partitions of `scope` whose files differ between two versions of a table (all of them for ALL)."""
+    column = scope.column if isinstance(scope, DateRange) else None
+    before, after = _files(then, column), _files(now, column)
+    changed = {before.get(path, after.get(path)) for path in before.keys() ^ after.keys()}
+    if scope == ALL or scope is None:
+        return sorted(map(str, changed)) if changed else []
+    days = {d.isoformat() for d in scope.days()}
+    return sorted(str(value) for value in changed if value in days)
+
+
+def set_table_properties(table: DeltaTable) -> None:
+    """Give a table written before TABLE_PROPERTIES existed those properties (one commit, once)."""
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.metadata().configuration.get(k) != v}
+    if missing:
+        with_commit_retries(lambda: table.alter.set_table_properties(missing))
+
+
+def commit_with_checks(
+    uri: str, storage_options: dict[str, str] | None, attempt: Callable[[DeltaTable | None], None],
+    scope: Scope, inputs: dict[str, int] | None, read_version: int | None = None,
+) -> None:
+    """Run `attempt(base)`, which commits on top of exactly `base` (None: creates the table), where
+    `base` is the table's latest version and passed the checks; a race lost to another writer's
+    commit is checked and attempted again on the new version.
+
+    Checks: `stale_inputs` (StaleInputError), and with `read_version` (the version of this table the
+    data was computed from) no change to `scope` since then (TableMovedError).
+    """
+    def latest() -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, storage_options=storage_options)
+        except TableNotFoundError:
+            return None
+
+    for attempt_number in range(1, RACE_ATTEMPTS + 1):
+        base = latest()
+        if base is not None:
+            _refuse_stale(uri, base, scope, inputs or {})
+            if read_version is not None and read_version != base.version():
+                then = DeltaTable(uri, version=read_version, storage_options=storage_options)
+                if moved := moved_partitions(then, base, scope):
+                    raise TableMovedError(f"{uri.rsplit('/', 1)[-1]}: not committed, {', '.join(moved)} changed after v{read_version}, which the data was computed from")
+        elif read_version is not None:
+            raise TableMovedError(f"{uri.rsplit('/', 1)[-1]}: not committed, the table read at v{read_version} is gone")
+        try:
+            attempt(base)
+            return
+        except DeltaError as exc:
+            # Lost: another commit took the next version, or another writer created the table first.
+            lost = isinstance(exc, CommitFailedError) or (base is None and latest() is not None)
+            if not lost or attempt_number == RACE_ATTEMPTS:
+                raise
+        time.sleep(random.uniform(0.02, 0.1) * min(2**attempt_number, 32))

@@ -23,8 +23,10 @@ Rules, in order (the first that applies is the line's quarantine reason):
   guess would put a wrong number into every revenue figure;
 - unknown_platform: a platform other than ios, android, web (a missing one becomes 'unknown');
 - missing_identity: neither user_id nor anonymous_id;
-- duplicate: a later delivery of an event_id already seen (the first delivery, by ingest date,
-  file and line, wins).
+- duplicate: a later delivery of an event_id already seen (the first valid delivery, by ingest
+  date, file and line, wins), among the deliveries ingested from 30 days before the range on: a
+  retry is a duplicate whichever dates a run builds, and event_id is unique across the table for
+  deliveries less than 30 days apart.
 
 Event time: devices' clocks can be off by minutes to days, the server's is not. Each event carries
 the device time it happened (`timestamp`), the device time it was sent (`sent_at`) and the server
@@ -139,6 +141,13 @@ class CleaningResult:
     def cleaned_by_event_date(self) -> dict[date, int]:
         """Cleaned rows per event date of the range."""
         return self._sum(lambda outcome, event_date, _: event_date if outcome == "cleaned" else None)
+
+    @transformation
+    def outside_range_by_dates(self) -> dict[tuple[date, date], int]:
+        """Raw rows attributed to dates outside the range, by (event date, ingest date): lines that
+        other partitions' runs publish."""
+        rows = self.classified.filter(F.col("outcome") == "outside_range").groupBy("event_date", "ingest_date").count().collect()
+        return {(row["event_date"], row["ingest_date"]): row["count"] for row in rows}
 
     def rows_by_event_date(self) -> dict[date, int]:
         """Raw rows attributed to each event date of the range (cleaned + quarantined)."""
@@ -286,12 +295,15 @@ def clean_events(
         .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
         .distinct()
     )
-    parsed = parsed_all.drop("raw_line", "raw_bytes").filter(F.col("ingest_date") >= F.lit(start))
-    # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one.
+    # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one. They
+    # are ranked over the whole ingest window, the 30 days before the range included: a retry ingested
+    # in the range whose first delivery landed before it (and dates from before it) is a duplicate
+    # whichever range the run builds, so building dates one at a time or together gives one table.
     first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
-    parsed = parsed.withColumn(
+    ranked = parsed_all.drop("raw_line", "raw_bytes").withColumn(
         "reason", F.when(F.col("reason").isNull() & (F.row_number().over(first_seen) > 1), F.lit("duplicate")).otherwise(F.col("reason"))
     )
+    parsed = ranked.filter(F.col("ingest_date") >= F.lit(start))
     valid = _stitched(parsed.filter(F.col("reason").isNull()), ties)
     invalid = parsed.filter(F.col("reason").isNotNull()).withColumn("identity", F.lit(None).cast("string"))
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
