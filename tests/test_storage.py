@@ -5,7 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
-from lakehouse.tables.storage import DataFile, DateRange, DeltaStore, _files_by_folder
+from deltalake import CommitProperties
+
+from lakehouse.tables.storage import INPUTS_KEY, DataFile, DateRange, DeltaStore, StaleInputError, TableMovedError, _files_by_folder
 
 
 def _raw(day: date, lines: list[str]) -> pa.Table:
@@ -116,3 +118,107 @@ def test_spark_reads_each_version_as_delta_rs_does_whichever_engine_wrote_its_fi
     store.commit_files(RAW_EVENTS, [DataFile("elsewhere/part.parquet", stat.st_size, 1, int(stat.st_mtime * 1000), {"ingest_date": d4.isoformat()})], append=True)
     assert _files_by_folder(store.table("raw_events"), store.uri("raw_events")) is None  # read by delta-spark
     assert _rows(store.read_spark(spark, "raw_events").toArrow()) == _rows(store.read_arrow("raw_events")) == _rows(_raw(d4, ["4a"]))
+
+
+def _another_writer_creates_the_table_first(monkeypatch, module, store, rows):
+    """Patch `module`'s write_deltalake so that, the first time our writer calls it, another writer has
+    just created the table with `rows`: the race between a writer's look at the table and its write."""
+    from deltalake import write_deltalake
+
+    raced = []
+
+    def racing(table_or_uri, data, **kwargs):
+        if not raced:
+            raced.append(True)
+            write_deltalake(store.uri("raw_events"), rows, partition_by=["ingest_date"])
+        return write_deltalake(table_or_uri, data, **kwargs)
+
+    monkeypatch.setattr(module, "write_deltalake", racing)
+
+
+def test_a_first_write_never_replaces_a_table_another_writer_just_created(tmp_path, monkeypatch):
+    import lakehouse.tables.storage as storage
+
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    _another_writer_creates_the_table_first(monkeypatch, storage, store, _raw(d1, ["theirs"]))
+    store.write_arrow(RAW_EVENTS, _raw(d2, ["ours"]), DateRange("ingest_date", d2, d2))
+    assert sorted(store.read_arrow("raw_events").column("raw_line").to_pylist()) == ["ours", "theirs"]
+
+
+def test_the_dbt_writer_s_first_write_never_replaces_a_table_another_writer_just_created(tmp_path, monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from lakehouse.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("delta_writer", REPO_ROOT / "dbt" / "plugins" / "delta_writer.py")
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    monkeypatch.setenv("LAKEHOUSE_DELTA_ROOT", str(tmp_path))
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    staged = tmp_path / "staged.parquet"
+    pq.write_table(_raw(d2, ["ours"]), staged)
+    _another_writer_creates_the_table_first(monkeypatch, writer, store, _raw(d1, ["theirs"]))
+    config = {"partition_column": "ingest_date", "replace_start": d2.isoformat(), "replace_end": d2.isoformat(), "cleaned_events_version": "3"}
+    target = SimpleNamespace(location=SimpleNamespace(format="parquet", path=str(staged)), config=config, relation=SimpleNamespace(identifier="raw_events"))
+    writer.Plugin.store(SimpleNamespace(), target)
+    assert sorted(store.read_arrow("raw_events").column("raw_line").to_pylist()) == ["ours", "theirs"]
+
+
+def test_a_replacement_computed_from_an_older_input_version_is_refused(tmp_path):
+    """A partition computed from raw v5 that commits after one computed from raw v6 must not replace it."""
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["from v6"]), DateRange("ingest_date", d1, d2), {"upstream": 6})
+    with pytest.raises(StaleInputError, match=r"2026-03-01\.\.2026-03-01 holds rows computed from upstream v6 \(commit v0\), newer than v5"):
+        store.write_arrow(RAW_EVENTS, _raw(d1, ["from v5"]), DateRange("ingest_date", d1, d1), {"upstream": 5})
+    assert store.version("raw_events") == 0
+    # Equal or newer inputs replace it; a whole-table write is judged by the newest write before it.
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["from v6 again"]), DateRange("ingest_date", d1, d1), {"upstream": 6})
+    store.write_arrow(RAW_EVENTS, _raw(d2, ["from v7"]), DateRange("ingest_date", d2, d2), {"upstream": 7})
+    with pytest.raises(StaleInputError):
+        store.write_arrow(RAW_EVENTS, _raw(d1, ["whole, from v6"]), inputs={"upstream": 6})
+    assert sorted(store.read_arrow("raw_events").column("raw_line").to_pylist()) == ["from v6 again", "from v7"]
+
+
+def test_a_read_modify_write_is_refused_only_when_its_own_range_changed(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["a"]), DateRange("ingest_date", d1, d1))
+    read = store.version("raw_events")
+    store.write_arrow(RAW_EVENTS, _raw(d2, ["other day"]), append=True)
+    store.write_arrow(RAW_EVENTS, _raw(d1, ["a", "b"]), DateRange("ingest_date", d1, d1), read_version=read)  # d1 untouched since
+    with pytest.raises(TableMovedError, match="2026-03-01 changed after v1"):
+        store.write_arrow(RAW_EVENTS, _raw(d1, ["a", "c"]), DateRange("ingest_date", d1, d1), read_version=read + 1)
+    assert sorted(store.read_arrow("raw_events").column("raw_line").to_pylist()) == ["a", "b", "other day"]
+
+
+@pytest.mark.parametrize("created_by_the_store", [True, False])
+def test_the_log_a_lookup_walks_survives_checkpoints_of_an_aged_table(tmp_path, created_by_the_store):
+    """Checkpoints delete log entries older than the log retention unless the table says not to; every table
+    the store creates says so, and an older table is given the property at its next write."""
+    import os
+    import time
+
+    from deltalake import write_deltalake
+
+    store = DeltaStore(str(tmp_path))
+    d1 = date(2026, 3, 1)
+    first = _raw(d1, ["first"])
+    if created_by_the_store:
+        store.write_arrow(RAW_EVENTS, first, DateRange("ingest_date", d1, d1), {"upstream": 1})
+    else:  # as the previous version created it
+        write_deltalake(store.uri("raw_events"), first, partition_by=["ingest_date"], commit_properties=CommitProperties(custom_metadata={INPUTS_KEY: '{"upstream": 1}'}))
+        store.write_arrow(RAW_EVENTS, first, DateRange("ingest_date", d1, d1), {"upstream": 2})
+    store.table("raw_events").alter.set_table_properties({"delta.checkpointInterval": "2"})
+    store.table("raw_events").create_checkpoint()
+    aged = time.time() - 90 * 86400
+    for entry in (tmp_path / "raw_events" / "_delta_log").iterdir():
+        os.utime(entry, (aged, aged))
+    for n in range(4):  # checkpoints every 2 commits, and cleans the log up after each unless told not to
+        store.write_arrow(RAW_EVENTS, first, DateRange("ingest_date", d1, d1), {"upstream": 3 + n})
+    assert (tmp_path / "raw_events" / "_delta_log" / f"{0:020}.json").exists()
+    assert [info["version"] for info in store.history("raw_events")][-1] == 0
+    assert store.commit_inputs("raw_events", 0) == {"upstream": 1}
