@@ -82,8 +82,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     except ReproductionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    how = "rebuilt from the pinned Delta versions" if result.rebuilt else "from the run's snapshot"
-    print(f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} matches run {result.run_id}")
+    how = "rebuilt from the recorded tables at their Delta versions" if result.rebuilt else "from the run's snapshot"
+    print(f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} (form {result.hash_form}) matches run {result.run_id}")
     return 0
 
 
@@ -100,7 +100,10 @@ def _lineage(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({role: [{"depth": t.depth, "table": t.table, "version": t.version, "uri": t.uri} for t in tables] for role, tables in chain}, indent=2))
         return 0
-    print(f"run {args.run_id}: training set sha256={lineage.training_set_sha256} rows={lineage.training_set_rows} feature service {lineage.feature_service}")
+    print(
+        f"run {args.run_id}: training set sha256={lineage.training_set_sha256} (form {lineage.training_set_hash_form}) "
+        f"rows={lineage.training_set_rows} feature service {lineage.feature_service}"
+    )
     for role, tables in chain:
         print(f"  {role}:")
         for t in tables:
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="write a run's training set, verified against the hash the run logged")
     rep.add_argument("run_id")
     rep.add_argument("--out", type=Path, required=True, help="parquet file to write")
-    rep.add_argument("--rebuild", action="store_true", help="recompute it from the pinned Delta versions through Feast instead of reading the run's snapshot")
+    rep.add_argument("--rebuild", action="store_true", help="recompute it through Feast from the tables and Delta versions the run recorded instead of reading the run's snapshot")
     rep.set_defaults(func=_reproduce)
 
     lin = sub.add_parser("lineage", help="print the table versions a training run was built from, down to raw_events")

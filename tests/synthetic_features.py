@@ -50,9 +50,14 @@ def feature_rows(rng, propensity: np.ndarray, day: datetime, shift: float = 1.0)
 
 
 def land_feature_days(store: DeltaStore, rng, propensity, days: range, shift: float = 1.0) -> None:
-    """Rewrite the three tables with `days` added (earlier rows unchanged): one new version each."""
+    """Rewrite the three tables with `days` added (earlier rows unchanged): one new version each.
+
+    Each commit records, as the assets do, the cleaned_events version it was computed from: here the
+    last day landed stands for it (there is no cleaned_events table), the same for all three.
+    """
     frames = [feature_rows(rng, propensity, FIRST_DAY + timedelta(days=d), shift) for d in days]
     for i, schema in enumerate((USER_FEATURES, CATEGORY_FEATURES, TRAINING_LABELS)):
         new = pa.Table.from_pandas(pd.concat([f[i] for f in frames]), preserve_index=False)
         old = store.read_arrow(schema.name) if store.version(schema.name) is not None else None
-        store.write_arrow(schema, pa.concat_tables([old.select(new.column_names).cast(schema.arrow()), new.cast(schema.arrow())]) if old else new)
+        data = pa.concat_tables([old.select(new.column_names).cast(schema.arrow()), new.cast(schema.arrow())]) if old else new
+        store.write_arrow(schema, data, inputs={"cleaned_events": days[-1]})

@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 from lakehouse.cli import main as cli
 from lakehouse.features.feature_store import FEATURE_SERVICE, open_store
 from lakehouse.features.served_features import flush_served_features
-from lakehouse.ml.fingerprint import content_sha256
-from lakehouse.ml.lineage import REGISTERED_MODEL
+from lakehouse.ml.fingerprint import ARROW_IPC, CANONICAL_V1, content_sha256
+from lakehouse.ml.lineage import HASH_FORM_TAG, REGISTERED_MODEL
 from lakehouse.ml.serving_skew import recent_entity_rows
 from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
@@ -109,7 +109,8 @@ def test_every_run_records_its_inputs_and_the_registered_model_carries_the_same_
             assert json.loads(dataset.profile) == {"num_rows": store.row_count(table, v), "num_columns": len(schema.columns), "delta_version": v}
             assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == role
         snapshot = pd.read_parquet(client.download_artifacts(run_id, "training_set/training_set.parquet", str(lake["data"] / f"dl{version}")))
-        assert content_sha256(snapshot) == tags["lakehouse.training_set.sha256"] and len(snapshot) == int(tags["lakehouse.training_set.rows"])
+        assert tags[HASH_FORM_TAG] == CANONICAL_V1
+        assert content_sha256(snapshot, CANONICAL_V1) == tags["lakehouse.training_set.sha256"] and len(snapshot) == int(tags["lakehouse.training_set.rows"])
         # The estimator's hyperparameters as training.py sets them, and the temporal split.
         params = run.data.params
         assert {k: params[k] for k in ("model", "max_iter", "learning_rate", "random_state", "loss", "max_leaf_nodes", "l2_regularization")} == {
@@ -228,7 +229,7 @@ def test_reproduce_fails_when_the_training_set_no_longer_hashes_to_the_logged_sh
     _set_tag(tracking, old, "lakehouse.training_set.sha256", "0" * 64)
     for flags, source in (([], "snapshot"), (["--rebuild"], "rebuilt")):
         error = _reproduce_fails([old, *flags], tmp_path / "out.parquet", capsys)
-        assert f"{source} training set differs from the logged one (sha256 {sha} vs {'0' * 64}, rows {rows} vs {rows})" in error
+        assert f"{source} training set differs from the logged one (sha256 {sha} vs {'0' * 64}, rows {rows} vs {rows}; hash form {CANONICAL_V1})" in error
 
     # The digest is right but the data under the pinned labels version changed: same rows, one label
     # flipped, in a copy of the table at the same version number that the copied run now points at.
@@ -245,7 +246,7 @@ def test_reproduce_fails_when_the_training_set_no_longer_hashes_to_the_logged_sh
     assert DeltaTable(str(tampered)).version() == version
     _set_tag(tracking, old, "lakehouse.input.labels.uri", str(tampered))
     error = _reproduce_fails([old, "--rebuild"], tmp_path / "out.parquet", capsys)
-    assert "rebuilt training set differs from the logged one" in error and f"vs {sha}, rows {rows} vs {rows})" in error
+    assert "rebuilt training set differs from the logged one" in error and f"vs {sha}, rows {rows} vs {rows}; hash form {CANONICAL_V1})" in error
     # The snapshot does not depend on the tables: it still matches.
     assert cli(["reproduce", old, "--out", str(tmp_path / "snapshot.parquet")]) == 0
 
@@ -276,6 +277,70 @@ def test_reproduce_fails_when_the_feature_service_was_redefined(lake, tmp_path, 
     assert len(recorded) > len(now)  # what the run used was the real v2, not the redefinition
 
 
+def _another_lake(data, users: int, days: range, monkeypatch):
+    """A lake of synthetic feature tables at `data` with its Feast registry applied (its sources: these
+    tables), and LAKEHOUSE_DATA_DIR pointing at it. Returns its DeltaStore and Feast store."""
+    from lakehouse.features.feature_store import apply_definitions
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data))
+    store = DeltaStore(str(data / "delta"))
+    rng = np.random.default_rng(1)
+    land_feature_days(store, rng, rng.gamma(2.0, 0.4, users), days)
+    apply_definitions(open_store(data))
+    return store, open_store(data)
+
+
+def test_a_rebuild_reads_the_tables_the_run_recorded_whatever_lake_the_data_dir_names(lake, tmp_path, capsys, monkeypatch):
+    """Lake B has feature tables of its own (other values, at the very versions run 1 pinned in lake A)
+    and its own registry, whose sources are B's tables. Rebuilding run 1 with LAKEHOUSE_DATA_DIR=B
+    must still read A's tables, the ones the run recorded, and match its hash."""
+    from lakehouse.ml.reproduce import _local_path
+
+    old = lake["runs"][0]
+    tags = MlflowClient(lake["tracking"]).get_run(old).data.tags
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", lake["tracking"])
+    store_b, registry_b = _another_lake(tmp_path / "lake_b", USERS, range(0, 20), monkeypatch)
+    for role, table in (("user_activity", "user_features"), ("category_activity", "category_features")):
+        assert registry_b.get_feature_view(role).batch_source.path == store_b.uri(table) != tags[f"lakehouse.input.{role}.uri"]
+        assert store_b.version(table) == int(tags[f"lakehouse.input.{role}.version"])  # the pinned version exists in B too
+
+    out = tmp_path / "rebuilt.parquet"
+    assert cli(["reproduce", old, "--rebuild", "--out", str(out)]) == 0
+    assert tags["lakehouse.training_set.sha256"] in capsys.readouterr().out
+    snapshot = pd.read_parquet(_local_path(MlflowClient(lake["tracking"]).get_run(old).info.artifact_uri) / "training_set" / "training_set.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), snapshot)
+
+    # A recorded table that is not where the run read it: the error names it and the place, before any join.
+    tracking = _store_copy(lake, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    moved = str(tmp_path / "moved" / "user_features")
+    _set_tag(tracking, old, "lakehouse.input.user_activity.uri", moved)
+    error = _reproduce_fails([old, "--rebuild"], tmp_path / "gone.parquet", capsys)
+    assert f"input table user_features is gone: no Delta table at {moved}, where the run read it" in error
+
+
+def test_a_run_logged_before_hash_forms_verifies_in_the_arrow_ipc_form_and_an_unknown_form_is_refused(lake, tmp_path, capsys, monkeypatch):
+    """Runs logged before forms were recorded carry no hash_form tag and the digest of the Arrow IPC
+    form (what the code logged then): the copied run is made so, then given a form no code defines."""
+    from lakehouse.ml.reproduce import _local_path
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(lake["data"]))
+    old = lake["runs"][0]
+    tracking = _store_copy(lake, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    snapshot = pd.read_parquet(_local_path(MlflowClient(lake["tracking"]).get_run(old).info.artifact_uri) / "training_set" / "training_set.parquet")
+    legacy = content_sha256(snapshot, ARROW_IPC)
+    _edit_store(tracking, "DELETE FROM tags WHERE run_uuid = ? AND key = ?", (old, HASH_FORM_TAG))
+    _set_tag(tracking, old, "lakehouse.training_set.sha256", legacy)
+    for flags in ([], ["--rebuild"]):
+        assert cli(["reproduce", old, "--out", str(tmp_path / f"legacy{len(flags)}.parquet"), *flags]) == 0
+        assert f"sha256 {legacy} (form {ARROW_IPC}) matches run {old}" in capsys.readouterr().out
+
+    _edit_store(tracking, "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", (HASH_FORM_TAG, "canonical-v9", old))
+    error = _reproduce_fails([old], tmp_path / "out.parquet", capsys)
+    assert f"run {old}: its training-set hash is in form 'canonical-v9', which this version of lakehouse does not know" in error
+
+
 def test_reproduce_fails_when_an_input_table_or_the_training_set_has_another_row_count(lake, tmp_path, capsys, monkeypatch):
     from deltalake import DeltaTable
 
@@ -299,7 +364,7 @@ def test_reproduce_fails_when_an_input_table_or_the_training_set_has_another_row
     snapshot = pd.read_parquet(_local_path(MlflowClient(lake["tracking"]).get_run(old).info.artifact_uri) / "training_set" / "training_set.parquet")
     _set_tag(tracking, old, "lakehouse.training_set.rows", str(len(snapshot) + 1))
     error = _reproduce_fails([old], tmp_path / "out.parquet", capsys)
-    assert "snapshot training set differs from the logged one" in error and f"rows {len(snapshot)} vs {len(snapshot) + 1})" in error
+    assert "snapshot training set differs from the logged one" in error and f"rows {len(snapshot)} vs {len(snapshot) + 1}; hash form {CANONICAL_V1})" in error
 
 
 def test_reproduce_fails_when_the_snapshot_artifact_is_gone_but_rebuilds(lake, tmp_path, capsys, monkeypatch):
@@ -322,6 +387,25 @@ def test_reproduce_fails_when_the_snapshot_artifact_is_gone_but_rebuilds(lake, t
     # The pinned Delta versions are all there: --rebuild does not need the snapshot.
     assert cli(["reproduce", old, "--rebuild", "--out", str(tmp_path / "rebuilt.parquet")]) == 0
     assert "matches run" in capsys.readouterr().out
+
+
+def test_training_refuses_labels_and_features_computed_from_different_cleaned_events_versions(tmp_path, monkeypatch):
+    """What the model asset calls first (current_inputs): every input at its current version, all from one
+    cleaned_events version, or a one-line refusal naming each table and the version it came from."""
+    from lakehouse.ml.training_set import MixedInputVersionsError, current_inputs
+
+    store, registry = _another_lake(tmp_path / "lake", 60, range(0, 3), monkeypatch)  # each table v0, from cleaned_events "v2"
+    assert {t.name: t.version for t in current_inputs(store, registry)} == {"training_labels": 0, "user_features": 0, "category_features": 0}
+
+    # user_features recomputed from a newer cleaned_events version; the labels and category features were not.
+    store.write_arrow(USER_FEATURES, store.read_arrow(USER_FEATURES.name), inputs={"cleaned_events": 3})
+    with pytest.raises(MixedInputVersionsError) as refused:
+        current_inputs(store, registry)
+    assert str(refused.value) == (
+        "training refused: its tables do not come from one cleaned_events version (training_labels v0 from cleaned_events v2, "
+        "user_features v1 from cleaned_events v3, category_features v0 from cleaned_events v2); "
+        "rematerialize training_labels, user_features, category_features together"
+    )
 
 
 def test_a_training_set_with_a_future_or_stale_feature_row_fails_the_point_in_time_check_and_trains_nothing(lake, monkeypatch):

@@ -206,8 +206,10 @@ def service_sources(store, service_name: str = FEATURE_SERVICE) -> list:
 
 def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], service_name: str = FEATURE_SERVICE) -> pd.DataFrame:
     """Point-in-time join of `entity_df` (user_id, event_timestamp, ...) with the service's features,
-    each feature view read at the Delta version its pin names. Rows come back in entity order, with
-    `<view>__feature_timestamp` (the event time of the feature row each got) for the leakage audit."""
+    each feature view read from the Delta table and version its pin names, not the registry's source
+    path (a rebuild reads the tables its run read, whatever lake the registry describes). Rows come
+    back in entity order, with `<view>__feature_timestamp` (the event time of the feature row each
+    got) for the leakage audit."""
     from lakehouse.features.feast_delta import DeltaOfflineStore, pinned
 
     by_view = {p.feature_view: p for p in pins}
@@ -217,7 +219,9 @@ def historical_features(store, entity_df: pd.DataFrame, pins: list[SourcePin], s
         if projection.name not in by_view:
             raise ValueError(f"no Delta version pinned for feature view {projection.name!r}")
         # The service's projection carries its feature subset and join-key mapping.
-        views.append(pinned(store.get_feature_view(projection.name).with_projection(projection), by_view[projection.name].version))
+        view = pinned(store.get_feature_view(projection.name).with_projection(projection), by_view[projection.name].version)
+        view.batch_source.path = by_view[projection.name].uri  # pinned() copied the source
+        views.append(view)
     job = DeltaOfflineStore.get_historical_features(
         config=store.config,
         feature_views=views,

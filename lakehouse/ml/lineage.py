@@ -1,7 +1,8 @@
 """What trained a model, recorded in MLflow so that the training set can be rebuilt from a run id.
 
 Every run carries, as tags and as MLflow dataset inputs, each input Delta table's URI, version and
-row count, plus the training set's full SHA-256 and row count, the feature service and its feature
+row count, plus the training set's full SHA-256, the form it was taken over (lakehouse.ml.fingerprint;
+a run without that tag used the Arrow IPC form) and row count, the feature service and its feature
 references, the Feast project, the git commit and the Dagster run. Tags are the source of truth for
 reproduction: MLflow's own Delta dataset source drops version 0 and its dataset digest covers only
 the first 10,000 rows. The dataset inputs are what the MLflow UI shows: each table's source (public
@@ -19,11 +20,16 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from lakehouse.config import REPO_ROOT, public_uri
+from lakehouse.ml.fingerprint import ARROW_IPC, CURRENT_FORM
 
 EXPERIMENT = "purchase_propensity"
 REGISTERED_MODEL = "purchase_propensity"
 TAG = "lakehouse"
 SNAPSHOT_ARTIFACT = "training_set/training_set.parquet"
+HASH_FORM_TAG = f"{TAG}.training_set.hash_form"
+# Commits that rewrite files or settings without changing the rows (table maintenance makes them):
+# the rows of their version were computed from what the data commit before them recorded.
+_SAME_ROWS_OPERATIONS = frozenset({"OPTIMIZE", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END"})
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,12 @@ class TrainingLineage:
     feature_service: str
     feature_refs: tuple[str, ...]  # "view:feature", in the service's order
     feast_project: str
+    training_set_hash_form: str = CURRENT_FORM  # the byte form training_set_sha256 was taken over
 
     def to_tags(self) -> dict[str, str]:
         tags = {
             f"{TAG}.training_set.sha256": self.training_set_sha256,
+            HASH_FORM_TAG: self.training_set_hash_form,
             f"{TAG}.training_set.rows": str(self.training_set_rows),
             f"{TAG}.feature_service": self.feature_service,
             f"{TAG}.feature_refs": ",".join(self.feature_refs),
@@ -80,6 +88,7 @@ class TrainingLineage:
             feature_service=tags[f"{TAG}.feature_service"],
             feature_refs=tuple(r for r in tags.get(f"{TAG}.feature_refs", "").split(",") if r),
             feast_project=tags[f"{TAG}.feast_project"],
+            training_set_hash_form=tags.get(HASH_FORM_TAG, ARROW_IPC),  # runs logged before forms were recorded
         )
 
     def input(self, role: str) -> InputTable:
@@ -236,19 +245,41 @@ class TableVersion:
     version: int
 
 
+def computed_from(uri: str, version: int, storage_options: dict[str, str] | None = None) -> dict[str, int] | None:
+    """The input tables and versions the rows of `uri` at `version` were computed from, or None if unknown.
+
+    Those the newest commit at or before `version` that wrote rows recorded (INPUTS_KEY); a
+    compaction or a settings change since then changed no row. None when that commit recorded
+    nothing: a table written before inputs were recorded, or by another writer.
+    """
+    from lakehouse.tables.storage import INPUTS_KEY, DeltaStore  # deltalake: not needed to read a run's tags
+
+    root, table = uri.rstrip("/").rsplit("/", 1)
+    store = DeltaStore(root, storage_options)
+    for limit in (1, 16, None):  # usually the commit of `version` itself: read no more of the log than needed
+        commits = store.history(table, version, limit)
+        for commit in commits:
+            if INPUTS_KEY in commit:
+                return json.loads(commit[INPUTS_KEY])
+            if commit.get("operation") not in _SAME_ROWS_OPERATIONS:
+                return None
+        if limit is None or len(commits) < limit:
+            return None  # the first commit of the log, and it wrote no rows
+
+
 def upstream_of(uri: str, version: int, depth: int = 1) -> list[TableVersion]:
-    """`uri` at `version`, then every table version its commit was computed from, depth first.
+    """`uri` at `version`, then every table version its rows were computed from, depth first.
 
     Each commit records its inputs (lakehouse.tables.storage.INPUTS_KEY); the inputs live in the
     same Delta root. A table written before inputs were recorded ends its branch.
     """
-    from lakehouse.tables.storage import DeltaStore  # deltalake: not needed to read a run's tags
+    from lakehouse.tables.storage import table_version  # deltalake: not needed to read a run's tags
 
-    root, table = uri.rstrip("/").rsplit("/", 1)
-    store = DeltaStore(root)
-    chain = [TableVersion(depth, table, uri, version)]
-    for name, input_version in sorted(store.commit_inputs(table, version).items() if store.version(table) is not None else []):
-        chain += upstream_of(store.uri(name), input_version, depth + 1)
+    root = uri.rstrip("/").rsplit("/", 1)[0]
+    chain = [TableVersion(depth, uri.rstrip("/").rsplit("/", 1)[1], uri, version)]
+    inputs = computed_from(uri, version) if table_version(uri) is not None else None
+    for name, input_version in sorted((inputs or {}).items()):
+        chain += upstream_of(f"{root}/{name}", input_version, depth + 1)
     return chain
 
 

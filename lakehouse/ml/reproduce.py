@@ -1,10 +1,14 @@
 """The training set of an MLflow run, from its snapshot or rebuilt from the Delta versions it recorded.
 
-Either way the frame is verified against the SHA-256 the run logged before anyone sees it:
+Either way the frame is verified against the SHA-256 the run logged, in the byte form the run
+recorded (lakehouse.ml.fingerprint), before anyone sees it:
 - from the snapshot: the parquet artifact the run logged (survives any table maintenance);
-- `rebuild=True`: the same point-in-time retrieval through the Feast offline store, every source
-  pinned to its recorded version. Equal hashes prove the pipeline deterministic; it needs those
-  versions readable, which table maintenance guarantees for registered and kept runs only.
+- `rebuild=True`: the same point-in-time retrieval through the Feast offline store, reading the
+  tables the run recorded (URIs in its lineage, not the registry's source paths, which belong to
+  whichever lake LAKEHOUSE_DATA_DIR names now), each at its recorded version. The registry gives
+  only the definitions (join keys, TTLs), checked against the feature references the run recorded.
+  Equal hashes prove the pipeline deterministic; it needs those versions readable, which table
+  maintenance guarantees for registered and kept runs only.
 
 This module is what `lakehouse runs` and `lakehouse reproduce` import, so it imports nothing heavy at
 module level: `import mlflow` alone takes seconds (it pulls in pandas, polars, pyspark, scipy and
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lakehouse.config import public_uri
+from lakehouse.ml.fingerprint import FORMS, content_sha256  # pandas and Arrow only once a hash is taken
 from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage
 
 if TYPE_CHECKING:
@@ -38,6 +43,7 @@ class ReproductionError(Exception):
 class Reproduction:
     run_id: str
     sha256: str
+    hash_form: str
     rows: int
     out: Path
     rebuilt: bool
@@ -188,8 +194,12 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
     from lakehouse.tables.storage import read_dataset, table_version
 
     for t in lineage.inputs:
-        if table_version(t.uri) is None:
-            raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}")
+        try:
+            version = table_version(t.uri)
+        except Exception as exc:  # deltalake raises several types for a store it cannot reach or read
+            raise ReproductionError(f"input table {t.name} cannot be read at {t.uri}, where the run read it: {exc}") from exc
+        if version is None:
+            raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}, where the run read it")
         try:
             dataset = read_dataset(t.uri, t.version)
         except Exception as exc:  # deltalake raises several types for a version whose log entries are gone
@@ -230,49 +240,61 @@ def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
 
 
 def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFrame:
+    """The recorded tables at their recorded versions, joined by the registry's definition of the service."""
     # imported here: Feast (through both modules) costs several seconds, and only --rebuild needs it
+    from feast.errors import FeatureServiceNotFoundException
+
     from lakehouse.features.feature_store import feature_refs, open_store
     from lakehouse.ml.training_set import build_training_set
 
+    _check_inputs_readable(lineage)
     store = open_store(data_dir)
-    current = tuple(feature_refs(store, lineage.feature_service))
+    try:
+        current = tuple(feature_refs(store, lineage.feature_service))
+    except FeatureServiceNotFoundException as exc:
+        raise ReproductionError(
+            f"run {run_id}: feature service {lineage.feature_service} is not in the Feast registry of project {store.project} "
+            f"under {data_dir} (the run used project {lineage.feast_project}); apply the feature repo there to rebuild"
+        ) from exc
     if lineage.feature_refs and current != lineage.feature_refs:
         raise ReproductionError(
             f"run {run_id}: feature service {lineage.feature_service} now serves {list(current)}, "
             f"the run used {list(lineage.feature_refs)}; restore the service definition to rebuild"
         )
-    _check_inputs_readable(lineage)
     return build_training_set(store, lineage.inputs, lineage.feature_service).frame
 
 
 def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> pd.DataFrame:
-    """The run's training set, verified against the SHA-256 and row count it logged."""
+    """The run's training set, verified against the SHA-256 (in the run's hash form) and row count it logged."""
     return _verified_training_set(run_id, tracking_uri, data_dir, rebuild)[0]
 
 
-def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, str]:
-    # imported here: pandas and Arrow, which `lakehouse runs` does not need
-    from lakehouse.ml.fingerprint import content_sha256
-
+def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, TrainingLineage]:
     run = _stored_run(tracking_uri, run_id)
     lineage = _lineage_of(run)
+    form = lineage.training_set_hash_form
+    if form not in FORMS:
+        raise ReproductionError(
+            f"run {run_id}: its training-set hash is in form {form!r}, which this version of lakehouse does not know "
+            f"(it knows {', '.join(FORMS)}); verify it with the version that logged it"
+        )
     frame = _rebuild(run_id, lineage, data_dir) if rebuild else _snapshot(run, tracking_uri)
-    sha256 = content_sha256(frame)
+    sha256 = content_sha256(frame, form)
     if sha256 != lineage.training_set_sha256 or len(frame) != lineage.training_set_rows:
         source = "rebuilt" if rebuild else "snapshot"
         raise ReproductionError(
             f"run {run_id}: {source} training set differs from the logged one "
-            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs {lineage.training_set_rows})"
+            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs {lineage.training_set_rows}; hash form {form})"
         )
-    return frame, sha256
+    return frame, lineage
 
 
 def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> Reproduction:
     """Write the run's verified training set to `out` (parquet); nothing is written if it cannot be verified."""
-    frame, sha256 = _verified_training_set(run_id, tracking_uri, data_dir, rebuild)
+    frame, lineage = _verified_training_set(run_id, tracking_uri, data_dir, rebuild)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
-    return Reproduction(run_id, sha256, len(frame), out, rebuild)
+    return Reproduction(run_id, lineage.training_set_sha256, lineage.training_set_hash_form, len(frame), out, rebuild)
 
 
 def _finished_runs(tracking_uri: str) -> list[_StoredRun]:
@@ -306,6 +328,7 @@ def training_runs(tracking_uri: str) -> list[dict]:
                 "run_id": run.run_id,
                 "started": run.start_time,
                 "training_set_sha256": lineage.training_set_sha256,
+                "training_set_hash_form": lineage.training_set_hash_form,
                 "training_set_rows": lineage.training_set_rows,
                 "feature_service": lineage.feature_service,
                 "inputs": {t.name: t.version for t in lineage.inputs},

@@ -65,9 +65,10 @@ def run_description(run_id: str, trained: TrainedModel, training_set: pd.DataFra
         f"- **Training window**: prediction times {params['window_start']} to {params['window_end']}; trained on those before "
         f"{params['split_time']}, tested on the rest (temporal split, latest {TEST_SHARE:.0%} of prediction times held out). Test AUC {auc:.3f}.\n"
         f"- **Features**: Feast feature service `{lineage.feature_service}` ({len(lineage.feature_refs)} features, project `{lineage.feast_project}`).\n"
-        f"- **Inputs**: {inputs}; training set {lineage.training_set_rows:,} rows, SHA-256 `{lineage.training_set_sha256}`.\n"
+        f"- **Inputs**: {inputs}; training set {lineage.training_set_rows:,} rows, SHA-256 `{lineage.training_set_sha256}` "
+        f"(over its `{lineage.training_set_hash_form}` form).\n"
         f"- **Reproduce**: `lakehouse reproduce {run_id} --out training_set.parquet` returns this training set, hash-checked "
-        f"(`--rebuild` recomputes it from the pinned Delta versions); `lakehouse lineage {run_id}` lists every table version behind it.\n"
+        f"(`--rebuild` recomputes it from the recorded Delta tables at their versions); `lakehouse lineage {run_id}` lists every table version behind it.\n"
     )
 
 
