@@ -1,6 +1,8 @@
 """Sensors and declarative automation, evaluated in-process against an ephemeral instance."""
 
 import warnings
+
+import pytest
 from datetime import date, datetime, timezone
 
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_sensor_context, evaluate_automation_conditions
@@ -73,3 +75,70 @@ def test_raw_and_cleaned_materialized_in_one_run_still_rebuild_the_late_window(t
         expected = {"2026-03-07", "2026-03-08", "2026-03-09"}
         assert result.get_requested_partitions(AssetKey("cleaned_events")) == expected
         assert result.get_requested_partitions(AssetKey("quarantined_events")) == expected
+
+
+@pytest.mark.slow  # runs dbt twice
+def test_a_late_purchase_reaches_daily_revenue_of_its_own_date_through_the_automation(tmp_path, monkeypatch):
+    import json
+
+    import pyarrow.compute as pc
+    from dagster import Definitions, materialize
+
+    from assets.cleaned import cleaned_events
+    from assets.metrics import dbt_metrics, dbt_seeds
+    from assets.raw import raw_events
+    from lakehouse.tables.storage import DeltaStore
+    from resources.dbt import dbt_cli
+    from resources.delta import DeltaStorage
+    from resources.engine import EngineResource
+    from resources.landing import LandingArea
+
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))  # dbt's profile reads the lake from it
+    d1, d2, d3 = date(2026, 3, 10), date(2026, 3, 11), date(2026, 3, 12)
+    quiet = GeneratorConfig(users=40, seed=5, duplicate_rate=0, clock_skew_rate=0, late_rate=0, malformed_rate=0, drift_from=None)
+    generate(tmp_path / "landing", d1, 3, quiet)
+    resources = {"delta": DeltaStorage(root=str(tmp_path / "delta")), "landing": LandingArea(path=str(tmp_path / "landing")), "engine": EngineResource(), "dbt": dbt_cli()}
+    graph = [raw_events, cleaned_events, dbt_seeds, dbt_metrics]
+    defs = Definitions(assets=graph, resources=resources)
+    store = DeltaStore(str(tmp_path / "delta"))
+    evaluated_at = datetime(2026, 3, 13, 9, 30, tzinfo=timezone.utc)
+
+    def run(assets, first, last, instance):
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+        tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+        assert materialize(assets, resources=resources, instance=instance, tags=tags).success
+        # dagster-dbt reads column metadata through dbt-duckdb in the run's process, whose connection keeps
+        # dbt.duckdb locked: a Dagster run has a process of its own, these runs share the test's.
+        if DuckDBConnectionManager._ENV is not None:  # noqa: SLF001
+            DuckDBConnectionManager._ENV.close()  # noqa: SLF001
+            DuckDBConnectionManager._ENV = None  # noqa: SLF001
+
+    def revenue(day):
+        table = store.read_arrow("daily_revenue")
+        return table.filter(pc.equal(table["event_date"], day)).column("revenue_usd").to_pylist()
+
+    with DagsterInstance.ephemeral() as instance:
+        run(graph, d1, d3, instance)
+        before = revenue(d2)
+        quiet_tick = evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=evaluated_at)
+        # A purchase made on d2 at 18:00 reaches the server on d3 at 09:00, and d3's folder is ingested again.
+        late = {
+            "event_id": "late-purchase", "event_name": "purchase_completed", "timestamp": "2026-03-11T18:00:00Z", "sent_at": "2026-03-12T09:00:00Z",
+            "received_at": "2026-03-12T09:00:00Z", "user_id": "usr_late", "session_id": "ses_late", "platform": "web",
+            "properties": {"order_id": "o-late", "revenue_usd": 42.5},
+        }
+        with open(day_folder(tmp_path / "landing", d3) / "events.jsonl", "a") as f:
+            f.write(json.dumps(late) + "\n")
+        run([raw_events], d3, d3, instance)
+
+        tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet_tick.cursor, evaluation_time=evaluated_at)
+        rebuilt = sorted(tick.get_requested_partitions(AssetKey("cleaned_events")))
+        assert d2.isoformat() in rebuilt and not tick.get_requested_partitions(AssetKey("daily_revenue"))  # the metrics wait for the rebuild
+        run([cleaned_events], date.fromisoformat(rebuilt[0]), date.fromisoformat(rebuilt[-1]), instance)
+
+        tick = evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor, evaluation_time=evaluated_at)
+        assert tick.get_requested_partitions(AssetKey("daily_revenue")) == set(rebuilt)
+        run([dbt_metrics], date.fromisoformat(rebuilt[0]), date.fromisoformat(rebuilt[-1]), instance)
+
+    assert revenue(d2) == [round(before[0] + 42.5, 2)]
