@@ -1,7 +1,8 @@
 """Differential: every transformation gives the same table on DuckDB (through SQLFrame) as on Spark.
 
 Same rows, same column types, same nulls, same quarantine reasons, on the hand-worked fixtures and on
-hypothesis-generated raw lines (malformed ones included). Spark is the oracle the local engine must
+hypothesis-generated raw lines (malformed ones included); and malformed_json on both is the strict JSON
+of the reference in tests/test_properties.py. Spark is the oracle the local engine must
 match: the cluster profile runs the same code there. The whole graph on a generated window, Spark on
 the cluster against DuckDB locally, is compared table by table in tests/test_cluster_lakehouse.py.
 """
@@ -19,7 +20,7 @@ from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 from test_cleaning import D1, D2, RAW
-from test_properties import raw_lines
+from test_properties import JSON_SHAPES, is_malformed_json, malformed_lines, raw_lines
 from test_user_activity import EVENTS, LAST_DAY, SESSIONS
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -84,3 +85,11 @@ def test_cleaning_agrees_on_generated_lines_malformed_ones_included(engines, lin
     assert sorted(cleaned["line_number"].to_pylist() + quarantined["line_number"].to_pylist()) == list(range(1, len(lines) + 1))
     assert dict(zip(*spark["counts"].to_pydict().values()))["outside_range"] == 0
     assert len(set(cleaned["event_id"].to_pylist())) == len(cleaned)
+    assert malformed_lines(quarantined.to_pylist()) == {i + 1 for i, line in enumerate(lines) if is_malformed_json(line)}
+
+
+def test_both_engines_read_json_as_strictly_as_the_reference(engines):
+    lines = list(JSON_SHAPES)
+    rows = [(date(2026, 3, 1), "f", i + 1, line) for i, line in enumerate(lines)]
+    spark = assert_engines_agree(engines, clean_events, rows, RAW_EVENTS, date(2000, 1, 1), date(2100, 1, 1))
+    assert malformed_lines(spark["quarantined"].to_pylist()) == {i + 1 for i, line in enumerate(lines) if JSON_SHAPES[line]}

@@ -19,6 +19,11 @@ from contextvars import ContextVar
 from typing import Any, Callable, TypeVar
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
+# Spark's Jackson refuses a number of more than 1000 digits (StreamReadConstraints), and one of 1001
+# on some of its paths only (there it counts a missing fraction or exponent as -1 digits); DuckDB's
+# yyjson reads any. So both refuse a line with a run of more than this many number characters
+# (digits . e E + -), in a number or a string: no event needs a tenth of it.
+MAX_NUMBER_CHARS = 1000
 
 
 class _JsonObjects:
@@ -31,8 +36,9 @@ class _JsonObjects:
           to "string" (the field's text when it is a JSON string, else null), "text" (the text of
           any JSON value: numbers may come as strings) or a dict of the same shape for a nested
           object;
-        - `_is_object`: the line is exactly one JSON object, and the objects read here repeat no
-          key (which of two values counts is a choice each engine makes differently);
+        - `_is_object`: the line is exactly one strict JSON (RFC 8259) object, the objects read
+          here repeat no key (which of two values counts is a choice each engine makes
+          differently), and it holds no run of more than MAX_NUMBER_CHARS number characters;
         - `_not_string`: a "string" field holds a number, boolean, object or array.
 
         Parsed once, in its own stage: in one expression tree Spark would parse again for every
@@ -64,13 +70,19 @@ class _JsonObjects:
         for leaf in strings:
             not_string = not_string | F.coalesce(self.json_not_string(leaf), F.lit(False))
         staged = df.select("*", self.parsed_json_leaves(F.col(line), fields).alias("_json_leaves"))
-        staged = staged.select("*", (parsed.isNotNull() & unique_keys).alias("_is_object"))
+        staged = staged.select("*", (parsed.isNotNull() & unique_keys & self._numbers_within_limit(F.col(line))).alias("_is_object"))
         return staged.select(
             *df.columns,
             F.when(F.col("_is_object"), text).alias("_json"),
             "_is_object",
             (F.col("_is_object") & not_string).alias("_not_string"),
         )
+
+    def _numbers_within_limit(self, line):
+        F = self.functions
+        runs = F.translate(F.regexp_replace(line, "[^-+.eE0-9]+", " "), "-+.eE0123456789", "#" * 15)
+        longest = F.length(F.array_max(F.split(runs, " ")))  # runs of "#" sort by length
+        return F.when(F.length(line) > MAX_NUMBER_CHARS, longest <= MAX_NUMBER_CHARS).otherwise(F.lit(True))
 
 
 class _SparkApi(_JsonObjects):
@@ -112,10 +124,15 @@ class _SparkApi(_JsonObjects):
             )
 
         # Jackson, under from_json and json_object_keys, reads the first value of a line and ignores
-        # what follows, and accepts single quotes, NaN and leading zeros. The strict variant parser
-        # rejects the latter (duplicate keys are allowed through spark.sql.variant.allowDuplicateKeys
-        # and judged by json_objects); the two wrappers reject trailing text: a line with text after
-        # its object cannot be both the only element of an array and the value of an object's only key.
+        # what follows; from_json turns on single quotes and NaN/Infinity (JSONOptions), and
+        # json_object_keys unescaped control characters and lone surrogate escapes such as "\ud800".
+        # The variant parser is Jackson with every JsonReadFeature off (no comments, unquoted or
+        # single-quoted names, leading zeros or "+", ".5" or "5.", NaN/Infinity, control characters,
+        # escapes of any character, trailing commas or missing values) and refuses lone surrogates
+        # (duplicate keys are allowed through spark.sql.variant.allowDuplicateKeys and judged by
+        # json_objects, as are long numbers). The two wrappers reject trailing text: a line with
+        # text after its object cannot be both the only element of an array and the value of an
+        # object's only key.
         one_value = (F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1) & (
             F.size(F.json_object_keys(F.concat(F.lit('{"v":'), line, F.lit("}")))) == 1
         )
@@ -194,17 +211,29 @@ class _SqlFrameApi(_JsonObjects):
             return {k: shape(v) if isinstance(v, dict) else "JSON" if v == "string" else "VARCHAR" for k, v in fields.items()}
 
         # DuckDB's json functions raise on text that is not JSON: json_valid guards each of them.
-        # json_valid accepts NaN and Infinity, which JSON does not have: outside strings no valid
-        # JSON holds those letters (strings are only cut out of the rare lines that hold them).
         F = self.functions
-        strings = r'"([^"\\]|\\.)*"'
-        maybe = F.lower(line).contains("nan") | F.lower(line).contains("inf")
-        non_finite = F.when(maybe, F.regexp_replace(line, strings, "").rlike("(?i)nan|inf")).otherwise(F.lit(False))
-        is_object = F.when(F.call_function("json_valid", line), (F.call_function("json_type", line) == "OBJECT") & ~non_finite)
+        is_object = F.when(F.call_function("json_valid", line), (F.call_function("json_type", line) == "OBJECT") & ~self._beyond_strict_json(line))
         parsed = exp.Case(
             ifs=[exp.If(this=is_object.column_expression, true=exp.Anonymous(this="json_transform", expressions=[line.column_expression, exp.Literal.string(json.dumps(shape(fields)))]))]
         )
         return Column(parsed)
+
+    def _beyond_strict_json(self, line):
+        """Whether a line json_valid accepts holds what strict JSON (RFC 8259) forbids.
+
+        DuckDB builds its reader (yyjson) with YYJSON_READ_ALLOW_INF_AND_NAN |
+        YYJSON_READ_ALLOW_TRAILING_COMMAS (extension/json/include/json_common.hpp): NaN, Inf and
+        Infinity in any case and with either sign, and a comma before "}" or "]". yyjson's other
+        extensions (comments, single quotes, unquoted keys, lone surrogates, other spellings of
+        numbers or whitespace) are off. Outside its strings, JSON that json_valid accepts holds
+        those letters, or a comma before a bracket, only as these extensions. Strings are only
+        cut out of the rare lines that could hold them.
+        """
+        F = self.functions
+        trailing_comma = r",[ \t\n\r]*[]}]"
+        could_extend = F.lower(line).contains("nan") | F.lower(line).contains("inf") | line.rlike(trailing_comma)
+        outside_strings = F.regexp_replace(line, r'"([^"\\]|\\.)*"', "")
+        return F.when(could_extend, outside_strings.rlike("(?i)nan|inf|" + trailing_comma)).otherwise(F.lit(False))
 
     def json_keys(self, line, path: str):
         return self.functions.call_function("json_keys", line, self.functions.lit(path))

@@ -4,9 +4,14 @@ Rules, in order (the first that applies is the line's quarantine reason):
 - invalid_encoding: the line is not valid UTF-8 (raw_events keeps its bytes); its text would hold
   replacement characters, and two different ids could read as one;
 - empty_line: nothing but ASCII whitespace (after removing a UTF-8 byte-order mark);
-- malformed_json: not exactly one JSON object, an object that repeats a key (which value would
-  count is ambiguous), or a line with more than MAX_CONTAINERS '{' or '[' characters (Spark's
-  parser gives up on nesting past about 1000 levels, DuckDB's does not; no event needs a tenth of it);
+- malformed_json: not exactly one strict JSON (RFC 8259) object (none of the readers' extensions:
+  NaN or Infinity, trailing commas, comments, single quotes, unquoted keys, leading zeros or "+",
+  ".5" or "5.", raw control characters in strings, unknown escapes, lone surrogate escapes such as
+  "\\ud800", whitespace other than space, tab, CR and LF), an object that repeats a key (which value
+  would count is ambiguous), or a line with more than MAX_CONTAINERS '{' or '[' characters (Spark's
+  parser gives up on nesting past about 1000 levels, DuckDB's does not) or a run of more than
+  MAX_NUMBER_CHARS number characters (lakehouse/engines/api.py; Spark's refuses long numbers, DuckDB's
+  does not); no event needs a tenth of either;
 - wrong_type: a text field (ids, names, platform, item fields) that is not a JSON string;
 - missing_event_id (an empty or blank id is missing too; so are blank user, device and session
   ids, which are then read as absent), unknown_event_name;
