@@ -8,7 +8,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetE
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import bounded, partition_figures, publish, schema_check
 from lakehouse.engines.batch import ArrowBatch
-from lakehouse.tables.ingest import landed_days, landed_lines, unreadable_entries
+from lakehouse.tables.ingest import ingested_rows, landed_days, raw_partitions, unreadable_entries
 from lakehouse.tables.quality import volume_drops
 from lakehouse.tables.schemas import RAW_EVENTS
 from lakehouse.tables.storage import DateRange
@@ -31,7 +31,12 @@ from resources.landing import LandingArea
         AssetCheckSpec(
             "raw_events_unread_landing",
             asset="raw_events",
-            description="Warns about what the landing area holds and ingestion does not read: folders that are not date=YYYY-MM-DD, files that are not .jsonl or .jsonl.gz in the ingested day folders, gzip files that do not decompress.",
+            description="Warns about what the landing area holds and ingestion does not read: folders that are not date=YYYY-MM-DD, files that are not .jsonl or .jsonl.gz in the ingested day folders, gzip files that do not decompress, symbolic links (never followed).",
+        ),
+        AssetCheckSpec(
+            "raw_events_landing_rewritten",
+            asset="raw_events",
+            description="Warns about landed files that broke the landing contract (a file only grows, by appending lines): files that shrank, vanished or changed under lines already ingested, with those lines. raw_events keeps the lines as ingested.",
         ),
     ],
 )
@@ -41,24 +46,34 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     A partition is the day folder the lines were read from, not the day the events happened.
     Nothing is parsed or filtered: broken lines are kept verbatim (a line that is not UTF-8 keeps its
     bytes) so that every later count can be reconciled with what arrived. `.jsonl.gz` files are read
-    like `.jsonl` ones; anything else found in the landing area is listed by a warning check.
-    Rematerializing a range replaces exactly those ingest dates.
+    like `.jsonl` ones; anything else found in the landing area, symbolic links included (never
+    followed), is listed by a warning check.
+    The landing contract: a landed file only grows, by appending lines. An ingest date holds every
+    line ever ingested from its folder, as first read, plus the lines appended since: rerunning a
+    date adds appended lines and new files, and is otherwise idempotent. A line that vanished or
+    changed after it was ingested (a file truncated, rewritten or deleted) keeps its row, and a
+    warning check names its file and lines.
     """
     days = partition_dates(context)
     store = delta.store()
-    batches = {day: landed_lines(landing.root, day) for day in days}
-    drops = volume_drops(store.daily_rows(RAW_EVENTS.name, "ingest_date"), {day: batch.num_rows for day, batch in batches.items()})
+    version = store.version(RAW_EVENTS.name)
+    held = store.daily_rows(RAW_EVENTS.name, "ingest_date", version)
+    batches, rewritten = raw_partitions(landing.root, days, ingested_rows(store, version, days))
+    drops = volume_drops(held, {day: batch.num_rows for day, batch in batches.items()})
     yield AssetCheckResult(check_name="raw_events_volume", passed=not drops, severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(drops)})
-    unread = unreadable_entries(landing.root, days)
-    yield AssetCheckResult(
-        check_name="raw_events_unread_landing", passed=not unread, severity=AssetCheckSeverity.WARN,
-        metadata={"entries": MetadataValue.int(len(unread)), "unread": MetadataValue.json(bounded(dict(list(unread.items())[:100])))},
-    )
+    for check, key, found in (("raw_events_unread_landing", "unread", unreadable_entries(landing.root, days)), ("raw_events_landing_rewritten", "files", rewritten)):
+        yield AssetCheckResult(
+            check_name=check, passed=not found, severity=AssetCheckSeverity.WARN,
+            metadata={"entries": MetadataValue.int(len(found)), key: MetadataValue.json(bounded(dict(list(found.items())[:100])))},
+        )
+    figures = {day: {"rows_written": batch.num_rows, "rows_appended": batch.num_rows - held.get(day, 0), "dagster/row_count": batch.num_rows} for day, batch in batches.items()}
     partition_figures(
-        context, "raw_events", {day: {"rows_written": batch.num_rows, "dagster/row_count": batch.num_rows} for day, batch in batches.items()},
+        context, "raw_events", figures,
         {"run_rows_written": MetadataValue.int(sum(batch.num_rows for batch in batches.values())), "run_ingest_dates": MetadataValue.int(len(days))},
     )
-    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]), partitioned=True)
+    # Computed from this version of raw_events itself: the commit is refused if another run changed these dates since.
+    inputs = {} if version is None else {RAW_EVENTS.name: version}
+    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]), inputs, partitioned=True)
 
 
 @sensor(

@@ -305,6 +305,8 @@ class DeltaStore:
     def _commit(self, schema: TableSchema, attempt: Callable[[DeltaTable | None], None], replace: DateRange | None,
                 inputs: dict[str, int] | None, append: bool, read_version: int | None) -> None:
         """Make `attempt(base)` commit on top of `base`, the table's version that was checked (None: no table yet)."""
+        if read_version is None:
+            read_version = (inputs or {}).get(schema.name)  # computed from the table itself: a read-modify-write
         if schema.name not in self._properties_set and self.version(schema.name) is not None:
             set_table_properties(self.table(schema.name))
         self._properties_set.add(schema.name)
