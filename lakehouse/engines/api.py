@@ -125,7 +125,7 @@ class _SparkApi(_JsonObjects):
 
         # Jackson, under from_json and json_object_keys, reads the first value of a line and ignores
         # what follows; from_json turns on single quotes and NaN/Infinity (JSONOptions), and
-        # json_object_keys unescaped control characters and lone surrogate escapes such as "\ud800".
+        # json_object_keys reads unescaped control characters and lone surrogate escapes ("\ud800").
         # The variant parser is Jackson with every JsonReadFeature off (no comments, unquoted or
         # single-quoted names, leading zeros or "+", ".5" or "5.", NaN/Infinity, control characters,
         # escapes of any character, trailing commas or missing values) and refuses lone surrogates
