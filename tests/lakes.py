@@ -38,7 +38,8 @@ def run_command(env, *args, check=True):
 
 def lake_env(data: Path, write_instance: bool = True, **settings: str) -> dict:
     """The environment of a lake under `data`: its own Dagster instance, in the home of the profile `settings` name."""
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"LAKEHOUSE_DATA_DIR": str(data), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
+    # Partitions start at the first landed day, as a demo lake's do: late lines dated before it have no partition.
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"} | {"LAKEHOUSE_DATA_DIR": str(data), "SPARK_LOCAL_IP": "127.0.0.1", "LAKEHOUSE_PARTITIONS_START": START.isoformat()} | settings
     env["DAGSTER_HOME"] = str(dagster_home(env))
     if write_instance:
         write_instance_config(Path(env["DAGSTER_HOME"]), env)

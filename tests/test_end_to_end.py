@@ -167,7 +167,8 @@ def _content(data, name) -> pd.DataFrame:
 def test_every_check_the_runs_planned_was_evaluated(lake):
     """A check planned by a run and never evaluated stays "planned" in the UI forever (as the platforms
     seed's did, when its step ran `dbt seed`, which runs no tests)."""
-    from dagster import AssetCheckExecutionRecordStatus, DagsterInstance
+    from dagster import DagsterInstance
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
     import definitions
 

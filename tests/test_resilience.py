@@ -177,13 +177,12 @@ def test_a_run_killed_between_the_quarantine_and_the_cleaned_commit_publishes_ne
     env, first, last, store = _materialized_lake(tmp_path, start, 3, users=300)
     before = _published_pair(store, first, last)
 
-    # New content: 25 valid lines of the middle day are broken, so the next run moves them to quarantine.
+    # New content: 25 broken lines are appended to the middle day (a landed file only grows), so the next run quarantines them.
     landed = tmp_path / "data" / "landing" / f"date={start + timedelta(days=1)}" / "events.jsonl"
-    lines = landed.read_text().split("\n")
-    broken = [i for i, line in enumerate(lines) if line.startswith("{") and line.endswith("}")][:25]
-    for i in broken:
-        lines[i] = lines[i][:-1]
-    landed.write_text("\n".join(lines))
+    lines = landed.read_text().splitlines()
+    broken = [line[:-1] for line in lines if line.startswith("{") and line.endswith("}")][:25]
+    with landed.open("a") as f:
+        f.write("".join(line + "\n" for line in broken))
     assert _materialize(env, "raw_events", first, last, tmp_path / "raw.log").wait(timeout=900) == 0
     versions = {t: store.version(t) for t in ("cleaned_events", "quarantined_events")}
 
@@ -196,10 +195,10 @@ def test_a_run_killed_between_the_quarantine_and_the_cleaned_commit_publishes_ne
     rerun = _materialize(env, CLEANED, first, last, tmp_path / "rerun.log")
     assert rerun.wait(timeout=900) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
     cleaned, quarantined = _published_pair(store, first, last)
-    # Worked out from the edit alone: each broken line is one more malformed_json row (attributed to
-    # its ingest date), one fewer cleaned event; the physical table holds only the published batch.
-    assert len(cleaned) == len(before[0]) - len(broken)
-    malformed = [q for q in quarantined if q[3] == "malformed_json" and q[1].endswith(landed.parent.name + "/events.jsonl") and q[2] - 1 in broken]
+    # Worked out from the edit alone: each appended broken line is one more malformed_json row
+    # (attributed to its ingest date), and the cleaned events are the same.
+    assert cleaned == before[0]
+    malformed = [q for q in quarantined if q[3] == "malformed_json" and q[1].endswith(landed.parent.name + "/events.jsonl") and q[2] > len(lines)]
     assert len(malformed) == len(broken)
     assert len(quarantined) == len(before[1]) + len(broken)
     # The killed run's batch stays, unseen, until it is certainly dead: to a settle it looks like a run in flight.
