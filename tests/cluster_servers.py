@@ -1,6 +1,8 @@
 """The cluster profile's servers for the test session: started once by `scripts/cluster.py up` under a
 temporary data dir, on a free block of ports, and stopped (and purged) at the end."""
 
+import functools
+import importlib.util
 import json
 import os
 import shlex
@@ -19,11 +21,11 @@ SCRIPT = REPO_ROOT / "scripts" / "cluster.py"
 
 
 def free_block(size: int = 50) -> int:
-    """A base port whose next `size` ports, and SeaweedFS's admin + 10000, are all free. Each pytest
-    worker searches its own range: two workers' stacks starting at once would find the same block."""
+    """A base port whose next `size` ports are all free. Each pytest worker searches its own range:
+    two workers' stacks starting at once would find the same block."""
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
     for base in range(21000 + 4000 * worker, 50000, 97):
-        ports = [*range(base, base + size), base + 8 + 10000]
+        ports = range(base, base + size)
         try:
             sockets = []
             for p in ports:
@@ -66,6 +68,26 @@ def storage_options(settings: dict, secret: str | None = None) -> dict:
 
 def postgres(settings: dict, database: str):
     return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
+
+
+def stack_credentials(stack: dict) -> dict[str, str]:
+    """Every credential of the stack, the servers' own included, as `scripts/cluster.py` generated them."""
+    path = stack["data"] / "cluster" / "credentials.env"
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@functools.cache
+def cluster_script():
+    """scripts/cluster.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("cluster", SCRIPT)
+    module = sys.modules["cluster"] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def spark_ui(stack: dict) -> dict[str, str]:
+    """The header the stack's Spark web UIs ask for: a bearer token signed with its UI key."""
+    return {"Authorization": f"Bearer {cluster_script().spark_ui_token(stack_credentials(stack)['LAKEHOUSE_SPARK_UI_KEY'])}"}
 
 
 def running(stack: dict) -> dict[str, int]:
