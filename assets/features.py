@@ -4,12 +4,11 @@ The three are computed together, from one pinned version of cleaned_events, so t
 features and labels always agree on what happened (the training step refuses tables that do not).
 """
 
-from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, multi_asset
 
 from assets.automation import rebuilt_with_its_inputs
-from assets.publish import PREVIEW_ROWS, delta_metadata, schema_check, schema_check_result
+from assets.publish import publish, schema_check
 from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
-from lakehouse.tables.storage import StaleInputError
 from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
@@ -42,8 +41,6 @@ TABLES = {
     CATEGORY_FEATURES.name: (CATEGORY_FEATURES, "features", CATEGORY_FEATURES_DEFINITION, category_activity_features),
     TRAINING_LABELS.name: (TRAINING_LABELS, "ml", TRAINING_LABELS_DEFINITION, purchase_labels),
 }
-# A commit that finds a newer computation in place computes again from the newest cleaned_events, this many times.
-RECOMPUTE_ATTEMPTS = 3
 
 
 @multi_asset(
@@ -64,28 +61,10 @@ def features_and_labels(context: AssetExecutionContext, delta: DeltaStorage, eng
     """
     store, runner = delta.store(), engine.engine()
     selected = [TABLES[key.path[-1]] for key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1])]
-    for attempt in range(1, RECOMPUTE_ATTEMPTS + 1):
+
+    def compute():
         version = store.version("cleaned_events")
-        inputs = {"cleaned_events": version}
         cleaned, last_day = runner.read(store, "cleaned_events", version), store.last_day("cleaned_events", "event_date", version)
-        batches = {schema: runner.batch(build(cleaned, last_day)) for schema, _, _, build in selected}
-        try:
-            reports = {schema: batch.validate(schema) for schema, batch in batches.items()}
-            if not all(report.passed for report in reports.values()):
-                yield from (schema_check_result(schema, report) for schema, report in reports.items())
-                for report in reports.values():
-                    report.raise_if_failed()
-            try:
-                versions = {schema: batch.commit(store, schema, inputs=inputs) for schema, batch in batches.items()}
-            except StaleInputError as exc:
-                context.log.warning(f"attempt {attempt}: {exc}. Computing again from cleaned_events v{store.version('cleaned_events')}.")
-                continue
-            for schema, batch in batches.items():
-                yield schema_check_result(schema, reports[schema])
-                preview = batch.preview(PREVIEW_ROWS).to_pandas()
-                yield MaterializeResult(asset_key=schema.name, metadata=delta_metadata(store, schema, versions[schema], reports[schema].rows, preview, inputs))
-            return
-        finally:
-            for batch in batches.values():
-                batch.release()
-    raise StaleInputError(f"{', '.join(schema.name for schema, *_ in selected)}: cleaned_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")
+        return {schema: runner.batch(build(cleaned, last_day)) for schema, _, _, build in selected}, {"cleaned_events": version}
+
+    yield from publish(context, store, compute)

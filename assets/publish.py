@@ -7,7 +7,7 @@ nothing is written and no downstream asset runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, Metadat
 from lakehouse.config import public_uri
 from lakehouse.engines.batch import Batch
 from lakehouse.tables.schemas import TableSchema as LakehouseTableSchema
-from lakehouse.tables.storage import DateRange, DeltaStore
+from lakehouse.tables.storage import DateRange, DeltaStore, StaleInputError, TableMovedError
 from lakehouse.tables.validation import ValidationReport
 
 if TYPE_CHECKING:
@@ -108,20 +108,42 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
     )
 
 
-def publish(
-    store: DeltaStore, schema: LakehouseTableSchema, batch: Batch, replace: DateRange | None = None, inputs: dict[str, int] | None = None, partitioned: bool = False
-) -> Iterator:
-    """Validate an engine's batch (see lakehouse.engines), report its schema check, commit it if it passed.
+# A commit refused because an input moved on is computed again from the newest versions, this many times.
+RECOMPUTE_ATTEMPTS = 3
 
-    `inputs`: the version of each table the batch was computed from, recorded in the commit and the
-    metadata. `partitioned`: the caller reports row figures per partition (`partition_figures`).
+
+def publish(
+    context, store: DeltaStore, compute: Callable[[], tuple[dict[LakehouseTableSchema, Batch], dict[str, int]]],
+    replace: DateRange | None = None, partitioned: bool = False,
+) -> Iterator:
+    """Write-audit-publish of batches computed from the newest versions of their inputs.
+
+    `compute()` reads its inputs at their current versions and returns a batch per table (see
+    lakehouse.engines) and those versions. Every batch is validated and its schema check reported;
+    only if all pass are they committed, each recording the input versions. A commit refused because
+    an input moved on meanwhile (StaleInputError: a newer computation is already in the table;
+    TableMovedError: the table it was computed from changed) is computed again from the newest
+    versions. `partitioned`: the caller reports row figures per partition (`partition_figures`).
     """
-    try:
-        report = batch.validate(schema)
-        yield schema_check_result(schema, report)
-        report.raise_if_failed()
-        version = batch.commit(store, schema, replace, inputs)
-        preview = batch.preview(PREVIEW_ROWS).to_pandas()
-    finally:
-        batch.release()
-    yield MaterializeResult(metadata=delta_metadata(store, schema, version, None if partitioned else report.rows, preview, inputs))
+    for attempt in range(1, RECOMPUTE_ATTEMPTS + 1):
+        batches, inputs = compute()
+        try:
+            reports = {schema: batch.validate(schema) for schema, batch in batches.items()}
+            if not all(report.passed for report in reports.values()):
+                yield from (schema_check_result(schema, report) for schema, report in reports.items())
+                for report in reports.values():
+                    report.raise_if_failed()
+            try:
+                versions = {schema: batch.commit(store, schema, replace, inputs) for schema, batch in batches.items()}
+            except (StaleInputError, TableMovedError) as exc:
+                context.log.warning(f"attempt {attempt} not committed: {exc}. Computing again from the newest versions.")
+                continue
+            for schema, batch in batches.items():
+                yield schema_check_result(schema, reports[schema])
+                preview = batch.preview(PREVIEW_ROWS).to_pandas()
+                yield MaterializeResult(asset_key=schema.name, metadata=delta_metadata(store, schema, versions[schema], None if partitioned else reports[schema].rows, preview, inputs))
+            return
+        finally:
+            for batch in batches.values():
+                batch.release()
+    raise StaleInputError(f"{', '.join(schema.name for schema in batches)}: the inputs kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")

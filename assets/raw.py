@@ -56,24 +56,28 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     """
     days = partition_dates(context)
     store = delta.store()
-    version = store.version(RAW_EVENTS.name)
-    held = store.daily_rows(RAW_EVENTS.name, "ingest_date", version)
-    batches, rewritten = raw_partitions(landing.root, days, ingested_rows(store, version, days))
-    drops = volume_drops(held, {day: batch.num_rows for day, batch in batches.items()})
-    yield AssetCheckResult(check_name="raw_events_volume", passed=not drops, severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(drops)})
-    for check, key, found in (("raw_events_unread_landing", "unread", unreadable_entries(landing.root, days)), ("raw_events_landing_rewritten", "files", rewritten)):
-        yield AssetCheckResult(
-            check_name=check, passed=not found, severity=AssetCheckSeverity.WARN,
-            metadata={"entries": MetadataValue.int(len(found)), key: MetadataValue.json(bounded(dict(list(found.items())[:100])))},
+    found = {}
+
+    def compute():
+        # Computed from this version of raw_events itself: the commit is refused if another run changed these dates since.
+        version = store.version(RAW_EVENTS.name)
+        held = store.daily_rows(RAW_EVENTS.name, "ingest_date", version)
+        batches, found["rewritten"] = raw_partitions(landing.root, days, ingested_rows(store, version, days))
+        found["drops"] = volume_drops(held, {day: batch.num_rows for day, batch in batches.items()})
+        figures = {day: {"rows_written": batch.num_rows, "rows_appended": batch.num_rows - held.get(day, 0), "dagster/row_count": batch.num_rows} for day, batch in batches.items()}
+        partition_figures(
+            context, "raw_events", figures,
+            {"run_rows_written": MetadataValue.int(sum(batch.num_rows for batch in batches.values())), "run_ingest_dates": MetadataValue.int(len(days))},
         )
-    figures = {day: {"rows_written": batch.num_rows, "rows_appended": batch.num_rows - held.get(day, 0), "dagster/row_count": batch.num_rows} for day, batch in batches.items()}
-    partition_figures(
-        context, "raw_events", figures,
-        {"run_rows_written": MetadataValue.int(sum(batch.num_rows for batch in batches.values())), "run_ingest_dates": MetadataValue.int(len(days))},
-    )
-    # Computed from this version of raw_events itself: the commit is refused if another run changed these dates since.
-    inputs = {} if version is None else {RAW_EVENTS.name: version}
-    yield from publish(store, RAW_EVENTS, ArrowBatch(pa.concat_tables(batches.values())), DateRange("ingest_date", days[0], days[-1]), inputs, partitioned=True)
+        return {RAW_EVENTS: ArrowBatch(pa.concat_tables(batches.values()))}, {} if version is None else {RAW_EVENTS.name: version}
+
+    yield from publish(context, store, compute, DateRange("ingest_date", days[0], days[-1]), partitioned=True)
+    yield AssetCheckResult(check_name="raw_events_volume", passed=not found["drops"], severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(found["drops"])})
+    for check, key, entries in (("raw_events_unread_landing", "unread", unreadable_entries(landing.root, days)), ("raw_events_landing_rewritten", "files", found["rewritten"])):
+        yield AssetCheckResult(
+            check_name=check, passed=not entries, severity=AssetCheckSeverity.WARN,
+            metadata={"entries": MetadataValue.int(len(entries)), key: MetadataValue.json(bounded(dict(list(entries.items())[:100])))},
+        )
 
 
 @sensor(
