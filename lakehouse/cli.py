@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -57,10 +58,18 @@ def _landed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracking_uri() -> str:
+    """The profile's MLflow store. The cluster profile's is its tracking server: without MLFLOW_TRACKING_URI
+    it is refused by name, as the Dagster resources refuse it, rather than read the local profile's store."""
+    if os.environ.get("LAKEHOUSE_PROFILE") == "cluster" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SystemExit('error: LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")')
+    return lakehouse_paths().mlflow_tracking_uri
+
+
 def _runs(args: argparse.Namespace) -> int:
     from lakehouse.ml.reproduce import training_runs
 
-    runs = training_runs(lakehouse_paths().mlflow_tracking_uri)
+    runs = training_runs(_tracking_uri())
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -78,7 +87,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     paths = lakehouse_paths()
     try:
-        result = reproduce(args.run_id, args.out, paths.mlflow_tracking_uri, paths.data_dir, rebuild=args.rebuild)
+        result = reproduce(args.run_id, args.out, _tracking_uri(), paths.data_dir, rebuild=args.rebuild)
     except ReproductionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -92,7 +101,7 @@ def _lineage(args: argparse.Namespace) -> int:
     from lakehouse.ml.reproduce import ReproductionError, load_lineage
 
     try:
-        lineage = load_lineage(lakehouse_paths().mlflow_tracking_uri, args.run_id)
+        lineage = load_lineage(_tracking_uri(), args.run_id)
     except ReproductionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -118,7 +127,7 @@ def _keep(args: argparse.Namespace) -> int:
 
     from lakehouse.ml.retention import KEEP_TAG
 
-    client = MlflowClient(lakehouse_paths().mlflow_tracking_uri)
+    client = MlflowClient(_tracking_uri())
     try:
         if args.release:
             client.delete_tag(args.run_id, KEEP_TAG)

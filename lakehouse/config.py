@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -39,6 +39,16 @@ class LakehousePaths:
 
 def lakehouse_paths() -> LakehousePaths:
     return LakehousePaths(Path(os.environ.get("LAKEHOUSE_DATA_DIR") or DEFAULT_DATA_DIR).resolve())
+
+
+def postgres_server(url: str) -> SplitResult:
+    """LAKEHOUSE_PG_URL (`postgresql://user@host:port`), split. It names the server and user only: each
+    component adds its database, and reads the password from LAKEHOUSE_PG_PASSWORD when it connects, so
+    that no file written from the URL (dagster.yaml, feature_store.yaml) holds it. Anything more is refused."""
+    server = urlsplit(url)
+    if server.password or server.path.strip("/") or server.query or server.fragment or not (server.username and server.hostname):
+        raise ValueError("LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); the password is LAKEHOUSE_PG_PASSWORD")
+    return server
 
 
 def public_uri(uri: str) -> str:

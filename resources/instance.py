@@ -16,11 +16,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
-from lakehouse.config import DEFAULT_DATA_DIR
+from lakehouse.config import DEFAULT_DATA_DIR, postgres_server
 from resources import profile_name
 
 # The home of each profile (resources.PROFILES), under LAKEHOUSE_DATA_DIR.
@@ -36,9 +35,7 @@ _COMMON = {"telemetry": {"enabled": False}, "code_servers": {"local_startup_time
 def instance_config(environ: Mapping[str, str] = os.environ) -> dict:
     if profile_name(environ) == "local":
         return dict(_COMMON)
-    server = urlsplit(environ["LAKEHOUSE_PG_URL"])
-    if server.password or server.path.strip("/"):
-        raise ValueError("LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); the password is LAKEHOUSE_PG_PASSWORD")
+    server = postgres_server(environ["LAKEHOUSE_PG_URL"])
     database = {
         "username": server.username, "password": {"env": "LAKEHOUSE_PG_PASSWORD"},
         "hostname": server.hostname, "port": server.port or 5432, "db_name": "dagster",

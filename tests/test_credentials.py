@@ -28,3 +28,38 @@ def test_a_tracking_uri_from_the_environment_is_named_not_copied_into_resource_c
     shown = resource.get_resource_definition().config_schema.as_field().default_value
     assert shown["tracking_uri"] == {"env": "MLFLOW_TRACKING_URI"}
     assert secret not in repr(shown) and secret not in repr(resource)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://lakehouse:pw-that-must-not-show@127.0.0.1:5432",  # a password
+    "postgresql://lakehouse@127.0.0.1:5432?password=pw-that-must-not-show",  # libpq's keyword for one
+    "postgresql://lakehouse:pw-that-must-not-show@127.0.0.1:5432/feast",  # and a database
+])
+def test_a_password_in_the_postgres_url_is_refused_by_every_file_written_from_it(url, tmp_path):
+    from lakehouse.features.feature_store import render_config
+    from resources.instance import instance_config
+
+    environ = {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_PG_URL": url, "LAKEHOUSE_REDIS": "127.0.0.1:6379"}
+    for render in (lambda: render_config(tmp_path, environ), lambda: instance_config(environ)):  # feature_store.yaml, dagster.yaml
+        with pytest.raises(ValueError, match="LAKEHOUSE_PG_URL names the server and user only") as refused:
+            render()
+        assert "pw-that-must-not-show" not in str(refused.value)
+
+
+def test_the_postgres_url_without_a_password_names_the_variable_in_feast_config(tmp_path):
+    from lakehouse.features.feature_store import render_config
+
+    rendered = render_config(tmp_path, {"LAKEHOUSE_PROFILE": "cluster", "LAKEHOUSE_PG_URL": "postgresql://lakehouse@[::1]:5433", "LAKEHOUSE_REDIS": "127.0.0.1:6379"})
+    assert "path: postgresql+psycopg2://lakehouse:${LAKEHOUSE_PG_PASSWORD}@[::1]:5433/feast\n" in rendered
+
+
+@pytest.mark.parametrize("command", [["runs"], ["lineage", "some-run"], ["reproduce", "some-run", "--out", "x.parquet"], ["keep", "some-run"]])
+def test_the_cli_on_the_cluster_profile_without_its_tracking_server_is_refused_by_name(command, monkeypatch, tmp_path):
+    from lakehouse.cli import main
+
+    monkeypatch.setenv("LAKEHOUSE_PROFILE", "cluster")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))  # the local profile's store would be here
+    with pytest.raises(SystemExit, match="LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI"):
+        main(command)
+    assert not (tmp_path / "mlflow.db").exists()

@@ -25,7 +25,7 @@ import math
 
 import pyarrow.compute as pc
 
-from lakehouse.config import DEFAULT_DATA_DIR, REPO_ROOT
+from lakehouse.config import DEFAULT_DATA_DIR, REPO_ROOT, postgres_server
 
 if TYPE_CHECKING:
     import pandas as pd  # every Dagster process imports this module; pandas costs a second
@@ -44,11 +44,10 @@ def _stores(data_dir: Path, environ: Mapping[str, str]) -> str:
         missing = [v for v in ("LAKEHOUSE_PG_URL", "LAKEHOUSE_REDIS") if not environ.get(v)]
         if missing:
             raise ValueError(f"the cluster profile's Feast needs {', '.join(missing)} (scripts/cluster.py env prints them)")
-        server = environ["LAKEHOUSE_PG_URL"].split("://", 1)[1]  # user@host:port
-        user, address = server.split("@", 1)
+        server = postgres_server(environ["LAKEHOUSE_PG_URL"])
         return f"""registry:
   registry_type: sql
-  path: postgresql+psycopg2://{user}:${{LAKEHOUSE_PG_PASSWORD}}@{address}/feast
+  path: postgresql+psycopg2://{server.username}:${{LAKEHOUSE_PG_PASSWORD}}@{server.netloc.rsplit("@", 1)[1]}/feast
   cache_ttl_seconds: 60
 online_store:
   type: redis
