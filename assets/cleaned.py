@@ -19,7 +19,7 @@ from dagster import (
 
 from assets.automation import late_window_eager
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import delta_metadata, partition_figures, schema_check, schema_check_result
+from assets.publish import RECOMPUTE_ATTEMPTS, delta_metadata, partition_figures, schema_check, schema_check_result
 from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.tables.quality import unbalanced_days, volume_drops
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
@@ -84,7 +84,8 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
     Write-audit-publish: both batches pass their schemas and the volume rule before anything is
     committed, and the pair is published atomically for readers (lakehouse/tables/publication.py:
     read quarantined_events through `published_quarantine`). Both commits record the raw_events
-    version they were computed from. Limits: identities are stitched with the logins seen from 30
+    version they were computed from; a run whose commit finds dates already computed from a newer
+    raw_events version computes again from it. Limits: identities are stitched with the logins seen from 30
     days before to 3 days after an event; deliveries more than 3 days late are not picked up.
     """
     days = partition_dates(context)
@@ -185,8 +186,6 @@ def publish_command(days: list[date]) -> str:
     )
 
 
-# A run whose commit finds a newer computation already in place computes again from the newest raw_events, this many times.
-RECOMPUTE_ATTEMPTS = 3
 RAW_ROWS_NOTE = (
     "raw_rows_read counts every raw row of the ingest window the run read: ingest dates from 30 days before "
     "the range (for identity ties) to 3 days after it (for late events). raw_rows_attributed counts the rows "
