@@ -65,3 +65,29 @@ def test_the_cli_on_the_cluster_profile_without_its_tracking_server_is_refused_b
     with pytest.raises(SystemExit, match="LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI"):
         main(command)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+SPARK_WITH_KEYS = """
+import os, sys
+from lakehouse.engines.spark import get_spark
+spark = get_spark("local[1]")
+print(spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.secret.key"))
+jvms = [pid for pid in os.listdir("/proc") if pid.isdigit() and open(f"/proc/{pid}/stat").read().split()[3] == str(os.getpid())]
+print("\\0".join(open(f"/proc/{pid}/cmdline").read() for pid in jvms))
+"""
+
+
+@pytest.mark.spark
+def test_the_object_store_keys_reach_spark_without_showing_on_any_command_line(tmp_path):
+    """pyspark passes builder settings to spark-submit as --conf arguments, which `ps` shows every local user."""
+    import os
+    import subprocess
+    import sys
+
+    secret = "s3-secret-that-must-not-show"
+    env = os.environ | {"AWS_ACCESS_KEY_ID": "lakehouse-key", "AWS_SECRET_ACCESS_KEY": secret, "SPARK_LOCAL_IP": "127.0.0.1"}
+    result = subprocess.run([sys.executable, "-c", SPARK_WITH_KEYS], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen_by_spark, command_lines = result.stdout.split("\n", 1)
+    assert seen_by_spark == secret
+    assert "java" in command_lines and secret not in command_lines

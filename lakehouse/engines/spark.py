@@ -55,17 +55,12 @@ _lock = threading.Lock()
 
 
 def object_store_conf(environ: Mapping[str, str]) -> dict[str, str]:
-    """S3A settings from the same environment delta-rs reads (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+    """S3A settings from the same environment delta-rs reads (AWS_ENDPOINT_URL, AWS_REGION, ...), but its keys.
 
-    `s3://` is served by S3A too, so Spark and delta-rs name a table by one URI. The keys go into
-    Hadoop settings, which Spark redacts wherever it shows its configuration (its default
-    `spark.redaction.regex` matches them), and reach executors on other machines that way. An S3-API
-    store that is not AWS (AWS_ENDPOINT_URL set) gets path-style addressing, and plain http when its
-    URL says so.
+    `s3://` is served by S3A too, so Spark and delta-rs name a table by one URI. An S3-API store that is
+    not AWS (AWS_ENDPOINT_URL set) gets path-style addressing, and plain http when its URL says so.
     """
     conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
-    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
-        conf |= {"spark.hadoop.fs.s3a.access.key": environ["AWS_ACCESS_KEY_ID"], "spark.hadoop.fs.s3a.secret.key": environ["AWS_SECRET_ACCESS_KEY"]}
     if region := environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"):
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region
     if endpoint := environ.get("AWS_ENDPOINT_URL"):
@@ -75,6 +70,17 @@ def object_store_conf(environ: Mapping[str, str]) -> dict[str, str]:
             "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
         }
     return conf
+
+
+def object_store_keys(environ: Mapping[str, str]) -> dict[str, str]:
+    """The S3A key pair, set on the running session's Hadoop configuration (`get_spark`), never on the
+    builder: pyspark passes every builder setting to spark-submit as `--conf k=v`, on a command line
+    that every local user can read. Spark hands the Hadoop configuration to its tasks with each job, so
+    executors on other machines read with the same keys; Spark redacts them wherever it shows it
+    (its default `spark.redaction.regex`)."""
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        return {"fs.s3a.access.key": environ["AWS_ACCESS_KEY_ID"], "fs.s3a.secret.key": environ["AWS_SECRET_ACCESS_KEY"]}
+    return {}
 
 
 def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
@@ -94,6 +100,9 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
             builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
+        hadoop = session.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001 (pyspark has no public handle on it)
+        for key, value in object_store_keys(os.environ).items():
+            hadoop.set(key, value)
         return session
 
 
