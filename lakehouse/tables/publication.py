@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-if TYPE_CHECKING:
-    from lakehouse.engines.batch import Batch
-
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.tables.storage import ALL, INPUTS_KEY, DateRange, DeltaStore, StaleInputError, TableMovedError, fault_point, recorded_scope
+
+if TYPE_CHECKING:
+    from lakehouse.engines.batch import Batch
 
 BATCH_KEY = "lakehouse.batch"
 ABANDONED_AFTER = timedelta(hours=6)
@@ -61,18 +61,18 @@ def publication(batch_id: str, start: date, end: date) -> dict[str, str]:
     return {BATCH_KEY: json.dumps({"id": batch_id, "start": start.isoformat(), "end": end.isoformat()})}
 
 
-def _publications(store: DeltaStore, version: int | None = None) -> Iterator[tuple[str, date, date]]:
-    """Every publication in cleaned_events' log up to `version`, newest first: (batch id, start, end)."""
+def _publications(store: DeltaStore, version: int | None = None) -> Iterator[tuple[str, date, date, dict[str, int]]]:
+    """Every publication in cleaned_events' log up to `version`, newest first: (batch id, start, end, input versions)."""
     for info in store.history(CLEANED_EVENTS.name, version):
         batch = json.loads(info.get(BATCH_KEY) or "null")
         if batch is not None:  # else not a publication (compaction, or a table written before batches existed)
-            yield batch["id"], date.fromisoformat(batch["start"]), date.fromisoformat(batch["end"])
+            yield batch["id"], date.fromisoformat(batch["start"]), date.fromisoformat(batch["end"]), json.loads(info.get(INPUTS_KEY) or "{}")
 
 
 def published_batches(store: DeltaStore, days: list[date], version: int | None = None) -> dict[date, str]:
     """For each of `days`, the batch whose cleaned_events commit last covered it, as of `version`."""
     wanted, found = set(days), {}
-    for batch, start, end in _publications(store, version):
+    for batch, start, end, _ in _publications(store, version):
         for day in [d for d in wanted if start <= d <= end]:
             found[day] = batch
             wanted.discard(day)
@@ -141,7 +141,7 @@ def settle_quarantine(store: DeltaStore, start: date, end: date, now: datetime |
         version = store.version(QUARANTINE.name)
         rows = _quarantine_rows(store, start, end, version, None)
         published = published_batches(store, _days(start, end))
-        ever_published = {batch for batch, _, _ in _publications(store)}
+        ever_published = {batch for batch, *_ in _publications(store)}
         visible = _visible(rows, published).to_pylist()
         kept = [
             seen or (batch is not None and batch not in ever_published and not _abandoned(batch, now))
@@ -186,14 +186,9 @@ def unpublished_lines(store: DeltaStore, lines: dict[tuple[date, date], int], ra
     """
     wanted_days = {event_date for event_date, _ in lines}
     published_from: dict[date, int] = {}
-    for info in store.history(CLEANED_EVENTS.name):
-        batch = json.loads(info.get(BATCH_KEY) or "null")
-        if batch is None:
-            continue
-        start, end = date.fromisoformat(batch["start"]), date.fromisoformat(batch["end"])
-        raw = json.loads(info.get(INPUTS_KEY) or "{}").get("raw_events", -1)
+    for _, start, end, inputs in _publications(store):
         for day in [d for d in wanted_days if start <= d <= end]:
-            published_from[day] = raw
+            published_from[day] = inputs.get("raw_events", -1)
             wanted_days.discard(day)
         if not wanted_days:
             break
