@@ -301,6 +301,12 @@ def test_an_old_run_reproduces_its_training_set_after_10_more_days_both_from_its
 
     # 10 more days land and everything is rematerialized: every input table gets new commits.
     land_and_materialize(env, START + timedelta(days=DAYS), 10)
+    # Their first days hold late lines of the window's last days, which that run does not rebuild: the
+    # warning names those dates (the late-data sensor or the command it gives would publish them).
+    warning = _latest_unpublished_lines(data)
+    assert not warning.passed
+    named = set(warning.metadata["lines_by_event_date"].value)
+    assert named and named <= {(START + timedelta(days=DAYS - n)).isoformat() for n in (1, 2, 3)}, named
     newer = json.loads(run_command(env, BIN / "lakehouse", "runs", "--json").stdout)[0]
     assert newer["run_id"] != run["run_id"] and newer["training_set_sha256"] != run["training_set_sha256"]
     for name, version in run["inputs"].items():
@@ -477,10 +483,22 @@ def test_the_cleaned_events_page_shows_its_column_docs_metadata_and_passing_chec
     checks.first.wait_for()
     _screenshot(page, "dagster-cleaned-events-checks.png")
     statuses = {check.locator("[title]").first.get_attribute("title"): check.inner_text().split("\n")[-1] for check in checks.all()}
-    # The freshness check is there too; on this lake (days in the past) it fails, as it should.
-    checks = ["cleaned_events_schema", "cleaned_events_volume", "cleaned_events_accounting", "cleaned_events_unpublished_lines"]
-    assert set(statuses) == {*checks, "freshness_check"}
-    assert {name: statuses[name] for name in statuses if name.startswith("cleaned_events_")} == dict.fromkeys(checks, "Succeeded")
+    # The freshness check is there too; on this lake (days in the past) it fails, as it should. The
+    # unpublished-lines warning shows what the instance holds: it fails once more days were materialized
+    # without the dates their late lines belong to (test_an_old_run_reproduces_...).
+    checks = ["cleaned_events_schema", "cleaned_events_volume", "cleaned_events_accounting"]
+    assert set(statuses) == {*checks, "cleaned_events_unpublished_lines", "freshness_check"}
+    assert {name: statuses[name] for name in checks} == dict.fromkeys(checks, "Succeeded")
+    assert statuses["cleaned_events_unpublished_lines"] == ("Succeeded" if _latest_unpublished_lines(data).passed else "Failed")
+
+
+def _latest_unpublished_lines(data):
+    """The newest evaluation of cleaned_events_unpublished_lines in the lake's instance."""
+    from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey("cleaned_events"), "cleaned_events_unpublished_lines"), limit=1)
+        return record.event.dagster_event.event_specific_data
 
 
 LATEST_MATERIALIZATION = '{ assetOrError(assetKey: {path: ["feast_registry"]}) { ... on Asset { assetMaterializations(limit: 1) { runId } } } }'
