@@ -239,3 +239,20 @@ def test_an_on_demand_view_is_computed_on_the_retrieved_rows(tmp_path, features)
     result = retrieve(store, [("u1", at("12:30:00"), "a"), ("u2", at("09:00:00"), "b")], refs=("activity:value", "doubled:value_doubled"))
     assert list(result.columns) == ["user_id", "event_timestamp", "label", "value", "value_doubled"]
     assert list(result["value_doubled"]) == [6, 40]
+
+
+def test_a_rewritten_feature_table_reloads_the_ttl_window_into_the_online_store(tmp_path, features):
+    """Late data rebuilds rows the online store already holds, with the same as-of times: an incremental
+    load, which starts where the last one ended, would never look at them again."""
+    from lakehouse.features.feature_store import materialize_incremental, online_offline_mismatches
+
+    store = store_for(tmp_path, [activity_view(features)])
+    assert materialize_incremental(store, at("12:00:00")) == (at("10:00:01"), at("12:00:01"))
+    # The rebuild: u1's 12:00 row now says 5 (a late event counted), same event and created times.
+    write_activity(features, [row("u1", "10:00:00", 1), row("u1", "12:00:00", 5, created="12:10:00"), row("u2", "08:00:00", 20)])
+    assert materialize_incremental(store, at("12:00:00")) is None
+    assert online_offline_mismatches(store) == (1, ["activity ['u1']: value offline 5, online 3"])
+    assert materialize_incremental(store, at("12:00:00"), rewritten=True) == (at("10:00:01"), at("12:00:01"))
+    assert online_offline_mismatches(store) == (1, [])
+    online = store.get_online_features(features=["activity:value"], entity_rows=[{"user_id": "u1"}]).to_dict()
+    assert online["value"] == [5]

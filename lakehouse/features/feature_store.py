@@ -126,18 +126,22 @@ def apply_definitions(store) -> list[str]:
     return sorted(fv.name for fv in store.list_feature_views())
 
 
-def materialize_incremental(store, newest: datetime) -> tuple[datetime, datetime] | None:
+def materialize_incremental(store, newest: datetime, rewritten: bool = False) -> tuple[datetime, datetime] | None:
     """Load feature rows newer than the last load into the online store, up to `newest`.
 
     What `feast materialize-incremental` does, anchored at the newest feature time instead of the
     wall clock (so historical data works too): the window starts where the previous load ended, or
-    at newest - TTL on the first load. Returns the window, or None when the store is already current.
+    at newest - TTL on the first load. `rewritten`: the feature tables were rebuilt since the last
+    load (late data changes rows already loaded), so the window reaches back over the whole TTL,
+    which holds every row the store serves. Returns the window, or None when the store is already current.
     """
     views = store.list_feature_views()
     ttl = max((fv.ttl for fv in views if fv.ttl), default=timedelta(days=2))
     end = newest + timedelta(seconds=1)
     loaded_until = [fv.most_recent_end_time for fv in views if fv.most_recent_end_time is not None]
-    start = min(loaded_until) if len(loaded_until) == len(views) else end - ttl
+    start = min(loaded_until) if len(loaded_until) == len(views) and not rewritten else end - ttl
+    if rewritten and loaded_until:
+        start = min(start, *loaded_until)
     if start >= end:
         return None
     try:
