@@ -52,11 +52,11 @@ def _is_day_folder(folder: Path) -> bool:
 
 def landed_days(landing: Path) -> dict[date, str]:
     """Each landed day folder with a signature of its files (names, sizes, modification times)."""
-    days = {}
+    days: dict[date, str] = {}
     for folder in sorted(landing.glob("date=*")):
-        if _is_day_folder(folder):
+        if _is_day_folder(folder) and (day := day_of_folder(folder)) is not None:
             files = sorted(f for f in folder.iterdir() if _is_landed_file(f))
-            days[day_of_folder(folder)] = ";".join(f"{f.name}:{f.lstat().st_size}:{f.lstat().st_mtime_ns}" for f in files)
+            days[day] = ";".join(f"{f.name}:{f.lstat().st_size}:{f.lstat().st_mtime_ns}" for f in files)
     return days
 
 
@@ -132,7 +132,10 @@ def landed_lines(landing: Path, day: date) -> pa.Table:
     folder = day_folder(landing, day)
     if not folder.is_symlink() and not folder.is_dir():
         raise FileNotFoundError(f"nothing landed for {day.isoformat()}: {folder} does not exist")
-    files, numbers, lines, undecodable = [], [], [], []
+    files: list[str] = []
+    numbers: list[int] = []
+    lines: list[str] = []
+    undecodable: list[bytes | None] = []
     for path in sorted(f for f in folder.iterdir() if _is_landed_file(f)) if _is_day_folder(folder) else []:
         data = _file_bytes(folder, path.name)
         if data is None:
@@ -141,7 +144,7 @@ def landed_lines(landing: Path, day: date) -> pa.Table:
         if file_lines[-1] == b"":
             file_lines.pop()  # the newline that ends the last line does not start a new one
         try:
-            decoded = [(text, None) for text in data.decode("utf-8").split("\n")[: len(file_lines)]]
+            decoded: list[tuple[str, bytes | None]] = [(text, None) for text in data.decode("utf-8").split("\n")[: len(file_lines)]]
         except UnicodeDecodeError:
             decoded = [_decoded(line) for line in file_lines]
         rel = str(path.relative_to(landing))
@@ -175,7 +178,8 @@ def raw_partitions(landing: Path, days: list[date], ingested: pa.Table) -> tuple
 
     A day folder that is gone keeps the rows ingested from it; one that never landed is an error.
     """
-    partitions, broken = {}, {}
+    partitions: dict[date, pa.Table] = {}
+    broken: dict[str, str] = {}
     for day in days:
         held = ingested.filter(pc.equal(ingested["ingest_date"], pa.scalar(day, pa.date32())))
         try:

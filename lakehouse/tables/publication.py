@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.tables.storage import ALL, INPUTS_KEY, DateRange, DeltaStore, StaleInputError, TableMovedError, fault_point, recorded_scope
+from lakehouse.tables.storage import INPUTS_KEY, DateRange, DeltaStore, StaleInputError, TableMovedError, fault_point, recorded_scope
 
 if TYPE_CHECKING:
     from lakehouse.engines.batch import Batch
@@ -198,7 +198,7 @@ def unpublished_lines(store: DeltaStore, lines: dict[tuple[date, date], int], ra
         scope = recorded_scope(info)
         if scope is None:
             continue  # an append, or a commit from before scopes were recorded: when it wrote a date is not known
-        for day in [d for d in wanted_ingests if scope == ALL or scope.start <= d <= scope.end]:
+        for day in [d for d in wanted_ingests if not isinstance(scope, DateRange) or scope.start <= d <= scope.end]:
             written_at[day] = info["version"]
             wanted_ingests.discard(day)
         if not wanted_ingests:

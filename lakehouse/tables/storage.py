@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from lakehouse.tables.schemas import TableSchema
 
@@ -250,19 +250,19 @@ class DeltaStore:
         data = data.select(list(schema.column_names)).cast(schema.arrow())
         info = commit_metadata(inputs, properties, None if append else replace or ALL)
 
+        partition_by = list(schema.partition_by) or None
+        options = CommitProperties(custom_metadata=info, max_commit_retries=0)
+
         def attempt(base: DeltaTable | None) -> None:
-            write_deltalake(
-                self.uri(schema.name) if base is None else base,
-                data,
-                # A new table is created, or the write fails: never a replacement of another writer's new table.
-                mode="error" if base is None else "append" if append else "overwrite",
-                predicate=replace.predicate(schema) if (replace and base is not None and not append) else None,
-                partition_by=list(schema.partition_by) or None,
-                configuration=TABLE_PROPERTIES if base is None else None,
-                schema_mode="merge" if base is not None else None,  # a column added to the schema reaches a table written before it
-                storage_options=self.storage_options,
-                commit_properties=CommitProperties(custom_metadata=info, max_commit_retries=0),
-            )
+            # A column added to the schema reaches a table written before it (schema_mode="merge").
+            if base is None:  # the table is created, or the write fails: never a replacement of another writer's new table
+                write_deltalake(self.uri(schema.name), data, mode="error", partition_by=partition_by, configuration=TABLE_PROPERTIES,
+                                storage_options=self.storage_options, commit_properties=options)
+            elif append:
+                write_deltalake(base, data, mode="append", partition_by=partition_by, schema_mode="merge", commit_properties=options)
+            else:
+                predicate = replace.predicate(schema) if replace else None
+                write_deltalake(base, data, mode="overwrite", predicate=predicate, partition_by=partition_by, schema_mode="merge", commit_properties=options)
 
         self._commit(schema, attempt, replace, inputs, append, read_version)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
@@ -279,6 +279,7 @@ class DeltaStore:
                 raise ValueError(f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace")
         info = commit_metadata(inputs, properties, None if append else replace or ALL)
         actions = [AddAction(f.path, f.size, f.partition_values, f.modified_ms, True, json.dumps({"numRecords": f.rows})) for f in files]
+        changes: list[AddAction | RemoveAction] = [*actions]  # a write transaction may also remove files
         options = CommitProperties(custom_metadata=info, max_commit_retries=0)
         partition_by = list(schema.partition_by) or None
         delta_schema = DeltaSchema.from_arrow(schema.arrow())
@@ -289,7 +290,7 @@ class DeltaStore:
                                               configuration=TABLE_PROPERTIES, storage_options=self.storage_options, commit_properties=options)
             else:
                 base.create_write_transaction(
-                    actions, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
+                    changes, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
                     partition_filters=replace.partition_filters(schema) if (replace and not append) else None, commit_properties=options,
                 )
 
@@ -410,12 +411,19 @@ def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
     return files
 
 
-ALL = "all"  # a commit's scope: the whole table (a full overwrite)
-Scope = DateRange | str | None  # what a commit replaces: a date range, ALL, or nothing (an append)
+class WholeTable:
+    """A commit's scope when it replaced the whole table (a full overwrite)."""
+
+    def __repr__(self) -> str:
+        return "ALL"
+
+
+ALL = WholeTable()
+Scope = DateRange | WholeTable | None  # what a commit replaces: a date range, ALL, or nothing (an append)
 
 
 def commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None, scope: Scope) -> dict[str, str]:
-    recorded = {RANGE_KEY: json.dumps({ALL: True}) if scope == ALL else scope.recorded()} if scope is not None else {}
+    recorded = {} if scope is None else {RANGE_KEY: scope.recorded() if isinstance(scope, DateRange) else json.dumps({"all": True})}
     return (properties or {}) | recorded | {WRITE_ID_KEY: uuid.uuid4().hex, INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items())))}
 
 
@@ -424,7 +432,7 @@ def recorded_scope(info: dict) -> Scope:
     recorded = json.loads(info.get(RANGE_KEY) or "null")
     if recorded is None:
         return None
-    if recorded.get(ALL):
+    if recorded.get("all"):
         return ALL
     return DateRange(recorded["column"], date.fromisoformat(recorded["start"]), date.fromisoformat(recorded["end"]))
 
@@ -441,7 +449,7 @@ def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list
     each part of the scope, the newest commit that replaced it, if it recorded a newer version of an input."""
     if not inputs or scope is None:
         return []
-    open_days = None if scope == ALL else set(scope.days())
+    open_days = set(scope.days()) if isinstance(scope, DateRange) else None
     found: list[str] = []
     for limit in (32, None):
         found.clear()
@@ -451,7 +459,7 @@ def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list
             recorded = recorded_scope(info)
             if recorded is None:
                 continue
-            if remaining is None or recorded == ALL:
+            if remaining is None or not isinstance(recorded, DateRange) or not isinstance(scope, DateRange):
                 covered = "the table" if remaining is None else f"{min(remaining)}..{max(remaining)}"
                 remaining = set()
             else:
@@ -487,7 +495,7 @@ def moved_partitions(then: DeltaTable, now: DeltaTable, scope: Scope) -> list[st
     column = scope.column if isinstance(scope, DateRange) else None
     before, after = _files(then, column), _files(now, column)
     changed = {before.get(path, after.get(path)) for path in before.keys() ^ after.keys()}
-    if scope == ALL or scope is None:
+    if not isinstance(scope, DateRange):
         return sorted(map(str, changed)) if changed else []
     days = {d.isoformat() for d in scope.days()}
     return sorted(str(value) for value in changed if value in days)
