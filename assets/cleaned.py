@@ -19,11 +19,22 @@ from dagster import (
 
 from assets.automation import late_window_eager
 from assets.partitions import daily_partitions, partition_dates
-from assets.publish import RECOMPUTE_ATTEMPTS, delta_metadata, partition_figures, schema_check, schema_check_result
+from assets.publish import (
+    RECOMPUTE_ATTEMPTS,
+    delta_metadata,
+    partition_figures,
+    schema_check,
+    schema_check_result,
+)
 from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.tables.quality import unbalanced_days, volume_drops
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.tables.publication import new_batch_id, publish_pair, published_quarantine, unpublished_lines
+from lakehouse.tables.publication import (
+    new_batch_id,
+    publish_pair,
+    published_quarantine,
+    unpublished_lines,
+)
 from lakehouse.tables.storage import DateRange, DeltaStore, StaleInputError
 from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
@@ -31,8 +42,12 @@ from resources.engine import EngineResource
 
 # Event date P can arrive up to MAX_LATENESS later, so it is rebuilt from ingest dates P .. P + 3 (identity
 # ties are also read from the 30 days before, as far as they are ingested; they do not gate the rebuild).
-LATE_WINDOW = TimeWindowPartitionMapping(start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True)
+LATE_WINDOW = TimeWindowPartitionMapping(
+    start_offset=0, end_offset=MAX_LATENESS.days, allow_nonexistent_upstream_partitions=True
+)
 _raw_dep = AssetDep("raw_events", partition_mapping=LATE_WINDOW)
+
+
 def _daily_spec(schema) -> AssetSpec:
     return AssetSpec(
         schema.name,
@@ -95,15 +110,30 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
         inputs = {"raw_events": store.version("raw_events")}
         batch_id = new_batch_id()
         with runner.persisting() as persist:
-            result = clean_events(runner.read(store, "raw_events", inputs["raw_events"]), days[0], days[-1], persist, batch_id)
+            result = clean_events(
+                runner.read(store, "raw_events", inputs["raw_events"]),
+                days[0],
+                days[-1],
+                persist,
+                batch_id,
+            )
             cleaned, quarantined = runner.batch(result.cleaned), runner.batch(result.quarantined)
             try:
                 reports = [cleaned.validate(CLEANED_EVENTS), quarantined.validate(QUARANTINE)]
                 batch_days = {day: 0 for day in days} | result.cleaned_by_event_date()
-                drops = volume_drops(store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days)
+                drops = volume_drops(
+                    store.daily_rows(CLEANED_EVENTS.name, "event_date"), batch_days
+                )
                 volume = AssetCheckResult(
-                    asset_key="cleaned_events", check_name="cleaned_events_volume", passed=not drops,
-                    metadata={"failures": MetadataValue.json(drops), "rows_by_event_date": MetadataValue.json({str(d): n for d, n in sorted(batch_days.items())})},
+                    asset_key="cleaned_events",
+                    check_name="cleaned_events_volume",
+                    passed=not drops,
+                    metadata={
+                        "failures": MetadataValue.json(drops),
+                        "rows_by_event_date": MetadataValue.json(
+                            {str(d): n for d, n in sorted(batch_days.items())}
+                        ),
+                    },
                 )
                 if not all(report.passed for report in reports) or drops:
                     yield schema_check_result(CLEANED_EVENTS, reports[0])
@@ -111,31 +141,71 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
                     yield volume
                     for report in reports:
                         report.raise_if_failed()
-                    raise VolumeDropError(f"cleaned_events batch {days[0]}..{days[-1]} not committed: " + "; ".join(drops))
+                    raise VolumeDropError(
+                        f"cleaned_events batch {days[0]}..{days[-1]} not committed: "
+                        + "; ".join(drops)
+                    )
                 try:
                     versions = publish_pair(store, cleaned, quarantined, replace, inputs, batch_id)
                 except StaleInputError as exc:
-                    context.log.warning(f"attempt {attempt}: {exc}. Computing again from raw_events v{store.version('raw_events')}.")
+                    context.log.warning(
+                        f"attempt {attempt}: {exc}. Computing again from raw_events v{store.version('raw_events')}."
+                    )
                     continue
                 yield schema_check_result(CLEANED_EVENTS, reports[0])
                 yield schema_check_result(QUARANTINE, reports[1])
                 yield volume
-                yield from _after_publication(context, store, days, result, reports, batch_days, versions, inputs, batch_id, cleaned, quarantined)
+                yield from _after_publication(
+                    context,
+                    store,
+                    days,
+                    result,
+                    reports,
+                    batch_days,
+                    versions,
+                    inputs,
+                    batch_id,
+                    cleaned,
+                    quarantined,
+                )
                 return
             finally:
                 cleaned.release()
                 quarantined.release()
-    raise StaleInputError(f"cleaned_events {days[0]}..{days[-1]}: raw_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")
+    raise StaleInputError(
+        f"cleaned_events {days[0]}..{days[-1]}: raw_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again"
+    )
 
 
-def _after_publication(context, store, days, result, reports, batch_days, versions, inputs, batch_id, cleaned, quarantined):
+def _after_publication(
+    context,
+    store,
+    days,
+    result,
+    reports,
+    batch_days,
+    versions,
+    inputs,
+    batch_id,
+    cleaned,
+    quarantined,
+):
     """The checks read back after the commit, and the figures and metadata of both assets."""
     cleaned_version, quarantine_version = versions
-    attributed, counts, by_reason = result.rows_by_event_date(), result.counts(), result.quarantined_by_reason()
+    attributed, counts, by_reason = (
+        result.rows_by_event_date(),
+        result.counts(),
+        result.quarantined_by_reason(),
+    )
     gaps = accounting_gaps(store, days, attributed, cleaned_version)
     yield AssetCheckResult(
-        asset_key="cleaned_events", check_name="cleaned_events_accounting", passed=not gaps,
-        metadata={"gaps": MetadataValue.json(gaps), "raw_rows_attributed": MetadataValue.int(sum(attributed.values()))},
+        asset_key="cleaned_events",
+        check_name="cleaned_events_accounting",
+        passed=not gaps,
+        metadata={
+            "gaps": MetadataValue.json(gaps),
+            "raw_rows_attributed": MetadataValue.int(sum(attributed.values())),
+        },
     )
     behind = unpublished_lines(store, result.outside_range_by_dates(), inputs["raw_events"])
     # A date before the first partition has no partition to publish into: counted, not a failure of this run.
@@ -143,18 +213,36 @@ def _after_publication(context, store, days, result, reports, batch_days, versio
     outside = {day: n for day, n in behind.items() if day < first_partition}
     behind = {day: n for day, n in behind.items() if day >= first_partition}
     yield AssetCheckResult(
-        asset_key="cleaned_events", check_name="cleaned_events_unpublished_lines", passed=not behind, severity=AssetCheckSeverity.WARN,
+        asset_key="cleaned_events",
+        check_name="cleaned_events_unpublished_lines",
+        passed=not behind,
+        severity=AssetCheckSeverity.WARN,
         metadata={
             "lines_by_event_date": MetadataValue.json({str(d): n for d, n in behind.items()}),
-            "publish_them_with": MetadataValue.text(publish_command(list(behind)) if behind else "nothing to publish"),
-            "lines_before_the_first_partition": MetadataValue.json({str(d): n for d, n in outside.items()}),
-            "first_partition": MetadataValue.text(f"{first_partition} (LAKEHOUSE_PARTITIONS_START, else the first landed day): dates before it have no partition"),
+            "publish_them_with": MetadataValue.text(
+                publish_command(list(behind)) if behind else "nothing to publish"
+            ),
+            "lines_before_the_first_partition": MetadataValue.json(
+                {str(d): n for d, n in outside.items()}
+            ),
+            "first_partition": MetadataValue.text(
+                f"{first_partition} (LAKEHOUSE_PARTITIONS_START, else the first landed day): dates before it have no partition"
+            ),
         },
     )
     quarantined_by_day = {day: attributed.get(day, 0) - batch_days[day] for day in days}
     partition_figures(
-        context, "cleaned_events",
-        {day: {"rows_written": batch_days[day], "dagster/row_count": batch_days[day], "quarantined": quarantined_by_day[day], "raw_rows_attributed": attributed.get(day, 0)} for day in days},
+        context,
+        "cleaned_events",
+        {
+            day: {
+                "rows_written": batch_days[day],
+                "dagster/row_count": batch_days[day],
+                "quarantined": quarantined_by_day[day],
+                "raw_rows_attributed": attributed.get(day, 0),
+            }
+            for day in days
+        },
         {
             "run_rows_written": MetadataValue.int(reports[0].rows),
             "run_raw_rows_read": MetadataValue.int(sum(counts.values())),
@@ -163,18 +251,31 @@ def _after_publication(context, store, days, result, reports, batch_days, versio
         },
     )
     partition_figures(
-        context, "quarantined_events",
+        context,
+        "quarantined_events",
         {day: {"rows_written": n, "dagster/row_count": n} for day, n in quarantined_by_day.items()},
-        {"run_rows_written": MetadataValue.int(reports[1].rows), "run_rows_by_reason": MetadataValue.json(by_reason)},
+        {
+            "run_rows_written": MetadataValue.int(reports[1].rows),
+            "run_rows_by_reason": MetadataValue.json(by_reason),
+        },
     )
-    publication_metadata = {"batch_id": MetadataValue.text(batch_id), "cleaned_events_version": MetadataValue.int(cleaned_version)}
+    publication_metadata = {
+        "batch_id": MetadataValue.text(batch_id),
+        "cleaned_events_version": MetadataValue.int(cleaned_version),
+    }
     yield MaterializeResult(
         asset_key="quarantined_events",
-        metadata=delta_metadata(store, QUARANTINE, quarantine_version, None, quarantined.preview().to_pandas(), inputs) | publication_metadata,
+        metadata=delta_metadata(
+            store, QUARANTINE, quarantine_version, None, quarantined.preview().to_pandas(), inputs
+        )
+        | publication_metadata,
     )
     yield MaterializeResult(
         asset_key="cleaned_events",
-        metadata=delta_metadata(store, CLEANED_EVENTS, cleaned_version, None, cleaned.preview().to_pandas(), inputs) | publication_metadata,
+        metadata=delta_metadata(
+            store, CLEANED_EVENTS, cleaned_version, None, cleaned.preview().to_pandas(), inputs
+        )
+        | publication_metadata,
     )
 
 
@@ -197,8 +298,14 @@ class VolumeDropError(Exception):
     pass
 
 
-def accounting_gaps(store: DeltaStore, days: list[date], attributed: dict[date, int], cleaned_version: int) -> list[str]:
+def accounting_gaps(
+    store: DeltaStore, days: list[date], attributed: dict[date, int], cleaned_version: int
+) -> list[str]:
     """Event dates whose raw lines do not all appear, once, in the published pair."""
     cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date", cleaned_version)
-    quarantined = Counter(published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"]).column("event_date").to_pylist())
+    quarantined = Counter(
+        published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"])
+        .column("event_date")
+        .to_pylist()
+    )
     return unbalanced_days(days, attributed, cleaned, quarantined)

@@ -3,13 +3,28 @@
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from assets.automation import rebuilt_with_its_inputs
 from assets.publish import bounded
 import pyarrow.compute as pc
 
-from lakehouse.features.feature_store import FEATURE_REPO, apply_definitions, materialize_incremental, online_offline_mismatches
+from lakehouse.features.feature_store import (
+    FEATURE_REPO,
+    apply_definitions,
+    materialize_incremental,
+    online_offline_mismatches,
+)
 from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
 from lakehouse.config import public_uri
 from resources.delta import DeltaStorage
@@ -19,7 +34,12 @@ from resources.mlflow import MlflowTracking
 FEATURE_TABLES = ("user_features", "category_features")  # what the online store is loaded from
 
 
-@asset(backfill_policy=BackfillPolicy.single_run(), deps=["user_features", "category_features"], group_name="features", kinds={"feast"})
+@asset(
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=["user_features", "category_features"],
+    group_name="features",
+    kinds={"feast"},
+)
 def feast_registry(feast: FeastResource):
     """The Feast registry: entities, feature views and feature services of feature_repo/, as `feast apply` registers them.
 
@@ -27,7 +47,12 @@ def feast_registry(feast: FeastResource):
     removes objects that were deleted from the repo.
     """
     views = apply_definitions(feast.store())
-    return MaterializeResult(metadata={"feature_views": MetadataValue.json(views), "feature_repo": MetadataValue.path(str(FEATURE_REPO))})
+    return MaterializeResult(
+        metadata={
+            "feature_views": MetadataValue.json(views),
+            "feature_repo": MetadataValue.path(str(FEATURE_REPO)),
+        }
+    )
 
 
 @asset(
@@ -59,17 +84,33 @@ def feast_online_store(context: AssetExecutionContext, feast: FeastResource, del
     versions = {name: lake.version(name) for name in FEATURE_TABLES}
     previous = context.instance.get_latest_materialization_event(context.asset_key)
     # The versions the previous load read; a load recorded before they were recorded counts as another version.
-    loaded_from = previous.asset_materialization.metadata.get("input_versions") if previous and previous.asset_materialization else None
+    loaded_from = (
+        previous.asset_materialization.metadata.get("input_versions")
+        if previous and previous.asset_materialization
+        else None
+    )
     rewritten = previous is not None and (loaded_from is None or loaded_from.value != versions)
     newest = pc.max(lake.read_arrow("user_features", columns=["feature_ts"])["feature_ts"]).as_py()
     window = materialize_incremental(store, newest, rewritten=rewritten)
     compared, mismatches = online_offline_mismatches(store)
-    window_metadata = {"window_start": MetadataValue.timestamp(window[0]), "window_end": MetadataValue.timestamp(window[1])} if window else {"already_current": True}
-    yield MaterializeResult(metadata=window_metadata | {"input_versions": MetadataValue.json(versions)})
+    window_metadata = (
+        {
+            "window_start": MetadataValue.timestamp(window[0]),
+            "window_end": MetadataValue.timestamp(window[1]),
+        }
+        if window
+        else {"already_current": True}
+    )
+    yield MaterializeResult(
+        metadata=window_metadata | {"input_versions": MetadataValue.json(versions)}
+    )
     yield AssetCheckResult(
         check_name="online_matches_offline",
         passed=not mismatches,
-        metadata={"entities_compared": MetadataValue.int(compared), "mismatches": MetadataValue.json(bounded(mismatches[:20]))},
+        metadata={
+            "entities_compared": MetadataValue.int(compared),
+            "mismatches": MetadataValue.json(bounded(mismatches[:20])),
+        },
     )
 
 
@@ -84,18 +125,28 @@ def feast_online_store(context: AssetExecutionContext, feast: FeastResource, del
         f"(`mlflow ui`, http://127.0.0.1:5000), `chart_file` is where the artifact store keeps it."
     ),
 )
-def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, mlflow_tracking: MlflowTracking):
+def serving_features_match_training(
+    feast: FeastResource, delta: DeltaStorage, mlflow_tracking: MlflowTracking
+):
     # The chart is linked, not embedded: an inline PNG of every feature's panel is far above the
     # metadata value cap (assets.publish.VALUE_CHARS), and a browser does not open file:// links
     # from the Dagster UI. The MLflow UI's address is MlflowTracking.ui_url.
-    from lakehouse.ml.serving_skew import measure_skew  # here: it loads pandas, and only this check needs it
+    from lakehouse.ml.serving_skew import (
+        measure_skew,
+    )  # here: it loads pandas, and only this check needs it
 
     skew = measure_skew(feast.store(), delta.store(), mlflow_tracking.tracking_uri)
     if skew is None:
-        return AssetCheckResult(passed=True, metadata={"compared": "nothing: no model is registered yet"})
-    from mlflow.tracking import MlflowClient  # here: measure_skew has imported mlflow already; module import stays light
+        return AssetCheckResult(
+            passed=True, metadata={"compared": "nothing: no model is registered yet"}
+        )
+    from mlflow.tracking import (
+        MlflowClient,
+    )  # here: measure_skew has imported mlflow already; module import stays light
 
-    experiment_id = MlflowClient(mlflow_tracking.tracking_uri).get_run(skew.run_id).info.experiment_id
+    experiment_id = (
+        MlflowClient(mlflow_tracking.tracking_uri).get_run(skew.run_id).info.experiment_id
+    )
     chart_path = f"serving_skew/{skew.chart_uri.rsplit('/', 1)[-1]}"
     traffic = skew.traffic
     status = worst_status(skew.features + (traffic.features if traffic else []))
@@ -118,7 +169,9 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
             "serving_rows": MetadataValue.int(skew.serving_rows),
             "max_psi": MetadataValue.float(max(d.psi for d in skew.features)),
             "features": MetadataValue.md(_drift_table(skew.features)),
-            "chart": MetadataValue.url(mlflow_tracking.run_url(experiment_id, skew.run_id, chart_path)),
+            "chart": MetadataValue.url(
+                mlflow_tracking.run_url(experiment_id, skew.run_id, chart_path)
+            ),
             "chart_file": _artifact_location(skew.chart_uri),
             **traffic_metadata,
         },
@@ -126,7 +179,10 @@ def serving_features_match_training(feast: FeastResource, delta: DeltaStorage, m
 
 
 def _drift_table(features) -> str:
-    rows = [f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |" for d in features]
+    rows = [
+        f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |"
+        for d in features
+    ]
     return "| feature | PSI | KS | status |\n|---|---|---|---|\n" + "\n".join(rows)
 
 

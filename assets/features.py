@@ -9,7 +9,11 @@ from dagster import AssetExecutionContext, AssetSpec, BackfillPolicy, multi_asse
 from assets.automation import rebuilt_with_its_inputs
 from assets.publish import publish, schema_check
 from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
-from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
+from lakehouse.transforms.user_activity import (
+    category_activity_features,
+    purchase_labels,
+    user_activity_features,
+)
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
 
@@ -37,22 +41,41 @@ the data are labelled, so the newest week of data has no labels yet."""
 
 # Each table: its schema, its group in the UI, its business definition, and the transformation that builds it.
 TABLES = {
-    USER_FEATURES.name: (USER_FEATURES, "features", USER_FEATURES_DEFINITION, user_activity_features),
-    CATEGORY_FEATURES.name: (CATEGORY_FEATURES, "features", CATEGORY_FEATURES_DEFINITION, category_activity_features),
+    USER_FEATURES.name: (
+        USER_FEATURES,
+        "features",
+        USER_FEATURES_DEFINITION,
+        user_activity_features,
+    ),
+    CATEGORY_FEATURES.name: (
+        CATEGORY_FEATURES,
+        "features",
+        CATEGORY_FEATURES_DEFINITION,
+        category_activity_features,
+    ),
     TRAINING_LABELS.name: (TRAINING_LABELS, "ml", TRAINING_LABELS_DEFINITION, purchase_labels),
 }
 
 
 @multi_asset(
     specs=[
-        AssetSpec(name, deps=["cleaned_events"], group_name=group, kinds={"delta", "pyspark"}, description=definition, automation_condition=rebuilt_with_its_inputs)
+        AssetSpec(
+            name,
+            deps=["cleaned_events"],
+            group_name=group,
+            kinds={"delta", "pyspark"},
+            description=definition,
+            automation_condition=rebuilt_with_its_inputs,
+        )
         for name, (_, group, definition, _) in TABLES.items()
     ],
     check_specs=[schema_check(schema) for schema, *_ in TABLES.values()],
     can_subset=True,
     backfill_policy=BackfillPolicy.single_run(),
 )
-def features_and_labels(context: AssetExecutionContext, delta: DeltaStorage, engine: EngineResource):
+def features_and_labels(
+    context: AssetExecutionContext, delta: DeltaStorage, engine: EngineResource
+):
     """user_features, category_features and training_labels from one version of cleaned_events.
 
     The version is pinned when the computation starts (the late-data automation can commit at any
@@ -60,11 +83,19 @@ def features_and_labels(context: AssetExecutionContext, delta: DeltaStorage, eng
     a newer cleaned_events version, all of the selected tables are computed again from the newest.
     """
     store, runner = delta.store(), engine.engine()
-    selected = [TABLES[key.path[-1]] for key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1])]
+    selected = [
+        TABLES[key.path[-1]]
+        for key in sorted(context.selected_asset_keys, key=lambda k: k.path[-1])
+    ]
 
     def compute():
         version = store.version("cleaned_events")
-        cleaned, last_day = runner.read(store, "cleaned_events", version), store.last_day("cleaned_events", "event_date", version)
-        return {schema: runner.batch(build(cleaned, last_day)) for schema, _, _, build in selected}, {"cleaned_events": version}
+        cleaned, last_day = (
+            runner.read(store, "cleaned_events", version),
+            store.last_day("cleaned_events", "event_date", version),
+        )
+        return {
+            schema: runner.batch(build(cleaned, last_day)) for schema, _, _, build in selected
+        }, {"cleaned_events": version}
 
     yield from publish(context, store, compute)

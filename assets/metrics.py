@@ -9,8 +9,22 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, CodeReferencesMetadataValue, LocalFileCodeReference, MetadataValue, Output
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    CodeReferencesMetadataValue,
+    LocalFileCodeReference,
+    MetadataValue,
+    Output,
+)
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
 from dbt.adapters.base.column import Column
 
@@ -23,7 +37,14 @@ from resources.dbt import DBT_DIR, dbt_manifest
 from resources.delta import DeltaStorage
 
 # The DuckDB types the delta_source plugin's pyarrow datasets come back as.
-_DUCKDB_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMP WITH TIME ZONE", "date": "DATE", "double": "DOUBLE", "int": "INTEGER", "long": "BIGINT"}
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "date": "DATE",
+    "double": "DOUBLE",
+    "int": "INTEGER",
+    "long": "BIGINT",
+}
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
@@ -38,20 +59,38 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         node = manifest["nodes"].get(unique_id)  # sources are in manifest["sources"]
         if node is None:
             return spec
-        source_file = LocalFileCodeReference(file_path=str(DBT_DIR / node["original_file_path"]), line_number=1)
-        metadata = dict(spec.metadata) | {"dagster/code_references": CodeReferencesMetadataValue(code_references=[source_file])}
+        source_file = LocalFileCodeReference(
+            file_path=str(DBT_DIR / node["original_file_path"]), line_number=1
+        )
+        metadata = dict(spec.metadata) | {
+            "dagster/code_references": CodeReferencesMetadataValue(code_references=[source_file])
+        }
         if node["resource_type"] != "model":
             return spec.replace_attributes(metadata=metadata)  # seeds do live in DuckDB
         name = node["name"]
-        delta = {"dagster/storage_kind": "delta", "dagster/table_name": name, "delta_uri": MetadataValue.path(public_uri(f"{lakehouse_paths().delta_root}/{name}"))}
+        delta = {
+            "dagster/storage_kind": "delta",
+            "dagster/table_name": name,
+            "delta_uri": MetadataValue.path(public_uri(f"{lakehouse_paths().delta_root}/{name}")),
+        }
         # Late events rebuild their cleaned_events dates (assets/automation.py): the metrics of those dates follow.
-        return spec.replace_attributes(metadata=metadata | delta, kinds={"dbt", "delta"}, automation_condition=rebuilt_dates_eager)
+        return spec.replace_attributes(
+            metadata=metadata | delta,
+            kinds={"dbt", "delta"},
+            automation_condition=rebuilt_dates_eager,
+        )
 
-    def get_asset_check_spec(self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project) -> AssetCheckSpec | None:
+    def get_asset_check_spec(
+        self, asset_spec, manifest: Mapping[str, Any], unique_id: str, project
+    ) -> AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
         if spec is None or spec.description:
             return spec  # a test with `meta: description` in schema.yml says it in its own words
-        return spec._replace(description=dbt_test_description(manifest["nodes"][unique_id], asset_spec.key.to_user_string()))
+        return spec._replace(
+            description=dbt_test_description(
+                manifest["nodes"][unique_id], asset_spec.key.to_user_string()
+            )
+        )
 
 
 def dbt_test_description(test: Mapping[str, Any], model: str) -> str:
@@ -69,11 +108,18 @@ def dbt_test_description(test: Mapping[str, Any], model: str) -> str:
     return f"dbt test {meta.get('name', test.get('name'))} on {model} ({arguments})."
 
 
-_TRANSLATOR = LakehouseDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+_TRANSLATOR = LakehouseDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+)
 
 
 # The CLI's --partition-range needs every selected asset to run once per range, unpartitioned ones too.
-@dbt_assets(manifest=dbt_manifest(), dagster_dbt_translator=_TRANSLATOR, select="resource_type:seed", backfill_policy=BackfillPolicy.single_run())
+@dbt_assets(
+    manifest=dbt_manifest(),
+    dagster_dbt_translator=_TRANSLATOR,
+    select="resource_type:seed",
+    backfill_policy=BackfillPolicy.single_run(),
+)
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
     """Load the static reference tables (dbt/seeds/) into dbt's database and run their tests: not partitioned, they have no dates."""
     yield from dbt.cli(["build"], context=context).stream()
@@ -91,7 +137,11 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
     days = partition_dates(context)
     store = delta.store()
     source_version = store.version("cleaned_events")
-    dbt_vars = {"start_date": days[0].isoformat(), "end_date": days[-1].isoformat(), "cleaned_events_version": source_version}
+    dbt_vars = {
+        "start_date": days[0].isoformat(),
+        "end_date": days[-1].isoformat(),
+        "cleaned_events_version": source_version,
+    }
     invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
     _declare_source_schema(invocation, CLEANED_EVENTS)
     for event in invocation.stream().fetch_column_metadata():
@@ -99,10 +149,16 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
             table = context.asset_key_for_output(event.output_name).path[-1]
             version = store.version(table)
             metadata = dict(event.metadata)
-            if "dagster/column_lineage" in metadata:  # stored by dagster-dbt, shown by no view of open-source Dagster
-                metadata["column_lineage"] = MetadataValue.md(column_lineage_markdown(metadata["dagster/column_lineage"].value))
+            if (
+                "dagster/column_lineage" in metadata
+            ):  # stored by dagster-dbt, shown by no view of open-source Dagster
+                metadata["column_lineage"] = MetadataValue.md(
+                    column_lineage_markdown(metadata["dagster/column_lineage"].value)
+                )
             if "Execution Duration" in metadata:  # dagster-dbt's, a bare number of seconds
-                metadata["dbt_execution_seconds"] = MetadataValue.float(round(float(metadata.pop("Execution Duration").value), 3))
+                metadata["dbt_execution_seconds"] = MetadataValue.float(
+                    round(float(metadata.pop("Execution Duration").value), 3)
+                )
             if version is not None:
                 metadata |= _delta_metadata(store, table, version, source_version)
             event = event.with_metadata(metadata)
@@ -128,13 +184,21 @@ def _declare_source_schema(invocation: DbtCliInvocation, schema: TableSchema) ->
     """
     for source in invocation.manifest["sources"].values():
         if source["identifier"] == schema.name:
-            key = RelationKey(database=source["database"], schema=source["schema"], identifier=source["identifier"])
+            key = RelationKey(
+                database=source["database"],
+                schema=source["schema"],
+                identifier=source["identifier"],
+            )
             columns = [Column(column=c.name, dtype=_DUCKDB_TYPES[c.dtype]) for c in schema.columns]
-            invocation._relation_column_metadata_cache[key] = RelationData(name=source["relation_name"], columns=columns)  # noqa: SLF001
+            invocation._relation_column_metadata_cache[key] = RelationData(
+                name=source["relation_name"], columns=columns
+            )  # noqa: SLF001
 
 
 def _delta_metadata(store, table: str, version: int, source_version: int | None) -> dict:
     preview = store.read_arrow(table, version).slice(0, 10).to_pandas()
     return delta_table_metadata(store, table, version, preview) | {
-        "cleaned_events_version": MetadataValue.int(source_version) if source_version is not None else MetadataValue.text("none"),
+        "cleaned_events_version": MetadataValue.int(source_version)
+        if source_version is not None
+        else MetadataValue.text("none"),
     }

@@ -3,7 +3,15 @@
 Its labels, training_labels, are computed with the feature tables (assets/features.py): one version of
 cleaned_events for features and labels alike."""
 
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets.automation import rebuilt_with_its_inputs
 from lakehouse.ml.lineage import REGISTERED_MODEL, dagster_tags
@@ -27,7 +35,12 @@ from resources.mlflow import MlflowTracking
         )
     ],
 )
-def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorage, feast: FeastResource, mlflow_tracking: MlflowTracking):
+def purchase_propensity_model(
+    context: AssetExecutionContext,
+    delta: DeltaStorage,
+    feast: FeastResource,
+    mlflow_tracking: MlflowTracking,
+):
     """A gradient-boosted classifier of "purchases within 7 days", with the exact data that trained it.
 
     The training set is training_labels joined point-in-time to the purchase_propensity_v2 feature
@@ -59,7 +72,11 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
     built = build_training_set(feast_store, inputs)
-    yield AssetCheckResult(check_name="training_set_point_in_time", passed=not built.leakage, metadata={"violations": MetadataValue.json(built.leakage)})
+    yield AssetCheckResult(
+        check_name="training_set_point_in_time",
+        passed=not built.leakage,
+        metadata={"violations": MetadataValue.json(built.leakage)},
+    )
     if built.leakage:
         raise LeakageError(f"training set leaks: {built.leakage}; nothing trained")
     training_set = built.frame
@@ -75,7 +92,9 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
         figures=evaluation_figures(trained.test_labels, trained.test_scores, trained.importance),
     )
     promote(logged.model_version)  # registered, so it passed the point-in-time check: it serves now
-    context.log.info(f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version} ({CHAMPION}): test AUC {trained.metrics['test_auc']:.3f}")
+    context.log.info(
+        f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version} ({CHAMPION}): test AUC {trained.metrics['test_auc']:.3f}"
+    )
     yield MaterializeResult(
         metadata={
             "mlflow_run_id": logged.run_id,
@@ -93,5 +112,8 @@ def purchase_propensity_model(context: AssetExecutionContext, delta: DeltaStorag
 def _partition(context: AssetExecutionContext) -> str | None:
     """The run's partition or partition range: the model is unpartitioned, but runs with the daily assets."""
     tags = context.run.tags
-    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    start, end = (
+        tags.get("dagster/asset_partition_range_start"),
+        tags.get("dagster/asset_partition_range_end"),
+    )
     return tags.get("dagster/partition") or (f"{start}...{end}" if start else None)

@@ -17,7 +17,11 @@ def partitions_start() -> date:
     landed earlier than the start shows up after the next reload."""
     if configured := os.environ.get("LAKEHOUSE_PARTITIONS_START"):
         return date.fromisoformat(configured)
-    landed = [day for folder in lakehouse_paths().landing.glob("date=*") if (day := day_of_folder(folder)) is not None]
+    landed = [
+        day
+        for folder in lakehouse_paths().landing.glob("date=*")
+        if (day := day_of_folder(folder)) is not None
+    ]
     return min(landed, default=datetime.now(timezone.utc).date() - timedelta(days=30))
 
 

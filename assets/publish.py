@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, MetadataValue, TableColumn, TableSchema
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
 
 from lakehouse.config import public_uri
 from lakehouse.engines.batch import Batch
@@ -62,15 +69,23 @@ def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
 
 
 def column_schema(schema: LakehouseTableSchema) -> TableSchema:
-    return TableSchema(columns=[TableColumn(c.name, c.dtype, description=c.description) for c in schema.columns])
+    return TableSchema(
+        columns=[TableColumn(c.name, c.dtype, description=c.description) for c in schema.columns]
+    )
 
 
-def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: pd.DataFrame, total_rows: bool = True) -> dict:
+def delta_table_metadata(
+    store: DeltaStore, table: str, version: int, preview: pd.DataFrame, total_rows: bool = True
+) -> dict:
     """What every Delta-backed materialization reports about the table it committed.
 
     `total_rows` False: the table's row count is left out (a partitioned write reports each partition's).
     """
-    rows = {"dagster/row_count": MetadataValue.int(store.row_count(table, version))} if total_rows else {}
+    rows = (
+        {"dagster/row_count": MetadataValue.int(store.row_count(table, version))}
+        if total_rows
+        else {}
+    )
     return {
         "delta_uri": MetadataValue.path(public_uri(store.uri(table))),
         "delta_version": MetadataValue.int(version),
@@ -79,24 +94,45 @@ def delta_table_metadata(store: DeltaStore, table: str, version: int, preview: p
     }
 
 
-def delta_metadata(store: DeltaStore, schema: LakehouseTableSchema, version: int, rows_written: int | None, preview: pd.DataFrame, inputs: dict[str, int] | None = None) -> dict:
+def delta_metadata(
+    store: DeltaStore,
+    schema: LakehouseTableSchema,
+    version: int,
+    rows_written: int | None,
+    preview: pd.DataFrame,
+    inputs: dict[str, int] | None = None,
+) -> dict:
     """`rows_written` None: a partitioned write, whose row figures go on each partition (`partition_figures`)."""
-    common = delta_table_metadata(store, schema.name, version, preview, total_rows=rows_written is not None) | {
+    common = delta_table_metadata(
+        store, schema.name, version, preview, total_rows=rows_written is not None
+    ) | {
         "dagster/column_schema": column_schema(schema),
         "input_versions": MetadataValue.json(inputs or {}),
     }
-    return common if rows_written is None else common | {"rows_written": MetadataValue.int(rows_written)}
+    return (
+        common
+        if rows_written is None
+        else common | {"rows_written": MetadataValue.int(rows_written)}
+    )
 
 
-def partition_figures(context, asset_key: str, figures: dict[date, dict[str, int]], run_totals: dict[str, Any]) -> None:
+def partition_figures(
+    context, asset_key: str, figures: dict[date, dict[str, int]], run_totals: dict[str, Any]
+) -> None:
     """Each partition's own figures on its materialization, and the run's totals once, on its last partition.
 
     Dagster copies a result's metadata to every partition a run materializes, so figures that differ
     per partition go through `add_asset_metadata` instead.
     """
     for day, numbers in sorted(figures.items()):
-        context.add_asset_metadata({name: MetadataValue.int(n) for name, n in numbers.items()}, asset_key=asset_key, partition_key=day.isoformat())
-    context.add_asset_metadata(run_totals, asset_key=asset_key, partition_key=max(figures).isoformat())
+        context.add_asset_metadata(
+            {name: MetadataValue.int(n) for name, n in numbers.items()},
+            asset_key=asset_key,
+            partition_key=day.isoformat(),
+        )
+    context.add_asset_metadata(
+        run_totals, asset_key=asset_key, partition_key=max(figures).isoformat()
+    )
 
 
 def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) -> AssetCheckResult:
@@ -104,7 +140,10 @@ def schema_check_result(schema: LakehouseTableSchema, report: ValidationReport) 
         asset_key=schema.name,
         check_name=f"{schema.name}_schema",
         passed=report.passed,
-        metadata={"rows": report.rows, "failures": MetadataValue.json(bounded(report.failures[:20]))},
+        metadata={
+            "rows": report.rows,
+            "failures": MetadataValue.json(bounded(report.failures[:20])),
+        },
     )
 
 
@@ -113,8 +152,11 @@ RECOMPUTE_ATTEMPTS = 3
 
 
 def publish(
-    context, store: DeltaStore, compute: Callable[[], tuple[dict[LakehouseTableSchema, Batch], dict[str, int]]],
-    replace: DateRange | None = None, partitioned: bool = False,
+    context,
+    store: DeltaStore,
+    compute: Callable[[], tuple[dict[LakehouseTableSchema, Batch], dict[str, int]]],
+    replace: DateRange | None = None,
+    partitioned: bool = False,
 ) -> Iterator:
     """Write-audit-publish of batches computed from the newest versions of their inputs.
 
@@ -130,20 +172,39 @@ def publish(
         try:
             reports = {schema: batch.validate(schema) for schema, batch in batches.items()}
             if not all(report.passed for report in reports.values()):
-                yield from (schema_check_result(schema, report) for schema, report in reports.items())
+                yield from (
+                    schema_check_result(schema, report) for schema, report in reports.items()
+                )
                 for report in reports.values():
                     report.raise_if_failed()
             try:
-                versions = {schema: batch.commit(store, schema, replace, inputs) for schema, batch in batches.items()}
+                versions = {
+                    schema: batch.commit(store, schema, replace, inputs)
+                    for schema, batch in batches.items()
+                }
             except (StaleInputError, TableMovedError) as exc:
-                context.log.warning(f"attempt {attempt} not committed: {exc}. Computing again from the newest versions.")
+                context.log.warning(
+                    f"attempt {attempt} not committed: {exc}. Computing again from the newest versions."
+                )
                 continue
             for schema, batch in batches.items():
                 yield schema_check_result(schema, reports[schema])
                 preview = batch.preview(PREVIEW_ROWS).to_pandas()
-                yield MaterializeResult(asset_key=schema.name, metadata=delta_metadata(store, schema, versions[schema], None if partitioned else reports[schema].rows, preview, inputs))
+                yield MaterializeResult(
+                    asset_key=schema.name,
+                    metadata=delta_metadata(
+                        store,
+                        schema,
+                        versions[schema],
+                        None if partitioned else reports[schema].rows,
+                        preview,
+                        inputs,
+                    ),
+                )
             return
         finally:
             for batch in batches.values():
                 batch.release()
-    raise StaleInputError(f"{', '.join(schema.name for schema in batches)}: the inputs kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again")
+    raise StaleInputError(
+        f"{', '.join(schema.name for schema in batches)}: the inputs kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again"
+    )

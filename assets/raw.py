@@ -3,7 +3,20 @@
 import json
 
 import pyarrow as pa
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, BackfillPolicy, DefaultSensorStatus, MetadataValue, RunRequest, SensorEvaluationContext, SensorResult, asset, sensor
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    asset,
+    sensor,
+)
 
 from assets.partitions import daily_partitions, partition_dates
 from assets.publish import bounded, partition_figures, publish, schema_check
@@ -62,21 +75,54 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
         # Computed from this version of raw_events itself: the commit is refused if another run changed these dates since.
         version = store.version(RAW_EVENTS.name)
         held = store.daily_rows(RAW_EVENTS.name, "ingest_date", version)
-        batches, found["rewritten"] = raw_partitions(landing.root, days, ingested_rows(store, version, days))
-        found["drops"] = volume_drops(held, {day: batch.num_rows for day, batch in batches.items()})
-        figures = {day: {"rows_written": batch.num_rows, "rows_appended": batch.num_rows - held.get(day, 0), "dagster/row_count": batch.num_rows} for day, batch in batches.items()}
-        partition_figures(
-            context, "raw_events", figures,
-            {"run_rows_written": MetadataValue.int(sum(batch.num_rows for batch in batches.values())), "run_ingest_dates": MetadataValue.int(len(days))},
+        batches, found["rewritten"] = raw_partitions(
+            landing.root, days, ingested_rows(store, version, days)
         )
-        return {RAW_EVENTS: ArrowBatch(pa.concat_tables(batches.values()))}, {} if version is None else {RAW_EVENTS.name: version}
+        found["drops"] = volume_drops(held, {day: batch.num_rows for day, batch in batches.items()})
+        figures = {
+            day: {
+                "rows_written": batch.num_rows,
+                "rows_appended": batch.num_rows - held.get(day, 0),
+                "dagster/row_count": batch.num_rows,
+            }
+            for day, batch in batches.items()
+        }
+        partition_figures(
+            context,
+            "raw_events",
+            figures,
+            {
+                "run_rows_written": MetadataValue.int(
+                    sum(batch.num_rows for batch in batches.values())
+                ),
+                "run_ingest_dates": MetadataValue.int(len(days)),
+            },
+        )
+        return {
+            RAW_EVENTS: ArrowBatch(pa.concat_tables(batches.values()))
+        }, {} if version is None else {RAW_EVENTS.name: version}
 
-    yield from publish(context, store, compute, DateRange("ingest_date", days[0], days[-1]), partitioned=True)
-    yield AssetCheckResult(check_name="raw_events_volume", passed=not found["drops"], severity=AssetCheckSeverity.WARN, metadata={"drops": MetadataValue.json(found["drops"])})
-    for check, key, entries in (("raw_events_unread_landing", "unread", unreadable_entries(landing.root, days)), ("raw_events_landing_rewritten", "files", found["rewritten"])):
+    yield from publish(
+        context, store, compute, DateRange("ingest_date", days[0], days[-1]), partitioned=True
+    )
+    yield AssetCheckResult(
+        check_name="raw_events_volume",
+        passed=not found["drops"],
+        severity=AssetCheckSeverity.WARN,
+        metadata={"drops": MetadataValue.json(found["drops"])},
+    )
+    for check, key, entries in (
+        ("raw_events_unread_landing", "unread", unreadable_entries(landing.root, days)),
+        ("raw_events_landing_rewritten", "files", found["rewritten"]),
+    ):
         yield AssetCheckResult(
-            check_name=check, passed=not entries, severity=AssetCheckSeverity.WARN,
-            metadata={"entries": MetadataValue.int(len(entries)), key: MetadataValue.json(bounded(dict(list(entries.items())[:100])))},
+            check_name=check,
+            passed=not entries,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "entries": MetadataValue.int(len(entries)),
+                key: MetadataValue.json(bounded(dict(list(entries.items())[:100]))),
+            },
         )
 
 
@@ -94,7 +140,11 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingArea):
     """
     seen = json.loads(context.cursor) if context.cursor else {}
     partitions = set(daily_partitions.get_partition_keys())
-    current = {day.isoformat(): signature for day, signature in landed_days(landing.root).items() if day.isoformat() in partitions}
+    current = {
+        day.isoformat(): signature
+        for day, signature in landed_days(landing.root).items()
+        if day.isoformat() in partitions
+    }
     requests = [
         RunRequest(run_key=f"{day}:{signature}", partition_key=day)
         for day, signature in sorted(current.items())

@@ -49,11 +49,16 @@ def median_of(name: str, repeats: int, run_once) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not LAKEHOUSE.exists():
-        print(f"no lakehouse script next to {PYTHON}; install the project (uv sync) first", file=sys.stderr)
+        print(
+            f"no lakehouse script next to {PYTHON}; install the project (uv sync) first",
+            file=sys.stderr,
+        )
         return 2
 
     caller_env = dict(os.environ)
@@ -62,7 +67,9 @@ def main() -> int:
         empty_lakes = iter(range(1_000_000))
 
         def empty_lake_env() -> dict[str, str]:
-            data = root / f"lake{next(empty_lakes)}"  # new and empty for every run: nothing left by the previous one
+            data = (
+                root / f"lake{next(empty_lakes)}"
+            )  # new and empty for every run: nothing left by the previous one
             data.mkdir()
             env = {k: v for k, v in caller_env.items() if k != "MLFLOW_TRACKING_URI"}
             return env | {"LAKEHOUSE_DATA_DIR": str(data)}
@@ -74,13 +81,21 @@ def main() -> int:
         run_id = os.environ.get("BENCH_RUN_ID")
         if run_id:
             out = root / "reproduced.parquet"
-            commands[f"lakehouse reproduce {run_id}"] = lambda: wall_seconds([str(LAKEHOUSE), "reproduce", run_id, "--out", str(out)], caller_env)
+            commands[f"lakehouse reproduce {run_id}"] = lambda: wall_seconds(
+                [str(LAKEHOUSE), "reproduce", run_id, "--out", str(out)], caller_env
+            )
 
-        reference = median_of("python -c pass", args.repeats, lambda: wall_seconds([str(PYTHON), "-c", "pass"], caller_env))
+        reference = median_of(
+            "python -c pass",
+            args.repeats,
+            lambda: wall_seconds([str(PYTHON), "-c", "pass"], caller_env),
+        )
         print(f"python -c pass: {reference:.2f} s median ({args.repeats} runs), the reference")
         for name, run_once in commands.items():
             median = median_of(name, args.repeats, run_once)
-            print(f"{name}: {median:.2f} s median ({args.repeats} runs), {median / reference:.1f}x bare interpreter start ({reference:.2f} s)")
+            print(
+                f"{name}: {median:.2f} s median ({args.repeats} runs), {median / reference:.1f}x bare interpreter start ({reference:.2f} s)"
+            )
     return 0
 
 

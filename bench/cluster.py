@@ -59,13 +59,27 @@ print(time.perf_counter() - began)
 
 
 def cluster(command: str, env: dict) -> str:
-    return subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", command], env=env, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, REPO / "scripts" / "cluster.py", command],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def lake(landing: Path, **settings: str) -> tuple[Path, dict]:
     data = Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     (data / "landing").symlink_to(landing)
-    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1"} | settings
+    env = (
+        os.environ
+        | {
+            "LAKEHOUSE_DATA_DIR": str(data),
+            "DAGSTER_HOME": str(data / "dagster_home"),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        }
+        | settings
+    )
     write_instance_config(data / "dagster_home", env)
     return data, env
 
@@ -82,15 +96,28 @@ def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
     """What the cluster lake holds per unit: bytes per event on the object store, Redis bytes per entity."""
     from lakehouse.tables.storage import DeltaStore
 
-    options = {key: settings[key] for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    options = {
+        key: settings[key]
+        for key in (
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ALLOW_HTTP",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        )
+    }
     store = DeltaStore(settings["LAKEHOUSE_DELTA_ROOT"], storage_options=options)
     for table in ("raw_events", "cleaned_events", "user_features"):
         adds = pa.table(store.table(table).get_add_actions(flatten=True)).to_pydict()
         files, rows, size = len(adds["path"]), sum(adds["num_records"]), sum(adds["size_bytes"])
-        print(f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: {size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file")
+        print(
+            f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: {size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file"
+        )
     used, keys = redis_memory(settings)
     users = len(set(store.read_arrow("user_features", columns=["user_id"])["user_id"].to_pylist()))
-    print(f"Redis: {keys - redis_before[1]} keys, {(used - redis_before[0]) / 2**20:.1f} MiB for the online features of {users} users and their categories")
+    print(
+        f"Redis: {keys - redis_before[1]} keys, {(used - redis_before[0]) / 2**20:.1f} MiB for the online features of {users} users and their categories"
+    )
 
 
 def main() -> None:
@@ -99,57 +126,144 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     args = parser.parse_args()
 
-    stack_env = os.environ | {"LAKEHOUSE_DATA_DIR": tempfile.mkdtemp(prefix="lakehouse-bench-cluster-"), "LAKEHOUSE_CLUSTER_PORT": os.environ.get("LAKEHOUSE_CLUSTER_PORT", "19300")}
+    stack_env = os.environ | {
+        "LAKEHOUSE_DATA_DIR": tempfile.mkdtemp(prefix="lakehouse-bench-cluster-"),
+        "LAKEHOUSE_CLUSTER_PORT": os.environ.get("LAKEHOUSE_CLUSTER_PORT", "19300"),
+    }
     began = time.monotonic()
     cluster("up", stack_env)
     print(f"cluster up in {time.monotonic() - began:.0f} s")
     try:
-        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in cluster("env", stack_env).splitlines())
+        settings = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1)
+            for line in cluster("env", stack_env).splitlines()
+        )
         settings["LAKEHOUSE_DELTA_ROOT"] = f"s3://lakehouse/bench-{uuid.uuid4().hex[:8]}/delta"
         landing = Path(tempfile.mkdtemp(prefix="lakehouse-bench-landing-"))
         start = date(2026, 10, 1)
         end = start + timedelta(days=args.days - 1)
-        subprocess.run([BIN / "lakehouse", "generate", "--landing", str(landing), "--start", str(start), "--days", str(args.days), "--users", str(args.users)], check=True)
+        subprocess.run(
+            [
+                BIN / "lakehouse",
+                "generate",
+                "--landing",
+                str(landing),
+                "--start",
+                str(start),
+                "--days",
+                str(args.days),
+                "--users",
+                str(args.users),
+            ],
+            check=True,
+        )
         lines = sum(1 for f in landing.glob("date=*/*.jsonl") for _ in f.open())
-        materialize = [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}"]
+        materialize = [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-f",
+            "definitions.py",
+            "--select",
+            "not group:maintenance",
+            "--partition-range",
+            f"{start}...{end}",
+        ]
         seconds = {}
         redis_before = redis_memory(settings)
         for profile, extra in (("local", {}), ("cluster", settings)):
             data, env = lake(landing, **extra)
             seconds[profile], peak = run_measured(materialize, env, data / "materialize.log")
-            print(f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  {lines / seconds[profile]:8.0f} events/s  (peak RSS of its process tree {peak:.0f} MiB)")
-            steps = re.findall(r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)', (data / "materialize.log").read_text())
+            print(
+                f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  {lines / seconds[profile]:8.0f} events/s  (peak RSS of its process tree {peak:.0f} MiB)"
+            )
+            steps = re.findall(
+                r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)',
+                (data / "materialize.log").read_text(),
+            )
             print("  steps: " + ", ".join(f"{step} {took}" for step, took in steps))
-        print(f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x")
+        print(
+            f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x"
+        )
         sizes(settings, redis_before)
 
         # The job on the whole window with one core and with two, and on its first half with one core: the
         # difference of the two one-core runs is the cost of the extra events without the fixed costs.
         half_end = start + timedelta(days=args.days // 2 - 1)
-        half_lines = sum(1 for f in landing.glob("date=*/*.jsonl") if f.parent.name <= f"date={half_end}" for _ in f.open())
+        half_lines = sum(
+            1
+            for f in landing.glob("date=*/*.jsonl")
+            if f.parent.name <= f"date={half_end}"
+            for _ in f.open()
+        )
         env = os.environ | settings | {"SPARK_LOCAL_IP": "127.0.0.1"}
         job = {}
         for cores, last, events in ((1, end, lines), (2, end, lines), (1, half_end, half_lines)):
-            out = subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(last), f"scratch_{cores}_{last}"],
-                                 env=env | {"PYSPARK_SUBMIT_ARGS": f"--conf spark.cores.max={cores} pyspark-shell"}, cwd=REPO, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    SPARK_JOB,
+                    settings["LAKEHOUSE_DELTA_ROOT"],
+                    str(start),
+                    str(last),
+                    f"scratch_{cores}_{last}",
+                ],
+                env=env | {"PYSPARK_SUBMIT_ARGS": f"--conf spark.cores.max={cores} pyspark-shell"},
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             job[cores, last] = float(out.strip().splitlines()[-1])
-            print(f"cleaning job, {events} events, on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores, last]:6.1f} s  {events / job[cores, last] / cores:8.0f} events/s per core")
+            print(
+                f"cleaning job, {events} events, on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores, last]:6.1f} s  {events / job[cores, last] / cores:8.0f} events/s per core"
+            )
         print(f"speed-up with 2 workers: {job[1, end] / job[2, end]:.2f}x")
         marginal = (lines - half_lines) / (job[1, end] - job[1, half_end])
-        print(f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events took {job[1, end] - job[1, half_end]:.1f} s more)")
+        print(
+            f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events took {job[1, end] - job[1, half_end]:.1f} s more)"
+        )
 
         jit = {}
-        for name, options in (("client compiler only (the stack's)", ""), ("tiered (the JVM's default)", "-XX:TieredStopAtLevel=4")):
-            overrides = f"--conf spark.driver.extraJavaOptions={options} --conf spark.executor.extraJavaOptions={options} " if options else ""
+        for name, options in (
+            ("client compiler only (the stack's)", ""),
+            ("tiered (the JVM's default)", "-XX:TieredStopAtLevel=4"),
+        ):
+            overrides = (
+                f"--conf spark.driver.extraJavaOptions={options} --conf spark.executor.extraJavaOptions={options} "
+                if options
+                else ""
+            )
             began = time.perf_counter()
-            subprocess.run([sys.executable, "-c", SPARK_JOB, settings["LAKEHOUSE_DELTA_ROOT"], str(start), str(end), f"scratch_jit_{len(jit)}"],
-                           env=env | {"PYSPARK_SUBMIT_ARGS": overrides + "pyspark-shell"}, cwd=REPO, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    SPARK_JOB,
+                    settings["LAKEHOUSE_DELTA_ROOT"],
+                    str(start),
+                    str(end),
+                    f"scratch_jit_{len(jit)}",
+                ],
+                env=env | {"PYSPARK_SUBMIT_ARGS": overrides + "pyspark-shell"},
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
             jit[name] = time.perf_counter() - began
-            print(f"cleaning job, {lines} events, 2 workers, whole application, JIT {name}: {jit[name]:6.1f} s")
+            print(
+                f"cleaning job, {lines} events, 2 workers, whole application, JIT {name}: {jit[name]:6.1f} s"
+            )
         stack, default = jit.values()
         print(f"JIT: the JVM's default takes {default / stack:.2f}x the stack's time")
     finally:
-        subprocess.run([sys.executable, REPO / "scripts" / "cluster.py", "down", "--purge"], env=stack_env, check=False, capture_output=True)
+        subprocess.run(
+            [sys.executable, REPO / "scripts" / "cluster.py", "down", "--purge"],
+            env=stack_env,
+            check=False,
+            capture_output=True,
+        )
 
 
 if __name__ == "__main__":

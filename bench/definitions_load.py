@@ -23,7 +23,17 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ("pandas", "pandera", "pyspark", "polars", "mlflow", "feast", "sklearn", "matplotlib", "scipy")
+HEAVY = (
+    "pandas",
+    "pandera",
+    "pyspark",
+    "polars",
+    "mlflow",
+    "feast",
+    "sklearn",
+    "matplotlib",
+    "scipy",
+)
 TIMED = """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
@@ -35,7 +45,14 @@ print(json.dumps({{"seconds": time.perf_counter() - began, "loaded": [m for m in
 
 def timed_import(statement: str) -> dict:
     code = TIMED.format(statement=statement, heavy=HEAVY)
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -47,7 +64,9 @@ def main() -> None:
     runs = [timed_import("import definitions") for _ in range(repeats)]
     floor_s, load_s = statistics.median(floor), statistics.median(r["seconds"] for r in runs)
     print(f"import dagster, dagster_dbt  median {floor_s:6.2f} s  ({repeats} runs)")
-    print(f"import definitions           median {load_s:6.2f} s  = {load_s / floor_s:.2f}x the floor")
+    print(
+        f"import definitions           median {load_s:6.2f} s  = {load_s / floor_s:.2f}x the floor"
+    )
     print(f"heavy libraries loaded by definitions: {', '.join(runs[-1]['loaded']) or 'none'}")
 
 

@@ -72,7 +72,10 @@ def setup(root: Path, entities: int, times: int) -> None:
 
     store = FeatureStore(repo_path=str(root / "repo"))
     store.apply([bench_repo.user, bench_repo.features])
-    store.materialize(start_date=feast_offline.START - timedelta(days=1), end_date=feast_offline.START + timedelta(days=61))
+    store.materialize(
+        start_date=feast_offline.START - timedelta(days=1),
+        end_date=feast_offline.START + timedelta(days=61),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +98,13 @@ class Timed:
         if scope["path"] == "/__timings":
             body = json.dumps(self.records).encode()
             self.records = []
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         began = time.perf_counter()
@@ -142,33 +151,51 @@ def bare_app(repo: Path, with_sdk: bool):
         from feast.feature_server_utils import convert_response_to_dict
 
         store = FeatureStore(repo_path=str(repo))
-        store.get_online_features(features=REFS, entity_rows=[{"user_id": "usr_0000000"}])  # open the connection, load the registry
+        store.get_online_features(
+            features=REFS, entity_rows=[{"user_id": "usr_0000000"}]
+        )  # open the connection, load the registry
     else:
         config = yaml.safe_load((repo / "feature_store.yaml").read_text())
         # What Feast's SqliteOnlineStore opens, once per process.
-        conn = sqlite3.connect(config["online_store"]["path"], detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES, check_same_thread=False)
+        conn = sqlite3.connect(
+            config["online_store"]["path"],
+            detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES,
+            check_same_thread=False,
+        )
         sql = 'SELECT entity_key, feature_name, value, event_ts FROM "bench_bench" WHERE entity_key IN (?) ORDER BY entity_key'
         epoch = "1970-01-01T00:00:00Z"
 
     def read(body: dict) -> dict:
         if with_sdk:
-            response = store.get_online_features(features=body["features"], entity_rows=body["entities"])
+            response = store.get_online_features(
+                features=body["features"], entity_rows=body["entities"]
+            )
             return convert_response_to_dict(response.proto)
-        (join_key, values), = body["entities"].items()
+        ((join_key, values),) = body["entities"].items()
         key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=values[0])])
-        rows = conn.execute(sql, [serialize_entity_key(key, entity_key_serialization_version=3)]).fetchall()
+        rows = conn.execute(
+            sql, [serialize_entity_key(key, entity_key_serialization_version=3)]
+        ).fetchall()
         by_name = {}
         for _, name, value, ts in rows:
             proto = ValueProto()
             proto.ParseFromString(value)
             kind = proto.WhichOneof("val")
-            stamp = (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
             by_name[name] = (getattr(proto, kind) if kind else None, stamp)
         names = [ref.split(":", 1)[1] for ref in body["features"]]
         results = [{"values": [values[0]], "statuses": ["PRESENT"], "event_timestamps": [epoch]}]
         for name in names:
             value, stamp = by_name.get(name, (None, epoch))
-            results.append({"values": [value], "statuses": ["PRESENT" if name in by_name else "NOT_FOUND"], "event_timestamps": [stamp]})
+            results.append(
+                {
+                    "values": [value],
+                    "statuses": ["PRESENT" if name in by_name else "NOT_FOUND"],
+                    "event_timestamps": [stamp],
+                }
+            )
         return {"results": results, "metadata": {"feature_names": [join_key, *names]}}
 
     async def app(scope, receive, send):
@@ -187,7 +214,16 @@ def bare_app(repo: Path, with_sdk: bool):
             if not message.get("more_body"):
                 break
         out = json.dumps(read(json.loads(b"".join(chunks))), separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(out)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -198,12 +234,19 @@ def feast_app(repo: Path):
     import feast.feature_server as fs
     from feast import FeatureStore
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
-    from feast.permissions.server.utils import ServerType, init_auth_manager, init_security_manager, str_to_auth_manager_type
+    from feast.permissions.server.utils import (
+        ServerType,
+        init_auth_manager,
+        init_security_manager,
+        str_to_auth_manager_type,
+    )
 
     store = FeatureStore(repo_path=str(repo))
     auth_type = str_to_auth_manager_type(store.config.auth_config.type)
     init_security_manager(auth_type=auth_type, fs=store)
-    init_auth_manager(auth_type=auth_type, server_type=ServerType.REST, auth_config=store.config.auth_config)
+    init_auth_manager(
+        auth_type=auth_type, server_type=ServerType.REST, auth_config=store.config.auth_config
+    )
     SqliteOnlineStore.online_read = timed("sqlite_online_read", SqliteOnlineStore.online_read)
     store.get_online_features = timed("sdk_get_online_features", store.get_online_features)
     fs.convert_response_to_dict = timed("convert_response_to_dict", fs.convert_response_to_dict)
@@ -221,7 +264,9 @@ def feast_app(repo: Path):
 
         submitted = time.perf_counter()
         result = await run_in_threadpool(inner)
-        Timed.add("thread_hops", (marks["start"] - submitted) + (time.perf_counter() - marks["end"]))
+        Timed.add(
+            "thread_hops", (marks["start"] - submitted) + (time.perf_counter() - marks["end"])
+        )
         return result
 
     fs.run_in_threadpool = hop_timed
@@ -235,7 +280,16 @@ def serve(kind: str, repo: Path, port: int) -> None:
         app = feast_app(repo)
     else:
         app = bare_app(repo, with_sdk=(kind == "bare_sdk"))
-    uvicorn.run(Timed(app), host="127.0.0.1", port=port, access_log=False, log_level="warning", loop="uvloop", http="httptools", timeout_keep_alive=30)
+    uvicorn.run(
+        Timed(app),
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=30,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,11 +306,20 @@ class Server:
     def __init__(self, name: str, label: str, command: list[str], cwd: Path, root: Path):
         self.name, self.label, self.port = name, label, free_port()
         self.in_process = "--serve" in command  # served by this script, behind `Timed`
-        env = dict(os.environ, XDG_RUNTIME_DIR=str(root / f"run-{name}"))  # each gunicorn its own control socket
+        env = dict(
+            os.environ, XDG_RUNTIME_DIR=str(root / f"run-{name}")
+        )  # each gunicorn its own control socket
         Path(env["XDG_RUNTIME_DIR"]).mkdir(exist_ok=True)
         self.log = open(root / f"{name}.log", "w")
         command = [c.replace("{port}", str(self.port)) for c in command]
-        self.process = subprocess.Popen(command, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def timings(self) -> list[dict]:
         get = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -269,7 +332,9 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
-                os.killpg(self.process.pid, signal.SIGTERM)  # our own session: the server and its workers
+                os.killpg(
+                    self.process.pid, signal.SIGTERM
+                )  # our own session: the server and its workers
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -304,9 +369,17 @@ class RawClient:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def call(self, user: str) -> bytes:
-        for attempt in (0, 1):  # a worker recycled by gunicorn closes the connection: reconnect once
+        for attempt in (
+            0,
+            1,
+        ):  # a worker recycled by gunicorn closes the connection: reconnect once
             try:
-                self.connection.request("POST", "/get-online-features", body=json.dumps(body_for(user)), headers={"Content-Type": "application/json"})
+                self.connection.request(
+                    "POST",
+                    "/get-online-features",
+                    body=json.dumps(body_for(user)),
+                    headers={"Content-Type": "application/json"},
+                )
                 response = self.connection.getresponse()
                 data = response.read()
                 if response.status != 200:
@@ -343,8 +416,15 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=20_000)
     parser.add_argument("--times", type=int, default=5)
     parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--blocks", type=int, default=4, help="interleaved blocks per server and client")
-    parser.add_argument("--noise", type=int, default=0, help="busy-looping processes to run alongside (a noisy neighbour)")
+    parser.add_argument(
+        "--blocks", type=int, default=4, help="interleaved blocks per server and client"
+    )
+    parser.add_argument(
+        "--noise",
+        type=int,
+        default=0,
+        help="busy-looping processes to run alongside (a noisy neighbour)",
+    )
     parser.add_argument("--setup")
     parser.add_argument("--serve")
     parser.add_argument("--repo")
@@ -359,18 +439,58 @@ def main() -> None:
 
     began = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="bench-feast-http-"))
-    subprocess.run([sys.executable, __file__, "--setup", str(root), "--entities", str(args.entities), "--times", str(args.times)],
-                   check=True, stdout=subprocess.DEVNULL, cwd=HERE.parent)
-    print(f"{args.entities:,} entities x {args.times} times ({len(FEATURES)} features) built and materialized in {time.perf_counter() - began:.0f} s under {root}")
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--setup",
+            str(root),
+            "--entities",
+            str(args.entities),
+            "--times",
+            str(args.times),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        cwd=HERE.parent,
+    )
+    print(
+        f"{args.entities:,} entities x {args.times} times ({len(FEATURES)} features) built and materialized in {time.perf_counter() - began:.0f} s under {root}"
+    )
 
     feast = str(Path(sys.executable).parent / "feast")
     me = [sys.executable, str(Path(__file__).resolve())]
     specs = [
-        ("today", "(a) feast serve, as feast_offline.py runs it", [feast, "serve", "-h", "127.0.0.1", "-p", "{port}", "--no-access-log"], root / "repo"),
-        ("best", f"(b) feast serve {' '.join(BEST_FLAGS)}", [feast, "serve", "-h", "127.0.0.1", "-p", "{port}", *BEST_FLAGS], root / "repo"),
-        ("bare", "(c) bare ASGI + the same SQLite read (floor)", [*me, "--serve", "bare", "--repo", str(root / "repo"), "--port", "{port}"], HERE.parent),
-        ("bare_sdk", "(e) bare ASGI + Feast SDK get_online_features", [*me, "--serve", "bare_sdk", "--repo", str(root / "repo"), "--port", "{port}"], HERE.parent),
-        ("feast_inproc", "(d) Feast's app in-process, instrumented", [*me, "--serve", "feast_inproc", "--repo", str(root / "repo"), "--port", "{port}"], HERE.parent),
+        (
+            "today",
+            "(a) feast serve, as feast_offline.py runs it",
+            [feast, "serve", "-h", "127.0.0.1", "-p", "{port}", "--no-access-log"],
+            root / "repo",
+        ),
+        (
+            "best",
+            f"(b) feast serve {' '.join(BEST_FLAGS)}",
+            [feast, "serve", "-h", "127.0.0.1", "-p", "{port}", *BEST_FLAGS],
+            root / "repo",
+        ),
+        (
+            "bare",
+            "(c) bare ASGI + the same SQLite read (floor)",
+            [*me, "--serve", "bare", "--repo", str(root / "repo"), "--port", "{port}"],
+            HERE.parent,
+        ),
+        (
+            "bare_sdk",
+            "(e) bare ASGI + Feast SDK get_online_features",
+            [*me, "--serve", "bare_sdk", "--repo", str(root / "repo"), "--port", "{port}"],
+            HERE.parent,
+        ),
+        (
+            "feast_inproc",
+            "(d) Feast's app in-process, instrumented",
+            [*me, "--serve", "feast_inproc", "--repo", str(root / "repo"), "--port", "{port}"],
+            HERE.parent,
+        ),
     ]
     servers: list[Server] = []
     noise: list[subprocess.Popen] = []
@@ -381,8 +501,12 @@ def main() -> None:
         for server in servers:
             wait_up(server, deadline)
         print(f"servers up after {time.perf_counter() - began:.0f} s")
-        for _ in range(args.noise):  # a busy neighbour: one core's worth of pure-Python spinning each
-            noise.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True))
+        for _ in range(
+            args.noise
+        ):  # a busy neighbour: one core's worth of pure-Python spinning each
+            noise.append(
+                subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            )
 
         rng = np.random.default_rng(1)
         users = [f"usr_{i:07d}" for i in rng.integers(0, args.entities, args.calls)]
@@ -404,9 +528,12 @@ def main() -> None:
                     s.timings()  # drops the warm-up records
             step = args.calls // args.blocks
             for block in range(args.blocks):
-                for s in (servers if block % 2 == 0 else servers[::-1]):
-                    call, samples = clients[s.name].call, results.setdefault((client_class.name, s.name), [])
-                    for user in users[block * step:(block + 1) * step]:
+                for s in servers if block % 2 == 0 else servers[::-1]:
+                    call, samples = (
+                        clients[s.name].call,
+                        results.setdefault((client_class.name, s.name), []),
+                    )
+                    for user in users[block * step : (block + 1) * step]:
                         t = time.perf_counter()
                         call(user)
                         samples.append(time.perf_counter() - t)
@@ -417,45 +544,87 @@ def main() -> None:
             process.wait()
         noise = []
 
-        print(f"\n{len(users):,} single-entity POST /get-online-features per server and client, keep-alive, 127.0.0.1"
-              f"{f', with {args.noise} busy process(es) alongside' if args.noise else ''}; ratios against (c) with the same client")
+        print(
+            f"\n{len(users):,} single-entity POST /get-online-features per server and client, keep-alive, 127.0.0.1"
+            f"{f', with {args.noise} busy process(es) alongside' if args.noise else ''}; ratios against (c) with the same client"
+        )
         for client_name in (RequestsClient.name, RawClient.name):
             floor = results[(client_name, "bare")]
             print(f"\nclient: {client_name}")
             for s in servers:
                 samples = results[(client_name, s.name)]
-                print(f"  {s.label:<50} p50 {ms(samples, .5):6.2f} ms ({ms(samples, .5) / ms(floor, .5):4.2f}x)"
-                      f"  p99 {ms(samples, .99):6.2f} ms ({ms(samples, .99) / ms(floor, .99):4.2f}x)  max {max(samples) * 1000:7.1f} ms")
-        print("\nserver-side time (ASGI app entry -> last byte handed to uvicorn), http.client calls:")
+                print(
+                    f"  {s.label:<50} p50 {ms(samples, 0.5):6.2f} ms ({ms(samples, 0.5) / ms(floor, 0.5):4.2f}x)"
+                    f"  p99 {ms(samples, 0.99):6.2f} ms ({ms(samples, 0.99) / ms(floor, 0.99):4.2f}x)  max {max(samples) * 1000:7.1f} ms"
+                )
+        print(
+            "\nserver-side time (ASGI app entry -> last byte handed to uvicorn), http.client calls:"
+        )
         for s in servers:
             if s.in_process:
                 asgi = [r["asgi"] for r in timings[s.name]]
-                print(f"  {s.label:<50} p50 {ms(asgi, .5):6.3f} ms  p99 {ms(asgi, .99):6.3f} ms")
+                print(f"  {s.label:<50} p50 {ms(asgi, 0.5):6.3f} ms  p99 {ms(asgi, 0.99):6.3f} ms")
 
         # (d): where the time of one request goes, in Feast's app (medians per part, http.client samples).
         records = timings["feast_inproc"]
         client = results[(RawClient.name, "feast_inproc")]
-        parts = ["sdk_get_online_features", "sqlite_online_read", "convert_response_to_dict", "thread_hops"]
-        med = {p: ms([r.get(p, 0.0) for r in records], .5) for p in ["asgi", *parts]}
-        p99 = {p: ms([r.get(p, 0.0) for r in records], .99) for p in ["asgi", *parts]}
-        rest = [r["asgi"] - sum(r.get(p, 0.0) for p in parts if p != "sqlite_online_read") for r in records]
-        total = ms(client, .5)
-        bare_total, bare_asgi = ms(results[(RawClient.name, "bare")], .5), ms([r["asgi"] for r in timings["bare"]], .5)
-        print(f"\n(d) where the time goes in Feast's app, {len(records):,} http.client calls, medians (p99); the share is of the client-measured median")
+        parts = [
+            "sdk_get_online_features",
+            "sqlite_online_read",
+            "convert_response_to_dict",
+            "thread_hops",
+        ]
+        med = {p: ms([r.get(p, 0.0) for r in records], 0.5) for p in ["asgi", *parts]}
+        p99 = {p: ms([r.get(p, 0.0) for r in records], 0.99) for p in ["asgi", *parts]}
+        rest = [
+            r["asgi"] - sum(r.get(p, 0.0) for p in parts if p != "sqlite_online_read")
+            for r in records
+        ]
+        total = ms(client, 0.5)
+        bare_total, bare_asgi = (
+            ms(results[(RawClient.name, "bare")], 0.5),
+            ms([r["asgi"] for r in timings["bare"]], 0.5),
+        )
+        print(
+            f"\n(d) where the time goes in Feast's app, {len(records):,} http.client calls, medians (p99); the share is of the client-measured median"
+        )
         rows = [
-            ("client-measured total", total, ms(client, .99)),
-            ("  outside the ASGI app: client, loopback, uvicorn HTTP parsing", total - med["asgi"], None),
+            ("client-measured total", total, ms(client, 0.99)),
+            (
+                "  outside the ASGI app: client, loopback, uvicorn HTTP parsing",
+                total - med["asgi"],
+                None,
+            ),
             ("  inside the ASGI app (request in -> last byte out)", med["asgi"], p99["asgi"]),
-            ("    SDK store.get_online_features (worker thread)", med["sdk_get_online_features"], p99["sdk_get_online_features"]),
-            ("      of which SqliteOnlineStore.online_read", med["sqlite_online_read"], p99["sqlite_online_read"]),
-            ("    convert_response_to_dict (worker thread)", med["convert_response_to_dict"], p99["convert_response_to_dict"]),
-            ("    2 run_in_threadpool hops (submit->start, end->resume)", med["thread_hops"], p99["thread_hops"]),
-            ("    FastAPI/Starlette/pydantic: the rest of the app", ms(rest, .5), ms(rest, .99)),
+            (
+                "    SDK store.get_online_features (worker thread)",
+                med["sdk_get_online_features"],
+                p99["sdk_get_online_features"],
+            ),
+            (
+                "      of which SqliteOnlineStore.online_read",
+                med["sqlite_online_read"],
+                p99["sqlite_online_read"],
+            ),
+            (
+                "    convert_response_to_dict (worker thread)",
+                med["convert_response_to_dict"],
+                p99["convert_response_to_dict"],
+            ),
+            (
+                "    2 run_in_threadpool hops (submit->start, end->resume)",
+                med["thread_hops"],
+                p99["thread_hops"],
+            ),
+            ("    FastAPI/Starlette/pydantic: the rest of the app", ms(rest, 0.5), ms(rest, 0.99)),
             ("the floor (c), for comparison: client-measured total", bare_total, None),
             ("  of which inside its ASGI app (parse, SQLite read, JSON)", bare_asgi, None),
         ]
         for label, value, tail in rows:
-            print(f"  {label:<62} {value:6.3f} ms ({value / total * 100:3.0f}%)" + (f"  p99 {tail:6.3f} ms" if tail is not None else ""))
+            print(
+                f"  {label:<62} {value:6.3f} ms ({value / total * 100:3.0f}%)"
+                + (f"  p99 {tail:6.3f} ms" if tail is not None else "")
+            )
         print(f"\ntotal {time.perf_counter() - began:.0f} s")
     finally:
         for process in noise:
@@ -463,6 +632,7 @@ def main() -> None:
             process.wait()
         for server in servers:
             server.stop()
+
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,7 @@ warnings.simplefilter("ignore")
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 FEATURES = ["f_count_1d", "f_count_7d", "f_count_30d", "f_revenue_30d", "f_recency_days", "f_ratio"]
 
-REPO = '''
+REPO = """
 from datetime import timedelta
 from feast import Entity, FeatureView, Field, ValueType
 from feast.types import Float64, Int64
@@ -47,7 +47,7 @@ features = FeatureView(
     schema=[Field(name=n, dtype=Float64 if n in ("f_revenue_30d", "f_ratio") else Int64) for n in {features}],
     source=DeltaSource(name="bench_source", path={path!r}, timestamp_field="ts"),
 )
-'''
+"""
 
 
 def build(root: Path, entities: int, times: int, entity_rows: int) -> None:
@@ -57,19 +57,36 @@ def build(root: Path, entities: int, times: int, entity_rows: int) -> None:
     ids = np.array([f"usr_{i:07d}" for i in range(entities)])
     n = entities * times
     # Each entity gets `times` distinct timestamps over 60 days.
-    offsets = np.sort(rng.choice(60 * 24 * 60, size=(entities, times), replace=True), axis=1).ravel()
-    ts = pa.array((np.datetime64(START.replace(tzinfo=None), "us") + offsets.astype("timedelta64[m]")).astype("datetime64[us]"), pa.timestamp("us", tz="UTC"))
-    table = pa.table({
-        "user_id": pa.array(np.repeat(ids, times)),
-        "ts": ts,
-        **{name: pa.array(rng.integers(0, 100, n)) for name in FEATURES[:3]},
-        "f_revenue_30d": pa.array(rng.random(n) * 500),
-        "f_recency_days": pa.array(rng.integers(0, 30, n)),
-        "f_ratio": pa.array(rng.random(n)),
-    })
+    offsets = np.sort(
+        rng.choice(60 * 24 * 60, size=(entities, times), replace=True), axis=1
+    ).ravel()
+    ts = pa.array(
+        (np.datetime64(START.replace(tzinfo=None), "us") + offsets.astype("timedelta64[m]")).astype(
+            "datetime64[us]"
+        ),
+        pa.timestamp("us", tz="UTC"),
+    )
+    table = pa.table(
+        {
+            "user_id": pa.array(np.repeat(ids, times)),
+            "ts": ts,
+            **{name: pa.array(rng.integers(0, 100, n)) for name in FEATURES[:3]},
+            "f_revenue_30d": pa.array(rng.random(n) * 500),
+            "f_recency_days": pa.array(rng.integers(0, 30, n)),
+            "f_ratio": pa.array(rng.random(n)),
+        }
+    )
     write_deltalake(str(root / "features"), table, mode="overwrite")
-    entity_ts = (np.datetime64(START.replace(tzinfo=None), "us") + rng.integers(0, 70 * 24 * 60, entity_rows).astype("timedelta64[m]")).astype("datetime64[us]")
-    entity = pa.table({"user_id": pa.array(ids[rng.integers(0, entities, entity_rows)]), "event_timestamp": pa.array(entity_ts, pa.timestamp("us", tz="UTC"))})
+    entity_ts = (
+        np.datetime64(START.replace(tzinfo=None), "us")
+        + rng.integers(0, 70 * 24 * 60, entity_rows).astype("timedelta64[m]")
+    ).astype("datetime64[us]")
+    entity = pa.table(
+        {
+            "user_id": pa.array(ids[rng.integers(0, entities, entity_rows)]),
+            "event_timestamp": pa.array(entity_ts, pa.timestamp("us", tz="UTC")),
+        }
+    )
     import pyarrow.parquet as pq
 
     pq.write_table(entity, root / "entity.parquet")
@@ -100,7 +117,9 @@ def measure(kind: str, root: Path) -> dict:
     if kind != "duckdb_asof":
         from feast import FeatureStore
 
-        store = FeatureStore(repo_path=str(root / ("repo" if kind == "delta_store" else "file_repo")))
+        store = FeatureStore(
+            repo_path=str(root / ("repo" if kind == "delta_store" else "file_repo"))
+        )
         store.get_feature_view("bench")  # the registry is loaded before the clock starts
         entity_df = entity.to_pandas()  # the SDK takes pandas: a caller already holds one
     began = time.perf_counter()
@@ -109,7 +128,10 @@ def measure(kind: str, root: Path) -> dict:
         con.register("features", DeltaTable(str(root / "features")).to_pyarrow_dataset())
         con.register("entity", entity)
         # TTL 30 days, as in the feature view (an ASOF join takes one inequality: the TTL nulls stale matches).
-        columns = ", ".join(f"CASE WHEN f.ts >= e.event_timestamp - INTERVAL 30 DAY THEN f.{c} END AS {c}" for c in FEATURES)
+        columns = ", ".join(
+            f"CASE WHEN f.ts >= e.event_timestamp - INTERVAL 30 DAY THEN f.{c} END AS {c}"
+            for c in FEATURES
+        )
         result = con.execute(
             f"SELECT e.*, {columns} FROM entity e ASOF LEFT JOIN features f ON e.user_id = f.user_id AND e.event_timestamp >= f.ts"
         ).to_arrow_table()
@@ -121,9 +143,16 @@ def measure(kind: str, root: Path) -> dict:
 
 
 def run_measure(kind: str, root: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--measure", kind, "--root", str(root)], capture_output=True, text=True, cwd=root / "repo")
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=root / "repo",
+    )
     if out.returncode != 0:
-        raise RuntimeError(f"{kind} failed: " + (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1])
+        raise RuntimeError(
+            f"{kind} failed: " + (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -137,8 +166,14 @@ def file_store_repo(root: Path) -> None:
         "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
     )
     text = REPO.format(features=FEATURES, path=str(root / "features"))
-    text = text.replace("from lakehouse.features.feast_delta import DeltaSource", "from feast import FileSource\nfrom feast.data_format import DeltaFormat")
-    text = text.replace('DeltaSource(name="bench_source", path=', 'FileSource(name="bench_source", file_format=DeltaFormat(), path=')
+    text = text.replace(
+        "from lakehouse.features.feast_delta import DeltaSource",
+        "from feast import FileSource\nfrom feast.data_format import DeltaFormat",
+    )
+    text = text.replace(
+        'DeltaSource(name="bench_source", path=',
+        'FileSource(name="bench_source", file_format=DeltaFormat(), path=',
+    )
     (repo / "bench_repo.py").write_text(text)
 
 
@@ -155,7 +190,9 @@ def online(root: Path, entities: int) -> None:
     began = time.perf_counter()
     store.materialize(start_date=START - timedelta(days=1), end_date=START + timedelta(days=61))
     seconds = time.perf_counter() - began
-    print(f"feast materialize of {entities} entities into SQLite: {seconds:.1f} s, {entities / seconds:,.0f} rows/s")
+    print(
+        f"feast materialize of {entities} entities into SQLite: {seconds:.1f} s, {entities / seconds:,.0f} rows/s"
+    )
 
     rng = np.random.default_rng(1)
     ids = [f"usr_{i:07d}" for i in rng.integers(0, entities, 1000)]
@@ -174,7 +211,23 @@ def online(root: Path, entities: int) -> None:
     feast = Path(sys.executable).parent / "feast"
     # --max-requests 0: by default gunicorn recycles the worker every ~1,000 requests, and the calls
     # that arrive meanwhile wait about a second (bench/feast_http.py measures it).
-    server = subprocess.Popen([feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log", "--max-requests", "0"], cwd=root / "repo", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            feast,
+            "serve",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--no-access-log",
+            "--max-requests",
+            "0",
+        ],
+        cwd=root / "repo",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/get-online-features"
         session = requests.Session()
@@ -218,8 +271,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-feast-"))
     began = time.perf_counter()
     build(root, args.entities, args.times, args.entity_rows)
-    print(f"{args.entities * args.times:,} feature rows ({args.entities:,} entities x {args.times}, {len(FEATURES)} features), "
-          f"{args.entity_rows:,} entity rows; built in {time.perf_counter() - began:.0f} s under {root}")
+    print(
+        f"{args.entities * args.times:,} feature rows ({args.entities:,} entities x {args.times}, {len(FEATURES)} features), "
+        f"{args.entity_rows:,} entity rows; built in {time.perf_counter() - began:.0f} s under {root}"
+    )
     from feast import FeatureStore
 
     sys.path.insert(0, str(root / "repo"))
@@ -228,9 +283,13 @@ def main() -> None:
     FeatureStore(repo_path=str(root / "repo")).apply([bench_repo.user, bench_repo.features])
     reference = run_measure("duckdb_asof", root)
     ours = run_measure("delta_store", root)
-    print(f"historical retrieval, DuckDB ASOF LEFT JOIN (reference): {reference['seconds']:.1f} s, peak {reference['peak_mib']:.0f} MiB, {reference['rows']:,} rows")
-    print(f"historical retrieval, Feast SDK on the Delta offline store: {ours['seconds']:.1f} s, peak {ours['peak_mib']:.0f} MiB, {ours['rows']:,} rows"
-          f"  -> {ours['seconds'] / reference['seconds']:.2f}x the time, {ours['peak_mib'] / reference['peak_mib']:.2f}x the memory")
+    print(
+        f"historical retrieval, DuckDB ASOF LEFT JOIN (reference): {reference['seconds']:.1f} s, peak {reference['peak_mib']:.0f} MiB, {reference['rows']:,} rows"
+    )
+    print(
+        f"historical retrieval, Feast SDK on the Delta offline store: {ours['seconds']:.1f} s, peak {ours['peak_mib']:.0f} MiB, {ours['rows']:,} rows"
+        f"  -> {ours['seconds'] / reference['seconds']:.2f}x the time, {ours['peak_mib'] / reference['peak_mib']:.2f}x the memory"
+    )
     if not args.skip_file_store:
         file_store_repo(root)
         del sys.modules["bench_repo"]
@@ -244,7 +303,9 @@ def main() -> None:
         except RuntimeError as exc:
             print(f"historical retrieval, Feast's file store: {exc}")
         else:
-            print(f"historical retrieval, Feast's file store (comparison): {theirs['seconds']:.1f} s, peak {theirs['peak_mib']:.0f} MiB, {theirs['rows']:,} rows")
+            print(
+                f"historical retrieval, Feast's file store (comparison): {theirs['seconds']:.1f} s, peak {theirs['peak_mib']:.0f} MiB, {theirs['rows']:,} rows"
+            )
     online(root, args.entities)
 
 

@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-
 def run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float]:
     """Wall seconds and peak resident MiB summed over the process tree."""
     peak = 0.0
@@ -42,7 +41,9 @@ def run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float
             while not done.is_set():
                 try:
                     procs = [root, *root.children(recursive=True)]
-                    peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20)
+                    peak = max(
+                        peak, sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+                    )
                 except psutil.Error:
                     pass
                 time.sleep(0.2)
@@ -57,16 +58,36 @@ def run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float
     return time.monotonic() - began, peak
 
 
-def materialize(landed: Path, engine: str, start: date, end: date) -> tuple[float, float, list[tuple[str, str]]]:
+def materialize(
+    landed: Path, engine: str, start: date, end: date
+) -> tuple[float, float, list[tuple[str, str]]]:
     """Seconds, peak MiB and per-step times of the demo's materialization on `engine`."""
     data = Path(tempfile.mkdtemp(prefix=f"lakehouse-bench-{engine}-"))
     (data / "landing").symlink_to(landed)
     (data / "dagster_home").mkdir()
     (data / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = os.environ | {"LAKEHOUSE_DATA_DIR": str(data), "DAGSTER_HOME": str(data / "dagster_home"), "SPARK_LOCAL_IP": "127.0.0.1", "LAKEHOUSE_ENGINE": engine}
-    command = [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "not group:maintenance", "--partition-range", f"{start}...{end}"]
+    env = os.environ | {
+        "LAKEHOUSE_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(data / "dagster_home"),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "LAKEHOUSE_ENGINE": engine,
+    }
+    command = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-f",
+        "definitions.py",
+        "--select",
+        "not group:maintenance",
+        "--partition-range",
+        f"{start}...{end}",
+    ]
     seconds, peak = run_measured(command, env, data / "materialize.log")
-    steps = re.findall(r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)', (data / "materialize.log").read_text())
+    steps = re.findall(
+        r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)',
+        (data / "materialize.log").read_text(),
+    )
     return seconds, peak, steps
 
 
@@ -79,15 +100,30 @@ def main() -> None:
     landing = Path(tempfile.mkdtemp(prefix="lakehouse-bench-landing-"))
     start = date(2026, 10, 1)
     end = start + timedelta(days=args.days - 1)
-    generate = [BIN / "lakehouse", "generate", "--landing", str(landing), "--start", str(start), "--days", str(args.days), "--users", str(args.users)]
+    generate = [
+        BIN / "lakehouse",
+        "generate",
+        "--landing",
+        str(landing),
+        "--start",
+        str(start),
+        "--days",
+        str(args.days),
+        "--users",
+        str(args.users),
+    ]
     subprocess.run(generate, check=True)
     lines = sum(1 for f in landing.glob("date=*/*.jsonl") for _ in f.open())
 
     runs = {engine: materialize(landing, engine, start, end) for engine in ("duckdb", "spark")}
     print(f"events landed: {lines} lines ({args.days} days, {args.users} users)")
     for engine, (seconds, peak, _) in runs.items():
-        print(f"materialize on {engine:<7} {seconds:8.1f} s   {lines / seconds:10.0f} events/s   peak RSS of the process tree {peak:7.0f} MiB")
-    print(f"local engine (duckdb) against spark: {runs['spark'][0] / runs['duckdb'][0]:.2f}x faster, {runs['duckdb'][1] / runs['spark'][1]:.2f}x the peak memory")
+        print(
+            f"materialize on {engine:<7} {seconds:8.1f} s   {lines / seconds:10.0f} events/s   peak RSS of the process tree {peak:7.0f} MiB"
+        )
+    print(
+        f"local engine (duckdb) against spark: {runs['spark'][0] / runs['duckdb'][0]:.2f}x faster, {runs['duckdb'][1] / runs['spark'][1]:.2f}x the peak memory"
+    )
     for engine, (_, _, steps) in runs.items():
         print(f"{engine} steps: " + ", ".join(f"{step} {took}" for step, took in steps))
 

@@ -63,16 +63,27 @@ EVENTS_PER_USER_DAY = 2.08  # measured on the default generator settings
 
 
 def _materialize(root: Path, selection: list[str], first: date, last: date) -> float:
-    resources = {"delta": DeltaStorage(root=str(root / "delta")), "landing": LandingArea(path=str(root / "landing")), "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"))}
-    tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+    resources = {
+        "delta": DeltaStorage(root=str(root / "delta")),
+        "landing": LandingArea(path=str(root / "landing")),
+        "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb")),
+    }
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
     began = time.perf_counter()
-    result = materialize([raw_events, cleaned_events], selection=selection, resources=resources, tags=tags)
+    result = materialize(
+        [raw_events, cleaned_events], selection=selection, resources=resources, tags=tags
+    )
     assert result.success
     return time.perf_counter() - began
 
 
 def _lines(root: Path) -> int:
-    return sum(1 for f in (root / "landing").glob("date=*/*.jsonl") for _ in f.open(encoding="utf-8"))
+    return sum(
+        1 for f in (root / "landing").glob("date=*/*.jsonl") for _ in f.open(encoding="utf-8")
+    )
 
 
 def throughput(events: int) -> None:
@@ -103,11 +114,21 @@ def throughput(events: int) -> None:
     validate_arrow(CLEANED_EVENTS, cleaned)
     validation = time.perf_counter() - began
     print(f"{lines:>9} lines ({users} users x {days} days; generated in {generated:.0f} s)")
-    print(f"  reference DuckDB SQL parse + dedupe: {reference:7.1f} s  {lines / reference:9.0f} lines/s ({reference_rows} events)")
-    print(f"  raw_events materialization:          {raw_seconds:7.1f} s  {lines / raw_seconds:9.0f} lines/s")
-    print(f"  clean_events transform alone:        {transform:7.1f} s  {lines / transform:9.0f} lines/s  ({reference / transform:.2f}x the reference's speed)")
-    print(f"  cleaned_events materialization:      {cleaned_seconds:7.1f} s  {lines / cleaned_seconds:9.0f} lines/s  ({reference / cleaned_seconds:.2f}x the reference's speed)")
-    print(f"  pandera validation of cleaned_events ({cleaned.num_rows} rows): {validation:.2f} s, {validation / cleaned_seconds:.1%} of the cleaning time")
+    print(
+        f"  reference DuckDB SQL parse + dedupe: {reference:7.1f} s  {lines / reference:9.0f} lines/s ({reference_rows} events)"
+    )
+    print(
+        f"  raw_events materialization:          {raw_seconds:7.1f} s  {lines / raw_seconds:9.0f} lines/s"
+    )
+    print(
+        f"  clean_events transform alone:        {transform:7.1f} s  {lines / transform:9.0f} lines/s  ({reference / transform:.2f}x the reference's speed)"
+    )
+    print(
+        f"  cleaned_events materialization:      {cleaned_seconds:7.1f} s  {lines / cleaned_seconds:9.0f} lines/s  ({reference / cleaned_seconds:.2f}x the reference's speed)"
+    )
+    print(
+        f"  pandera validation of cleaned_events ({cleaned.num_rows} rows): {validation:.2f} s, {validation / cleaned_seconds:.1%} of the cleaning time"
+    )
 
 
 def incremental() -> None:
@@ -120,13 +141,21 @@ def incremental() -> None:
         new_day = start + timedelta(days=history_days)
         generate(root / "landing", start, history_days + 1, GeneratorConfig(users=3000))
         _materialize(root, ["raw_events"], start, new_day - timedelta(days=1))
-        _materialize(root, ["cleaned_events", "quarantined_events"], start, new_day - timedelta(days=1))
+        _materialize(
+            root, ["cleaned_events", "quarantined_events"], start, new_day - timedelta(days=1)
+        )
         raw_seconds = _materialize(root, ["raw_events"], new_day, new_day)
-        cleaned_seconds = _materialize(root, ["cleaned_events", "quarantined_events"], new_day, new_day)
+        cleaned_seconds = _materialize(
+            root, ["cleaned_events", "quarantined_events"], new_day, new_day
+        )
         seconds[history_days] = (raw_seconds, cleaned_seconds)
-        print(f"table holds {history_days:>2} days: one new day raw {raw_seconds:5.1f} s, cleaned {cleaned_seconds:5.1f} s")
+        print(
+            f"table holds {history_days:>2} days: one new day raw {raw_seconds:5.1f} s, cleaned {cleaned_seconds:5.1f} s"
+        )
     for a, b in ((7, 90), (37, 90)):
-        print(f"ratio {b}-day / {a}-day table: raw {seconds[b][0] / seconds[a][0]:.2f}, cleaned {seconds[b][1] / seconds[a][1]:.2f}")
+        print(
+            f"ratio {b}-day / {a}-day table: raw {seconds[b][0] / seconds[a][0]:.2f}, cleaned {seconds[b][1] / seconds[a][1]:.2f}"
+        )
 
 
 def main() -> None:

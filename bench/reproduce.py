@@ -31,7 +31,9 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
@@ -40,7 +42,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-reproduce-") as tmp:
         data = Path(tmp)
-        os.environ["LAKEHOUSE_DATA_DIR"] = str(data)  # before anything reads it: the Feast repo resolves its paths on import
+        os.environ["LAKEHOUSE_DATA_DIR"] = str(
+            data
+        )  # before anything reads it: the Feast repo resolves its paths on import
         tracking_uri = f"sqlite:///{data / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
@@ -68,18 +72,31 @@ def main() -> int:
 
         frame, inputs, sha256 = build()
         trained = train_purchase_model(frame, list(frame.columns[3:]))
-        MlflowTracking(tracking_uri=tracking_uri, artifact_root=(data / "mlartifacts").as_uri()).activate()
+        MlflowTracking(
+            tracking_uri=tracking_uri, artifact_root=(data / "mlartifacts").as_uri()
+        ).activate()
         run_id = log_training_run(
-            "bench", trained, frame, lineage_of(feast_store, frame, inputs), {}, evaluation_figures(trained.test_labels, trained.test_scores, trained.importance)
+            "bench",
+            trained,
+            frame,
+            lineage_of(feast_store, frame, inputs),
+            {},
+            evaluation_figures(trained.test_labels, trained.test_scores, trained.importance),
         ).run_id
-        print(f"training set: {len(frame):,} rows x {frame.shape[1]} columns, sha256 {sha256[:16]}…, run {run_id}")
+        print(
+            f"training set: {len(frame):,} rows x {frame.shape[1]} columns, sha256 {sha256[:16]}…, run {run_id}"
+        )
 
         ways = {
             "build (reference)": lambda: build()[0],
             "reproduce (snapshot)": lambda: training_set_of(run_id, tracking_uri, data),
-            "reproduce --rebuild": lambda: training_set_of(run_id, tracking_uri, data, rebuild=True),
+            "reproduce --rebuild": lambda: training_set_of(
+                run_id, tracking_uri, data, rebuild=True
+            ),
         }
-        digests = {f"sha256 {form}": (lambda form=form: content_sha256(frame, form)) for form in FORMS}
+        digests = {
+            f"sha256 {form}": (lambda form=form: content_sha256(frame, form)) for form in FORMS
+        }
         seconds: dict[str, list[float]] = {name: [] for name in [*ways, *digests]}
         for _ in range(args.repeats):
             for name, way in [*ways.items(), *digests.items()]:
@@ -93,7 +110,9 @@ def main() -> int:
     print(f"\n{'':24}{'median s':>10}{'runs (s)':>28}{'vs build':>10}")
     for name, times in seconds.items():
         median = statistics.median(times)
-        print(f"{name:24}{median:>10.2f}{' '.join(f'{t:.2f}' for t in times):>28}{median / reference:>9.2f}x")
+        print(
+            f"{name:24}{median:>10.2f}{' '.join(f'{t:.2f}' for t in times):>28}{median / reference:>9.2f}x"
+        )
     return 0
 
 

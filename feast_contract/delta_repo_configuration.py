@@ -14,7 +14,12 @@ import pandas as pd
 from deltalake import write_deltalake
 from tests.universal.feature_repos.universal.data_source_creator import DataSourceCreator
 
-from lakehouse.features.feast_delta import DeltaLoggingDestination, DeltaOfflineStoreConfig, DeltaSource, SavedDatasetDeltaStorage
+from lakehouse.features.feast_delta import (
+    DeltaLoggingDestination,
+    DeltaOfflineStoreConfig,
+    DeltaSource,
+    SavedDatasetDeltaStorage,
+)
 
 
 class DeltaDataSourceCreator(DataSourceCreator):
@@ -29,7 +34,14 @@ class DeltaDataSourceCreator(DataSourceCreator):
         self.count += 1
         return f"{self.root}/{self.count:03d}_{name}"
 
-    def create_data_source(self, df: pd.DataFrame, destination_name: str, created_timestamp_column="created_ts", field_mapping=None, timestamp_field="ts") -> DeltaSource:
+    def create_data_source(
+        self,
+        df: pd.DataFrame,
+        destination_name: str,
+        created_timestamp_column="created_ts",
+        field_mapping=None,
+        timestamp_field="ts",
+    ) -> DeltaSource:
         path = self._directory(destination_name)
         write_deltalake(path, df)
         return DeltaSource(

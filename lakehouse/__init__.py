@@ -11,5 +11,9 @@ only wire all of it into Dagster.
 import os as _os
 
 # The libraries below report usage over the network by default; this project runs offline.
-for _name, _value in {"MLFLOW_DISABLE_TELEMETRY": "true", "FEAST_USAGE": "False", "DO_NOT_TRACK": "1"}.items():
+for _name, _value in {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "FEAST_USAGE": "False",
+    "DO_NOT_TRACK": "1",
+}.items():
     _os.environ.setdefault(_name, _value)

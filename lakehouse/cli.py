@@ -17,7 +17,15 @@ from lakehouse.config import lakehouse_paths
 # `--help` needs none of them; `runs` needs none either (lakehouse.ml.reproduce reads a local MLflow
 # store with sqlite3). tests/test_cli_imports.py keeps it that way.
 
-RATES = ("duplicate_rate", "clock_skew_rate", "late_rate", "missing_field_rate", "anonymous_rate", "malformed_rate", "bom_rate")
+RATES = (
+    "duplicate_rate",
+    "clock_skew_rate",
+    "late_rate",
+    "missing_field_rate",
+    "anonymous_rate",
+    "malformed_rate",
+    "bom_rate",
+)
 
 
 def default_window(days: int = 30) -> tuple[date, int]:
@@ -38,8 +46,12 @@ def _generate(args: argparse.Namespace) -> int:
     if args.drift_from is not None:
         config = replace(config, drift_from=None if args.drift_from == "never" else args.drift_from)
     manifest = generate(landing, start, args.days, config)
-    landed = sum(manifest["days"][(start + timedelta(days=i)).isoformat()]["lines"] for i in range(args.days))
-    print(f"landed {landed} lines for {start}..{start + timedelta(days=args.days - 1)} in {landing}")
+    landed = sum(
+        manifest["days"][(start + timedelta(days=i)).isoformat()]["lines"] for i in range(args.days)
+    )
+    print(
+        f"landed {landed} lines for {start}..{start + timedelta(days=args.days - 1)} in {landing}"
+    )
     return 0
 
 
@@ -61,8 +73,12 @@ def _landed(args: argparse.Namespace) -> int:
 def _tracking_uri() -> str:
     """The profile's MLflow store. The cluster profile's is its tracking server: without MLFLOW_TRACKING_URI
     it is refused by name, as the Dagster resources refuse it, rather than read the local profile's store."""
-    if os.environ.get("LAKEHOUSE_PROFILE") == "cluster" and not os.environ.get("MLFLOW_TRACKING_URI"):
-        raise SystemExit('error: LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")')
+    if os.environ.get("LAKEHOUSE_PROFILE") == "cluster" and not os.environ.get(
+        "MLFLOW_TRACKING_URI"
+    ):
+        raise SystemExit(
+            'error: LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
+        )
     return lakehouse_paths().mlflow_tracking_uri
 
 
@@ -76,9 +92,13 @@ def _runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no training runs yet")
     for r in runs:
-        started = datetime.fromtimestamp(r["started"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        started = datetime.fromtimestamp(r["started"] / 1000, timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
         inputs = " ".join(f"{name}@v{version}" for name, version in r["inputs"].items())
-        print(f"{r['run_id']}  {started}  rows={r['training_set_rows']}  sha256={r['training_set_sha256'][:16]}…  {inputs}")
+        print(
+            f"{r['run_id']}  {started}  rows={r['training_set_rows']}  sha256={r['training_set_sha256'][:16]}…  {inputs}"
+        )
     return 0
 
 
@@ -87,12 +107,20 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     paths = lakehouse_paths()
     try:
-        result = reproduce(args.run_id, args.out, _tracking_uri(), paths.data_dir, rebuild=args.rebuild)
+        result = reproduce(
+            args.run_id, args.out, _tracking_uri(), paths.data_dir, rebuild=args.rebuild
+        )
     except ReproductionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    how = "rebuilt from the recorded tables at their Delta versions" if result.rebuilt else "from the run's snapshot"
-    print(f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} (form {result.hash_form}) matches run {result.run_id}")
+    how = (
+        "rebuilt from the recorded tables at their Delta versions"
+        if result.rebuilt
+        else "from the run's snapshot"
+    )
+    print(
+        f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} (form {result.hash_form}) matches run {result.run_id}"
+    )
     return 0
 
 
@@ -107,7 +135,18 @@ def _lineage(args: argparse.Namespace) -> int:
         return 1
     chain = lineage_chain(lineage)
     if args.json:
-        print(json.dumps({role: [{"depth": t.depth, "table": t.table, "version": t.version, "uri": t.uri} for t in tables] for role, tables in chain}, indent=2))
+        print(
+            json.dumps(
+                {
+                    role: [
+                        {"depth": t.depth, "table": t.table, "version": t.version, "uri": t.uri}
+                        for t in tables
+                    ]
+                    for role, tables in chain
+                },
+                indent=2,
+            )
+        )
         return 0
     print(
         f"run {args.run_id}: training set sha256={lineage.training_set_sha256} (form {lineage.training_set_hash_form}) "
@@ -136,7 +175,9 @@ def _keep(args: argparse.Namespace) -> int:
     except MlflowException as exc:
         print(f"error: run {args.run_id}: {exc.message}", file=sys.stderr)
         return 1
-    print(f"run {args.run_id}: its input versions are {'no longer' if args.release else 'now'} kept by table maintenance")
+    print(
+        f"run {args.run_id}: its input versions are {'no longer' if args.release else 'now'} kept by table maintenance"
+    )
     return 0
 
 
@@ -145,41 +186,82 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="land deterministic synthetic events, one folder per day")
-    gen.add_argument("--start", type=date.fromisoformat, help="first day (default: 30 days before today)")
+    gen.add_argument(
+        "--start", type=date.fromisoformat, help="first day (default: 30 days before today)"
+    )
     gen.add_argument("--days", type=int, default=30)
     gen.add_argument("--users", type=int, default=3000)
     gen.add_argument("--seed", type=int, default=7)
     for rate in RATES:
-        gen.add_argument(f"--{rate.replace('_', '-')}", dest=rate, type=float, help="see lakehouse.events.generator.GeneratorConfig for the default")
-    gen.add_argument("--drift-from", help="first day with the drifted price fields (YYYY-MM-DD, or 'never'; default: the middle day of the first window landed in the folder)")
-    gen.add_argument("--clean", action="store_true", help="land events without any of the data problems")
-    gen.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")
+        gen.add_argument(
+            f"--{rate.replace('_', '-')}",
+            dest=rate,
+            type=float,
+            help="see lakehouse.events.generator.GeneratorConfig for the default",
+        )
+    gen.add_argument(
+        "--drift-from",
+        help="first day with the drifted price fields (YYYY-MM-DD, or 'never'; default: the middle day of the first window landed in the folder)",
+    )
+    gen.add_argument(
+        "--clean", action="store_true", help="land events without any of the data problems"
+    )
+    gen.add_argument(
+        "--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)"
+    )
     gen.set_defaults(func=_generate)
 
-    landed = sub.add_parser("landed", help="print the first and last landed day as a partition range, FIRST...LAST")
-    landed.add_argument("--last", type=int, help="only the newest LAST days, up to the last landed one")
-    landed.add_argument("--dbt-vars", action="store_true", help="print the range as the dbt models' vars: {start_date: FIRST, end_date: LAST}")
-    landed.add_argument("--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)")
+    landed = sub.add_parser(
+        "landed", help="print the first and last landed day as a partition range, FIRST...LAST"
+    )
+    landed.add_argument(
+        "--last", type=int, help="only the newest LAST days, up to the last landed one"
+    )
+    landed.add_argument(
+        "--dbt-vars",
+        action="store_true",
+        help="print the range as the dbt models' vars: {start_date: FIRST, end_date: LAST}",
+    )
+    landed.add_argument(
+        "--landing", type=Path, help="landing folder (default: $LAKEHOUSE_DATA_DIR/landing)"
+    )
     landed.set_defaults(func=_landed)
 
-    runs = sub.add_parser("runs", help="list training runs with their training-set hash and input versions")
+    runs = sub.add_parser(
+        "runs", help="list training runs with their training-set hash and input versions"
+    )
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=_runs)
 
-    rep = sub.add_parser("reproduce", help="write a run's training set, verified against the hash the run logged")
+    rep = sub.add_parser(
+        "reproduce", help="write a run's training set, verified against the hash the run logged"
+    )
     rep.add_argument("run_id")
     rep.add_argument("--out", type=Path, required=True, help="parquet file to write")
-    rep.add_argument("--rebuild", action="store_true", help="recompute it through Feast from the tables and Delta versions the run recorded instead of reading the run's snapshot")
+    rep.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="recompute it through Feast from the tables and Delta versions the run recorded instead of reading the run's snapshot",
+    )
     rep.set_defaults(func=_reproduce)
 
-    lin = sub.add_parser("lineage", help="print the table versions a training run was built from, down to raw_events")
+    lin = sub.add_parser(
+        "lineage", help="print the table versions a training run was built from, down to raw_events"
+    )
     lin.add_argument("run_id")
     lin.add_argument("--json", action="store_true")
     lin.set_defaults(func=_lineage)
 
-    keep = sub.add_parser("keep", help="keep a training run's input versions through table maintenance, so it stays rebuildable")
+    keep = sub.add_parser(
+        "keep",
+        help="keep a training run's input versions through table maintenance, so it stays rebuildable",
+    )
     keep.add_argument("run_id")
-    keep.add_argument("--release", action="store_true", help="stop keeping them (registered model versions stay pinned)")
+    keep.add_argument(
+        "--release",
+        action="store_true",
+        help="stop keeping them (registered model versions stay pinned)",
+    )
     keep.set_defaults(func=_keep)
 
     args = parser.parse_args(argv)

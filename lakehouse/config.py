@@ -46,8 +46,16 @@ def postgres_server(url: str) -> SplitResult:
     component adds its database, and reads the password from LAKEHOUSE_PG_PASSWORD when it connects, so
     that no file written from the URL (dagster.yaml, feature_store.yaml) holds it. Anything more is refused."""
     server = urlsplit(url)
-    if server.password or server.path.strip("/") or server.query or server.fragment or not (server.username and server.hostname):
-        raise ValueError("LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); the password is LAKEHOUSE_PG_PASSWORD")
+    if (
+        server.password
+        or server.path.strip("/")
+        or server.query
+        or server.fragment
+        or not (server.username and server.hostname)
+    ):
+        raise ValueError(
+            "LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); the password is LAKEHOUSE_PG_PASSWORD"
+        )
     return server
 
 

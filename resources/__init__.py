@@ -27,7 +27,13 @@ from resources.mlflow import MlflowTracking
 
 # What the cluster profile cannot run without; credentials (AWS_SECRET_ACCESS_KEY, ...) are read by
 # the clients themselves when they connect, or are EnvVars below.
-CLUSTER_SETTINGS = ("LAKEHOUSE_DELTA_ROOT", "LAKEHOUSE_SPARK_MASTER", "MLFLOW_TRACKING_URI", "LAKEHOUSE_REDIS", "LAKEHOUSE_PG_URL")
+CLUSTER_SETTINGS = (
+    "LAKEHOUSE_DELTA_ROOT",
+    "LAKEHOUSE_SPARK_MASTER",
+    "MLFLOW_TRACKING_URI",
+    "LAKEHOUSE_REDIS",
+    "LAKEHOUSE_PG_URL",
+)
 
 
 def _resources_shared(paths) -> dict:
@@ -44,26 +50,40 @@ def _resources_shared(paths) -> dict:
 def _resources_local() -> dict:
     paths = lakehouse_paths()
     return _resources_shared(paths) | {
-        "engine": EngineResource(kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"), spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")),
-        "mlflow_tracking": MlflowTracking(tracking_uri=_tracking_uri(paths), artifact_root=paths.mlflow_artifacts.as_uri()),
+        "engine": EngineResource(
+            kind=os.environ.get("LAKEHOUSE_ENGINE", "duckdb"),
+            spark_master=os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]"),
+        ),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=_tracking_uri(paths), artifact_root=paths.mlflow_artifacts.as_uri()
+        ),
     }
 
 
 def _resources_cluster() -> dict:
     missing = [name for name in CLUSTER_SETTINGS if not os.environ.get(name)]
     if missing:
-        raise ValueError(f"LAKEHOUSE_PROFILE=cluster needs {', '.join(missing)} (for the servers of `make cluster-up`: eval \"$(.venv/bin/python scripts/cluster.py env)\")")
+        raise ValueError(
+            f'LAKEHOUSE_PROFILE=cluster needs {", ".join(missing)} (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
+        )
     return _resources_shared(lakehouse_paths()) | {
         "engine": EngineResource(kind="spark", spark_master=os.environ["LAKEHOUSE_SPARK_MASTER"]),
         # The server keeps the artifacts where it was told to (--artifacts-destination), and is the UI too.
-        "mlflow_tracking": MlflowTracking(tracking_uri=EnvVar("MLFLOW_TRACKING_URI"), ui_url=public_uri(os.environ["MLFLOW_TRACKING_URI"])),
+        "mlflow_tracking": MlflowTracking(
+            tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
+            ui_url=public_uri(os.environ["MLFLOW_TRACKING_URI"]),
+        ),
     }
 
 
 def _tracking_uri(paths):
     # A tracking URI set in the environment may carry a password: the resource then names the variable,
     # which is what Dagster's UI shows, and reads its value only when a run starts.
-    return EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else paths.mlflow_tracking_uri
+    return (
+        EnvVar("MLFLOW_TRACKING_URI")
+        if os.environ.get("MLFLOW_TRACKING_URI")
+        else paths.mlflow_tracking_uri
+    )
 
 
 PROFILES = {"local": _resources_local, "cluster": _resources_cluster}

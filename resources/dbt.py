@@ -19,7 +19,12 @@ dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 
 
 def _sources_changed_since(path: Path) -> bool:
-    sources = [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml", *DBT_DIR.glob("models/**/*"), *DBT_DIR.glob("macros/**/*")]
+    sources = [
+        DBT_DIR / "dbt_project.yml",
+        DBT_DIR / "profiles.yml",
+        *DBT_DIR.glob("models/**/*"),
+        *DBT_DIR.glob("macros/**/*"),
+    ]
     built = path.stat().st_mtime
     return any(p.stat().st_mtime > built for p in sources if p.is_file())
 
@@ -33,9 +38,15 @@ def dbt_manifest() -> Path:
     """
     manifest = dbt_project.manifest_path
     if not manifest.exists() or _sources_changed_since(manifest):
-        subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--profiles-dir", str(DBT_DIR)], cwd=DBT_DIR, check=True)
+        subprocess.run(
+            [DBT_EXECUTABLE, "parse", "--quiet", "--profiles-dir", str(DBT_DIR)],
+            cwd=DBT_DIR,
+            check=True,
+        )
     return dbt_project.manifest_path
 
 
 def dbt_cli() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE)
+    return DbtCliResource(
+        project_dir=dbt_project, profiles_dir=str(DBT_DIR), dbt_executable=DBT_EXECUTABLE
+    )

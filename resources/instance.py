@@ -27,7 +27,10 @@ HOMES = {"local": "dagster_home", "cluster": "dagster_home_cluster"}
 
 GENERATED = "# Written by resources/instance.py for LAKEHOUSE_PROFILE={profile}; delete this line to keep your own edits."
 # What earlier versions of `make dev` and the demo wrote, without the line: theirs too.
-_EARLIER = ("telemetry:\n  enabled: false\n", "telemetry:\n  enabled: false\n\ncode_servers:\n  local_startup_timeout: 600\n")
+_EARLIER = (
+    "telemetry:\n  enabled: false\n",
+    "telemetry:\n  enabled: false\n\ncode_servers:\n  local_startup_timeout: 600\n",
+)
 # Loading the definitions can take minutes on a busy machine: Dagster's 180 s for a code server to start is raised.
 _COMMON = {"telemetry": {"enabled": False}, "code_servers": {"local_startup_timeout": 600}}
 
@@ -37,8 +40,11 @@ def instance_config(environ: Mapping[str, str] = os.environ) -> dict:
         return dict(_COMMON)
     server = postgres_server(environ["LAKEHOUSE_PG_URL"])
     database = {
-        "username": server.username, "password": {"env": "LAKEHOUSE_PG_PASSWORD"},
-        "hostname": server.hostname, "port": server.port or 5432, "db_name": "dagster",
+        "username": server.username,
+        "password": {"env": "LAKEHOUSE_PG_PASSWORD"},
+        "hostname": server.hostname,
+        "port": server.port or 5432,
+        "db_name": "dagster",
     }
     return _COMMON | {"storage": {"postgres": {"postgres_db": database}}}
 
@@ -47,9 +53,15 @@ def write_instance_config(home: Path, environ: Mapping[str, str] = os.environ) -
     """Write `home/dagster.yaml` for the profile, unless the file there is the user's own; returns its path."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / "dagster.yaml"
-    if path.exists() and not (path.read_text().startswith(GENERATED.split("{", 1)[0]) or path.read_text() in _EARLIER):
+    if path.exists() and not (
+        path.read_text().startswith(GENERATED.split("{", 1)[0]) or path.read_text() in _EARLIER
+    ):
         return path
-    path.write_text(GENERATED.format(profile=profile_name(environ)) + "\n" + yaml.safe_dump(instance_config(environ), sort_keys=False))
+    path.write_text(
+        GENERATED.format(profile=profile_name(environ))
+        + "\n"
+        + yaml.safe_dump(instance_config(environ), sort_keys=False)
+    )
     return path
 
 
@@ -72,7 +84,11 @@ def prepare_instance(environ: Mapping[str, str] = os.environ) -> Path:
     # LAKEHOUSE_PG_PASSWORD. Whichever profile runs next gives it back to the local profile; its run
     # history there is kept (the cluster's runs are in PostgreSQL).
     local_home = _default_home(environ, "local")
-    if not environ.get("DAGSTER_HOME") and home != local_home and (local_home / "dagster.yaml").exists():
+    if (
+        not environ.get("DAGSTER_HOME")
+        and home != local_home
+        and (local_home / "dagster.yaml").exists()
+    ):
         write_instance_config(local_home, {**environ, "LAKEHOUSE_PROFILE": "local"})
     write_instance_config(home, environ)
     return home

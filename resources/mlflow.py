@@ -39,9 +39,13 @@ class MlflowTracking(ConfigurableResource):
             database = self.tracking_uri.split(":", 1)[1].removeprefix("///").split("?", 1)[0]
             if not database or database == ":memory:" or Path(database).exists():
                 return  # in memory, or created already (experiment 0 is written once, with the store)
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # here: only a missing store needs mlflow
+        from mlflow.store.tracking.sqlalchemy_store import (
+            SqlAlchemyStore,
+        )  # here: only a missing store needs mlflow
 
-        SqlAlchemyStore(self.tracking_uri, self.artifact_root)  # creates the tables and experiment 0
+        SqlAlchemyStore(
+            self.tracking_uri, self.artifact_root
+        )  # creates the tables and experiment 0
 
     def activate(self) -> str:
         """Point the mlflow client at this store; returns the experiment id (created on first use)."""
@@ -53,7 +57,11 @@ class MlflowTracking(ConfigurableResource):
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         mlflow.set_tracking_uri(self.tracking_uri)
         existing = mlflow.get_experiment_by_name(self.experiment)
-        experiment_id = existing.experiment_id if existing else mlflow.create_experiment(self.experiment, artifact_location=self.artifact_root)
+        experiment_id = (
+            existing.experiment_id
+            if existing
+            else mlflow.create_experiment(self.experiment, artifact_location=self.artifact_root)
+        )
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
 

@@ -62,9 +62,23 @@ def port(offset: int) -> int:
 # Every port the stack opens. SeaweedFS's components run as four processes so that each opens only
 # these (`weed mini` adds an admin UI, a worker, Iceberg and Lance catalogs, metrics and gRPC sockets in /tmp).
 PORTS = {
-    "s3": 0, "weed_master": 1, "weed_master_grpc": 2, "weed_volume": 3, "weed_volume_grpc": 4, "weed_filer": 5,
-    "weed_filer_grpc": 6, "weed_s3_grpc": 7,
-    "postgres": 20, "redis": 21, "spark_master": 30, "spark_master_ui": 31, "spark_worker": 32, "spark_worker_ui": 33, "spark_worker_2": 34, "spark_worker_2_ui": 35, "mlflow": 40,
+    "s3": 0,
+    "weed_master": 1,
+    "weed_master_grpc": 2,
+    "weed_volume": 3,
+    "weed_volume_grpc": 4,
+    "weed_filer": 5,
+    "weed_filer_grpc": 6,
+    "weed_s3_grpc": 7,
+    "postgres": 20,
+    "redis": 21,
+    "spark_master": 30,
+    "spark_master_ui": 31,
+    "spark_worker": 32,
+    "spark_worker_ui": 33,
+    "spark_worker_2": 34,
+    "spark_worker_2_ui": 35,
+    "mlflow": 40,
 }
 
 # name -> generator. Clients get the first five through `env`, and Spark's secret through the spark-defaults.conf
@@ -109,7 +123,11 @@ def _stack_dir(root: Path) -> None:
 def credentials(root: Path) -> dict[str, str]:
     """The stack's credentials, generated once into credentials.env (0600); a name missing from an older file is added."""
     path = root / "credentials.env"
-    values = dict(line.strip().split("=", 1) for line in path.read_text().splitlines() if "=" in line) if path.exists() else {}
+    values = (
+        dict(line.strip().split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        if path.exists()
+        else {}
+    )
     missing = [name for name in CREDENTIALS if name not in values]
     if missing:
         _stack_dir(root)
@@ -175,11 +193,15 @@ def _write_spark_defaults(root: Path, creds: dict[str, str]) -> None:
         "spark.ui.filters": SPARK_UI_FILTER,
         f"spark.{SPARK_UI_FILTER}.param.secretKey": creds["LAKEHOUSE_SPARK_UI_KEY"],
     }
-    _private_file(_spark_conf_dir(root) / "spark-defaults.conf", "".join(f"{key} {value}\n" for key, value in (SPARK_DEFAULTS | security).items()))
+    _private_file(
+        _spark_conf_dir(root) / "spark-defaults.conf",
+        "".join(f"{key} {value}\n" for key, value in (SPARK_DEFAULTS | security).items()),
+    )
 
 
 def jwt_hs256(key: bytes, claims: dict) -> str:
     """A JSON Web Token signed with HMAC-SHA256, the kind Spark's JWSFilter and SeaweedFS's servers check."""
+
     def encode(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -194,7 +216,10 @@ def spark_ui_token(key: str) -> str:
 
 def _pg_dsn(env: dict[str, str], database: str) -> str:
     """A URL with the password, for this script's own connections and the MLflow server's environment."""
-    return env["LAKEHOUSE_PG_URL"].replace(f"{USER}@", f"{USER}:{env['LAKEHOUSE_PG_PASSWORD']}@", 1) + f"/{database}"
+    return (
+        env["LAKEHOUSE_PG_URL"].replace(f"{USER}@", f"{USER}:{env['LAKEHOUSE_PG_PASSWORD']}@", 1)
+        + f"/{database}"
+    )
 
 
 @dataclass(frozen=True)
@@ -209,7 +234,9 @@ class Server:
 
 def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=2
+        ) as response:
             return response.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -232,14 +259,21 @@ def _postgres_bin(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if not found:
-        raise SystemExit(f"{name} not found: install PostgreSQL (scripts/check_prereqs.sh servers does it with apt-get)")
+        raise SystemExit(
+            f"{name} not found: install PostgreSQL (scripts/check_prereqs.sh servers does it with apt-get)"
+        )
     return found
 
 
 def _postgres_dir(root: Path) -> Path:
     # As root, PostgreSQL runs as the postgres user, which may not reach into root's directories
     # (pytest's are 0700): its data then lives in /var/tmp, in a directory named after the cluster's.
-    return root / "postgres" if os.geteuid() != 0 else Path("/var/tmp") / f"lakehouse-postgres-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+    return (
+        root / "postgres"
+        if os.geteuid() != 0
+        else Path("/var/tmp")
+        / f"lakehouse-postgres-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+    )
 
 
 def _init_postgres(root: Path, password: str) -> None:
@@ -254,8 +288,22 @@ def _init_postgres(root: Path, password: str) -> None:
             shutil.chown(data, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
         # scram-sha-256 for TCP and the Unix socket alike: no connection without the password.
-        subprocess.run([*_as_postgres_user(), _postgres_bin("initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *_as_postgres_user(),
+                _postgres_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     finally:
         pwfile.unlink(missing_ok=True)
 
@@ -275,8 +323,13 @@ def _weed_config(root: Path, creds: dict[str, str]) -> Path:
     """
     config = _weed_dir(root) / "config"
     tls = _weed_certificates(config / "tls")
-    grpc = "".join(f'[grpc.{component}]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\n\n' for component in ("master", "volume", "filer", "s3", "client"))
-    _private_file(config / "security.toml", f"""# Written by scripts/cluster.py. The JWT keys are in each server's environment (WEED_JWT_*), not here.
+    grpc = "".join(
+        f'[grpc.{component}]\ncert = "{tls["cert"]}"\nkey = "{tls["key"]}"\n\n'
+        for component in ("master", "volume", "filer", "s3", "client")
+    )
+    _private_file(
+        config / "security.toml",
+        f"""# Written by scripts/cluster.py. The JWT keys are in each server's environment (WEED_JWT_*), not here.
 [grpc]
 ca = "{tls["ca"]}"
 
@@ -286,9 +339,15 @@ ui = false
 
 [filer.expose_directory_metadata]
 enabled = false
-""")
-    identity = {"name": USER, "credentials": [{"accessKey": creds["AWS_ACCESS_KEY_ID"], "secretKey": creds["AWS_SECRET_ACCESS_KEY"]}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+""",
+    )
+    identity = {
+        "name": USER,
+        "credentials": [
+            {"accessKey": creds["AWS_ACCESS_KEY_ID"], "secretKey": creds["AWS_SECRET_ACCESS_KEY"]}
+        ],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
     _private_file(config / "s3.json", json.dumps({"identities": [identity]}))
     return config
 
@@ -306,41 +365,79 @@ def _weed_certificates(tls: Path) -> dict[str, str]:
         now = datetime.datetime.now(datetime.timezone.utc)
 
         def certificate(subject: str, key, issuer: str, signer, ca: bool):
-            builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                       .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
-                       .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                       .not_valid_after(now + datetime.timedelta(days=3650)).add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            )
             if not ca:
-                builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName(
+                        [
+                            x509.DNSName("localhost"),
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        ]
+                    ),
+                    critical=False,
+                )
             return builder.sign(signer, hashes.SHA256())
 
-        ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        ca_key, key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
         pem = serialization.Encoding.PEM
-        _private_file(paths["key"], key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
-        _private_file(paths["cert"], certificate("seaweedfs", key, "lakehouse-cluster-ca", ca_key, ca=False).public_bytes(pem).decode())
-        _private_file(paths["ca"], certificate("lakehouse-cluster-ca", ca_key, "lakehouse-cluster-ca", ca_key, ca=True).public_bytes(pem).decode())
+        _private_file(
+            paths["key"],
+            key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
+        )
+        _private_file(
+            paths["cert"],
+            certificate("seaweedfs", key, "lakehouse-cluster-ca", ca_key, ca=False)
+            .public_bytes(pem)
+            .decode(),
+        )
+        _private_file(
+            paths["ca"],
+            certificate("lakehouse-cluster-ca", ca_key, "lakehouse-cluster-ca", ca_key, ca=True)
+            .public_bytes(pem)
+            .decode(),
+        )
     return {name: str(path) for name, path in paths.items()}
 
 
 def _redis_config(root: Path, creds: dict[str, str], redis_port: int) -> Path:
     # A file, not `--requirepass`: a command line is readable by every local user.
-    return _private_file(root / "redis" / "redis.conf", f"""bind 127.0.0.1
+    return _private_file(
+        root / "redis" / "redis.conf",
+        f"""bind 127.0.0.1
 port {redis_port}
 dir {root / "redis"}
 save ""
 appendonly yes
 requirepass {creds["LAKEHOUSE_REDIS_PASSWORD"]}
-""")
+""",
+    )
 
 
 def _mlflow_auth_config(root: Path) -> Path:
     """MLflow's basic-auth app: its users in SQLite beside the stack; the admin is the lakehouse's user,
     whose password the server reads from its environment. No one else may read or write anything."""
-    return _private_file(root / "mlflow" / "basic_auth.ini", f"""[mlflow]
+    return _private_file(
+        root / "mlflow" / "basic_auth.ini",
+        f"""[mlflow]
 default_permission = NO_PERMISSIONS
 database_uri = sqlite:///{root / "mlflow" / "basic_auth.db"}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-""")
+""",
+    )
 
 
 def servers(root: Path) -> list[Server]:
@@ -350,7 +447,10 @@ def servers(root: Path) -> list[Server]:
     weed_config = _weed_config(root, creds)
     weed = [str(BIN / "weed"), f"-config_dir={weed_config}"]
     weed_env = {name: creds[name] for name in creds if name.startswith("WEED_JWT_")}
-    master, filer = f"127.0.0.1:{p['weed_master']}.{p['weed_master_grpc']}", f"127.0.0.1:{p['weed_filer']}.{p['weed_filer_grpc']}"
+    master, filer = (
+        f"127.0.0.1:{p['weed_master']}.{p['weed_master_grpc']}",
+        f"127.0.0.1:{p['weed_filer']}.{p['weed_filer_grpc']}",
+    )
     data = _weed_dir(root)
     for folder in ("master", "volume", "filer"):
         (data / folder).mkdir(parents=True, exist_ok=True)
@@ -358,55 +458,202 @@ def servers(root: Path) -> list[Server]:
 
     # The pip package's spark-class finds its jars through SPARK_HOME, the package directory.
     # The master's REST port is a fixed 6066 unless switched off.
-    spark_env = {"SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-                 "SPARK_LOG_DIR": str(root / "spark" / "logs"), "SPARK_WORKER_DIR": str(root / "spark" / "work"), "SPARK_CONF_DIR": env["SPARK_CONF_DIR"]}
+    spark_env = {
+        "SPARK_HOME": str(Path(pyspark.__file__).parent),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+        "SPARK_LOG_DIR": str(root / "spark" / "logs"),
+        "SPARK_WORKER_DIR": str(root / "spark" / "work"),
+        "SPARK_CONF_DIR": env["SPARK_CONF_DIR"],
+    }
     spark_class = str(BIN / "spark-class")
     spark_ui = {"Authorization": f"Bearer {spark_ui_token(creds['LAKEHOUSE_SPARK_UI_KEY'])}"}
     # In starting order: the JVMs, which take longest, before SeaweedFS's parts, which wait for each other.
     return [
-        Server("postgres", [_postgres_bin("postgres"), "-D", str(_postgres_dir(root)), "-c", "listen_addresses=127.0.0.1", "-c", f"port={p['postgres']}",
-                            "-c", f"unix_socket_directories={_postgres_dir(root)}", "-c", "fsync=off"],
-               {}, lambda: _listening(p["postgres"]), user="postgres"),
-        Server("redis", ["redis-server", str(_redis_config(root, creds, p["redis"]))], {}, lambda: _listening(p["redis"])),
-        Server("spark-master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(p["spark_master"]),
-                                "--webui-port", str(p["spark_master_ui"])],
-               spark_env, lambda: _http_ok(f"http://127.0.0.1:{p['spark_master_ui']}/json/", spark_ui)),
-        *(Server(f"spark-worker-{n}", [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(p[key]),
-                                       "--webui-port", str(p[f"{key}_ui"]), "--cores", "1", "--memory", "2g", env["LAKEHOUSE_SPARK_MASTER"]],
-                 spark_env, lambda key=key: p[key] in _spark_workers(p["spark_master_ui"], spark_ui))
-          for n, key in ((1, "spark_worker"), (2, "spark_worker_2"))),
-        Server("seaweedfs-master", [*weed, "master", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={p['weed_master']}", f"-port.grpc={p['weed_master_grpc']}",
-                                    f"-mdir={data / 'master'}", "-disableHttp", "-volumeSizeLimitMB=1024"],
-               weed_env, lambda: _http_ok(f"http://127.0.0.1:{p['weed_master']}/healthz")),
-        Server("seaweedfs-volume", [*weed, "volume", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={p['weed_volume']}", f"-port.grpc={p['weed_volume_grpc']}",
-                                    f"-dir={data / 'volume'}", "-max=0", f"-master={master}"],
-               weed_env, lambda: _http_ok(f"http://127.0.0.1:{p['weed_volume']}/healthz"), needs=("seaweedfs-master",)),
+        Server(
+            "postgres",
+            [
+                _postgres_bin("postgres"),
+                "-D",
+                str(_postgres_dir(root)),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"port={p['postgres']}",
+                "-c",
+                f"unix_socket_directories={_postgres_dir(root)}",
+                "-c",
+                "fsync=off",
+            ],
+            {},
+            lambda: _listening(p["postgres"]),
+            user="postgres",
+        ),
+        Server(
+            "redis",
+            ["redis-server", str(_redis_config(root, creds, p["redis"]))],
+            {},
+            lambda: _listening(p["redis"]),
+        ),
+        Server(
+            "spark-master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["spark_master"]),
+                "--webui-port",
+                str(p["spark_master_ui"]),
+            ],
+            spark_env,
+            lambda: _http_ok(f"http://127.0.0.1:{p['spark_master_ui']}/json/", spark_ui),
+        ),
+        *(
+            Server(
+                f"spark-worker-{n}",
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(p[key]),
+                    "--webui-port",
+                    str(p[f"{key}_ui"]),
+                    "--cores",
+                    "1",
+                    "--memory",
+                    "2g",
+                    env["LAKEHOUSE_SPARK_MASTER"],
+                ],
+                spark_env,
+                lambda key=key: p[key] in _spark_workers(p["spark_master_ui"], spark_ui),
+            )
+            for n, key in ((1, "spark_worker"), (2, "spark_worker_2"))
+        ),
+        Server(
+            "seaweedfs-master",
+            [
+                *weed,
+                "master",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-port={p['weed_master']}",
+                f"-port.grpc={p['weed_master_grpc']}",
+                f"-mdir={data / 'master'}",
+                "-disableHttp",
+                "-volumeSizeLimitMB=1024",
+            ],
+            weed_env,
+            lambda: _http_ok(f"http://127.0.0.1:{p['weed_master']}/healthz"),
+        ),
+        Server(
+            "seaweedfs-volume",
+            [
+                *weed,
+                "volume",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-port={p['weed_volume']}",
+                f"-port.grpc={p['weed_volume_grpc']}",
+                f"-dir={data / 'volume'}",
+                "-max=0",
+                f"-master={master}",
+            ],
+            weed_env,
+            lambda: _http_ok(f"http://127.0.0.1:{p['weed_volume']}/healthz"),
+            needs=("seaweedfs-master",),
+        ),
         # Its HTTP API is off (the S3 gateway speaks gRPC to it); its Unix socket, which serves the same
         # API, is in the stack's directory instead of /tmp.
-        Server("seaweedfs-filer", [*weed, "filer", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-port={p['weed_filer']}", f"-port.grpc={p['weed_filer_grpc']}",
-                                   f"-master={master}", f"-defaultStoreDir={data / 'filer'}", f"-localSocket={data / 'filer.sock'}", "-disableHttp"],
-               weed_env, lambda: _listening(p["weed_filer_grpc"]), needs=("seaweedfs-volume",)),
-        Server("seaweedfs-s3", [*weed, "s3", "-ip.bind=127.0.0.1", f"-port={p['s3']}", f"-port.grpc={p['weed_s3_grpc']}", "-port.iceberg=0", "-port.lance=0",
-                                "-iam=false", f"-filer={filer}", f"-config={weed_config / 's3.json'}", f"-localSocket={data / 's3.sock'}"],
-               weed_env, lambda: _http_ok(f"http://127.0.0.1:{p['s3']}/healthz"), needs=("seaweedfs-filer",)),
+        Server(
+            "seaweedfs-filer",
+            [
+                *weed,
+                "filer",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-port={p['weed_filer']}",
+                f"-port.grpc={p['weed_filer_grpc']}",
+                f"-master={master}",
+                f"-defaultStoreDir={data / 'filer'}",
+                f"-localSocket={data / 'filer.sock'}",
+                "-disableHttp",
+            ],
+            weed_env,
+            lambda: _listening(p["weed_filer_grpc"]),
+            needs=("seaweedfs-volume",),
+        ),
+        Server(
+            "seaweedfs-s3",
+            [
+                *weed,
+                "s3",
+                "-ip.bind=127.0.0.1",
+                f"-port={p['s3']}",
+                f"-port.grpc={p['weed_s3_grpc']}",
+                "-port.iceberg=0",
+                "-port.lance=0",
+                "-iam=false",
+                f"-filer={filer}",
+                f"-config={weed_config / 's3.json'}",
+                f"-localSocket={data / 's3.sock'}",
+            ],
+            weed_env,
+            lambda: _http_ok(f"http://127.0.0.1:{p['s3']}/healthz"),
+            needs=("seaweedfs-filer",),
+        ),
         # Its runs are in PostgreSQL, which must accept connections (and hold the databases) first.
-        Server("mlflow", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(p["mlflow"]), "--workers", "1",
-                          "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts"],
-               {"MLFLOW_BACKEND_STORE_URI": _pg_dsn(env, "mlflow"), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
-                "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"], "AWS_DEFAULT_REGION": env["AWS_REGION"],
-                "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth_config(root)), "MLFLOW_AUTH_ADMIN_USERNAME": USER, "MLFLOW_AUTH_ADMIN_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
+        Server(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p["mlflow"]),
+                "--workers",
+                "1",
+                "--artifacts-destination",
+                f"s3://{BUCKET}/mlflow",
+                "--serve-artifacts",
+            ],
+            {
+                "MLFLOW_BACKEND_STORE_URI": _pg_dsn(env, "mlflow"),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_S3_ENDPOINT_URL": env["AWS_ENDPOINT_URL"],
+                "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": creds["AWS_SECRET_ACCESS_KEY"],
+                "AWS_DEFAULT_REGION": env["AWS_REGION"],
+                "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth_config(root)),
+                "MLFLOW_AUTH_ADMIN_USERNAME": USER,
+                "MLFLOW_AUTH_ADMIN_PASSWORD": creds["MLFLOW_TRACKING_PASSWORD"],
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": creds["MLFLOW_FLASK_SERVER_SECRET_KEY"],
                 # A route without a permission check of its own is refused, not served.
-                "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true"},
-               lambda: _http_ok(f"http://127.0.0.1:{p['mlflow']}/health"), needs=("postgres", "seaweedfs-s3")),
+                "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
+            },
+            lambda: _http_ok(f"http://127.0.0.1:{p['mlflow']}/health"),
+            needs=("postgres", "seaweedfs-s3"),
+        ),
     ]
 
 
 def _spark_workers(ui_port: int, headers: dict[str, str]) -> set[int]:
     """The ports of the workers registered with the master and alive."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ui_port}/json/", headers=headers), timeout=2) as response:
-            return {w["port"] for w in json.load(response).get("workers", []) if w.get("state") == "ALIVE"}
+        with urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{ui_port}/json/", headers=headers), timeout=2
+        ) as response:
+            return {
+                w["port"]
+                for w in json.load(response).get("workers", [])
+                if w.get("state") == "ALIVE"
+            }
     except (OSError, ValueError, KeyError):
         return set()
 
@@ -417,7 +664,9 @@ def _pids(root: Path) -> dict[str, int]:
 
 
 def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):  # a child of this process that exited is a zombie until reaped
+    with contextlib.suppress(
+        ChildProcessError
+    ):  # a child of this process that exited is a zombie until reaped
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
     try:
@@ -439,7 +688,9 @@ def _create_databases(root: Path) -> None:
         for database in DATABASES:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{database}"')  # a fixed name from DATABASES, never input
+                cursor.execute(
+                    f'CREATE DATABASE "{database}"'
+                )  # a fixed name from DATABASES, never input
     connection.close()
 
 
@@ -449,8 +700,13 @@ def _create_bucket(root: Path, timeout: float) -> None:
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     env = environment(root)
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -481,9 +737,18 @@ def up(timeout: float = 300) -> None:
         if server.name == "mlflow":
             _create_databases(root)
         prefix = ["runuser", "-u", server.user, "--"] if server.user and os.geteuid() == 0 else []
-        with open(root / "logs" / f"{server.name}.log", "ab") as log:  # the server keeps its own copy
-            process = subprocess.Popen([*prefix, *server.command], env={**os.environ, **server.env}, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=root)
+        with open(
+            root / "logs" / f"{server.name}.log", "ab"
+        ) as log:  # the server keeps its own copy
+            process = subprocess.Popen(
+                [*prefix, *server.command],
+                env={**os.environ, **server.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=root,
+            )
         pids[server.name] = process.pid
         (root / "pids.json").write_text(json.dumps(pids))
     for server in stack.values():
@@ -497,9 +762,13 @@ def _wait(server: Server, timeout: float) -> None:
     pid = _pids(cluster_dir()).get(server.name)
     while not server.ready():
         if pid is not None and not _alive(pid):
-            raise SystemExit(f"{server.name} exited while starting: see {cluster_dir() / 'logs' / (server.name + '.log')}")
+            raise SystemExit(
+                f"{server.name} exited while starting: see {cluster_dir() / 'logs' / (server.name + '.log')}"
+            )
         if time.monotonic() > deadline:
-            raise SystemExit(f"{server.name} was not ready after {timeout:.0f} s: see {cluster_dir() / 'logs' / (server.name + '.log')}")
+            raise SystemExit(
+                f"{server.name} was not ready after {timeout:.0f} s: see {cluster_dir() / 'logs' / (server.name + '.log')}"
+            )
         time.sleep(0.5)
 
 

@@ -44,30 +44,60 @@ def free_block(size: int = 50) -> int:
 @pytest.fixture(scope="session")
 def cluster_stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("cluster_data")
-    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data), "LAKEHOUSE_CLUSTER_PORT": str(free_block())}
-    up = subprocess.run([sys.executable, SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "LAKEHOUSE_DATA_DIR": str(data),
+        "LAKEHOUSE_CLUSTER_PORT": str(free_block()),
+    }
+    up = subprocess.run(
+        [sys.executable, SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600
+    )
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        printed = subprocess.run([sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
-        settings = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in printed.splitlines())
+        printed = subprocess.run(
+            [sys.executable, SCRIPT, "env"], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        settings = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1)
+            for line in printed.splitlines()
+        )
         yield {"env": env, "settings": settings, "data": data}
     finally:
-        started = json.loads((data / "cluster" / "pids.json").read_text()) if (data / "cluster" / "pids.json").exists() else {}
-        down = subprocess.run([sys.executable, SCRIPT, "down", "--purge"], env=env, capture_output=True, text=True, timeout=300)
+        started = (
+            json.loads((data / "cluster" / "pids.json").read_text())
+            if (data / "cluster" / "pids.json").exists()
+            else {}
+        )
+        down = subprocess.run(
+            [sys.executable, SCRIPT, "down", "--purge"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert down.returncode == 0, down.stdout + down.stderr
-        alive = {name: pid for name, pid in started.items() if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
+        alive = {
+            name: pid
+            for name, pid in started.items()
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        }
         assert not alive, f"still running after down: {alive}"
 
 
 def storage_options(settings: dict, secret: str | None = None) -> dict:
     return {
-        "AWS_ENDPOINT_URL": settings["AWS_ENDPOINT_URL"], "AWS_REGION": settings["AWS_REGION"], "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": secret or settings["AWS_SECRET_ACCESS_KEY"],
+        "AWS_ENDPOINT_URL": settings["AWS_ENDPOINT_URL"],
+        "AWS_REGION": settings["AWS_REGION"],
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": settings["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": secret or settings["AWS_SECRET_ACCESS_KEY"],
     }
 
 
 def postgres(settings: dict, database: str):
-    return psycopg2.connect(f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"])
+    return psycopg2.connect(
+        f"{settings['LAKEHOUSE_PG_URL']}/{database}", password=settings["LAKEHOUSE_PG_PASSWORD"]
+    )
 
 
 def stack_credentials(stack: dict) -> dict[str, str]:
@@ -80,14 +110,18 @@ def stack_credentials(stack: dict) -> dict[str, str]:
 def cluster_script():
     """scripts/cluster.py as a module (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location("cluster", SCRIPT)
-    module = sys.modules["cluster"] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up there
+    module = sys.modules["cluster"] = importlib.util.module_from_spec(
+        spec
+    )  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     return module
 
 
 def spark_ui(stack: dict) -> dict[str, str]:
     """The header the stack's Spark web UIs ask for: a bearer token signed with its UI key."""
-    return {"Authorization": f"Bearer {cluster_script().spark_ui_token(stack_credentials(stack)['LAKEHOUSE_SPARK_UI_KEY'])}"}
+    return {
+        "Authorization": f"Bearer {cluster_script().spark_ui_token(stack_credentials(stack)['LAKEHOUSE_SPARK_UI_KEY'])}"
+    }
 
 
 def running(stack: dict) -> dict[str, int]:
@@ -104,5 +138,11 @@ def stop_server(stack: dict, name: str, sig: int = signal.SIGTERM) -> None:
 
 def start_stopped(stack: dict) -> None:
     """`scripts/cluster.py up`: start whatever is not running and wait until it is healthy."""
-    up = subprocess.run([sys.executable, SCRIPT, "up"], env=stack["env"], capture_output=True, text=True, timeout=600)
+    up = subprocess.run(
+        [sys.executable, SCRIPT, "up"],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert up.returncode == 0, up.stdout + up.stderr

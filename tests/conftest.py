@@ -48,7 +48,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.spark)
         if item.get_closest_marker("spark") or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: _LONGEST.index(item.path.name) if item.path.name in _LONGEST else len(_LONGEST))
+    items.sort(
+        key=lambda item: (
+            _LONGEST.index(item.path.name) if item.path.name in _LONGEST else len(_LONGEST)
+        )
+    )
 
 
 # Transformations run on both engines; the Spark runs start a JVM, so they carry the `spark` marker.
@@ -73,7 +77,12 @@ def frame(engine, rows, schema):
     """A DataFrame of `engine` holding `rows` (tuples in the schema's column order)."""
     import pyarrow as pa
 
-    return engine.from_arrow(pa.Table.from_pylist([dict(zip(schema.column_names, row)) for row in rows], schema=schema.arrow()), schema)
+    return engine.from_arrow(
+        pa.Table.from_pylist(
+            [dict(zip(schema.column_names, row)) for row in rows], schema=schema.arrow()
+        ),
+        schema,
+    )
 
 
 def rows_of(engine, df) -> list[dict]:
@@ -117,7 +126,9 @@ def stop_servers(*servers: subprocess.Popen) -> None:
 def chromium_executable() -> str:
     """The browser the UI tests drive: $LAKEHOUSE_CHROMIUM, else Debian's chromium (`make setup` installs it)."""
     path = os.environ.get("LAKEHOUSE_CHROMIUM") or shutil.which("chromium")
-    assert path and os.access(path, os.X_OK), "no chromium: `make setup` installs Debian's (apt-get install chromium), or set LAKEHOUSE_CHROMIUM"
+    assert path and os.access(path, os.X_OK), (
+        "no chromium: `make setup` installs Debian's (apt-get install chromium), or set LAKEHOUSE_CHROMIUM"
+    )
     return path
 
 
@@ -140,6 +151,8 @@ def local_lake(tmp_path_factory):
 
     shared = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:
-        shared = shared.parent  # the workers' temp dirs' parent: this run of pytest's, shared by its workers
+        shared = (
+            shared.parent
+        )  # the workers' temp dirs' parent: this run of pytest's, shared by its workers
     with FileLock(shared / "local_lake.lock"):
         return lakes.local_lake(shared / "local_lake")

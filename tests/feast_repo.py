@@ -19,7 +19,9 @@ def at(hhmmss: str, day: str = "2026-03-02") -> datetime:
     return datetime.fromisoformat(f"{day} {hhmmss}").replace(tzinfo=timezone.utc)
 
 
-def store_for(tmp_path, objects, provider: str = "local", feature_server: dict | None = None) -> FeatureStore:
+def store_for(
+    tmp_path, objects, provider: str = "local", feature_server: dict | None = None
+) -> FeatureStore:
     config = RepoConfig(
         project="test",
         provider=provider,
@@ -46,16 +48,37 @@ ACTIVITY = [
     row("u1", "12:00:00", 3, created="12:10:00"),
     row("u2", "08:00:00", 20),
 ]
-ACTIVITY_SCHEMA = pa.schema([("user_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("created", pa.timestamp("us", tz="UTC")), ("value", pa.int64())])
+ACTIVITY_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("created", pa.timestamp("us", tz="UTC")),
+        ("value", pa.int64()),
+    ]
+)
 
 
-def write_activity(path, rows: list[dict] = ACTIVITY, mode: str = "overwrite", names: dict[str, str] | None = None) -> Path:
+def write_activity(
+    path, rows: list[dict] = ACTIVITY, mode: str = "overwrite", names: dict[str, str] | None = None
+) -> Path:
     """`rows` as a Delta table at `path`; `names` stores columns under other names (user_id -> uid, ...)."""
     table = pa.Table.from_pylist(rows, schema=ACTIVITY_SCHEMA)
-    write_deltalake(str(path), table.rename_columns([(names or {}).get(c, c) for c in table.column_names]), mode=mode)
+    write_deltalake(
+        str(path),
+        table.rename_columns([(names or {}).get(c, c) for c in table.column_names]),
+        mode=mode,
+    )
     return path
 
 
-def activity_view(path, name="activity", ttl=timedelta(hours=2), dtype=Int64, **source_args) -> FeatureView:
+def activity_view(
+    path, name="activity", ttl=timedelta(hours=2), dtype=Int64, **source_args
+) -> FeatureView:
     source_args = {"timestamp_field": "ts", "created_timestamp_column": "created", **source_args}
-    return FeatureView(name=name, entities=[USER], ttl=ttl, schema=[Field(name="value", dtype=dtype)], source=DeltaSource(name=f"{name}_source", path=str(path), **source_args))
+    return FeatureView(
+        name=name,
+        entities=[USER],
+        ttl=ttl,
+        schema=[Field(name="value", dtype=dtype)],
+        source=DeltaSource(name=f"{name}_source", path=str(path), **source_args),
+    )

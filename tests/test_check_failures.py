@@ -19,27 +19,52 @@ D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
 
 
 def test_accounting_balances_when_cleaned_plus_quarantined_equals_the_raw_rows_of_each_day():
-    assert unbalanced_days([D1, D2], {D1: 100, D2: 50}, cleaned={D1: 90, D2: 50}, quarantined={D1: 10}) == []
+    assert (
+        unbalanced_days([D1, D2], {D1: 100, D2: 50}, cleaned={D1: 90, D2: 50}, quarantined={D1: 10})
+        == []
+    )
 
 
 @pytest.mark.parametrize(
     "cleaned, quarantined, attributed, gaps",
     [
         # One raw row of 03-02 reached neither table.
-        ({D1: 90, D2: 50}, {D1: 10}, {D1: 100, D2: 51}, ["2026-03-02: 51 raw rows attributed, 50 in cleaned + quarantine"]),
+        (
+            {D1: 90, D2: 50},
+            {D1: 10},
+            {D1: 100, D2: 51},
+            ["2026-03-02: 51 raw rows attributed, 50 in cleaned + quarantine"],
+        ),
         # One row too many: 03-01 holds a row no raw line accounts for (a duplicate kept twice, say).
-        ({D1: 91, D2: 50}, {D1: 10}, {D1: 100, D2: 50}, ["2026-03-01: 100 raw rows attributed, 101 in cleaned + quarantine"]),
+        (
+            {D1: 91, D2: 50},
+            {D1: 10},
+            {D1: 100, D2: 50},
+            ["2026-03-01: 100 raw rows attributed, 101 in cleaned + quarantine"],
+        ),
         # A whole day of the batch never committed: 0 in the tables.
-        ({D1: 90}, {D1: 10}, {D1: 100, D3: 7}, ["2026-03-03: 7 raw rows attributed, 0 in cleaned + quarantine"]),
+        (
+            {D1: 90},
+            {D1: 10},
+            {D1: 100, D3: 7},
+            ["2026-03-03: 7 raw rows attributed, 0 in cleaned + quarantine"],
+        ),
         # A day with rows in the tables and none attributed (the batch's raw rows were dropped before counting).
-        ({D1: 90, D2: 4}, {D1: 10}, {D1: 100}, ["2026-03-02: 0 raw rows attributed, 4 in cleaned + quarantine"]),
+        (
+            {D1: 90, D2: 4},
+            {D1: 10},
+            {D1: 100},
+            ["2026-03-02: 0 raw rows attributed, 4 in cleaned + quarantine"],
+        ),
     ],
 )
 def test_accounting_reports_every_day_that_does_not_balance(cleaned, quarantined, attributed, gaps):
     assert unbalanced_days([D1, D2, D3], attributed, cleaned, quarantined) == gaps
 
 
-def test_cleaned_events_accounting_fails_through_dagster_when_a_commit_loses_a_row(tmp_path, monkeypatch):
+def test_cleaned_events_accounting_fails_through_dagster_when_a_commit_loses_a_row(
+    tmp_path, monkeypatch
+):
     """raw_events + cleaned_events for one day, materialized in process, with the cleaned commit losing its first row.
 
     The number of raw lines that belong to the day is counted here from the landed file itself (every
@@ -56,11 +81,31 @@ def test_cleaned_events_accounting_fails_through_dagster_when_a_commit_loses_a_r
     from resources.landing import LandingArea
 
     warnings.simplefilter("ignore")
-    clean = GeneratorConfig(users=100, seed=5, duplicate_rate=0, clock_skew_rate=0, late_rate=0, missing_field_rate=0,
-                            anonymous_rate=0, malformed_rate=0, bom_rate=0, drift_from=None)
+    clean = GeneratorConfig(
+        users=100,
+        seed=5,
+        duplicate_rate=0,
+        clock_skew_rate=0,
+        late_rate=0,
+        missing_field_rate=0,
+        anonymous_rate=0,
+        malformed_rate=0,
+        bom_rate=0,
+        drift_from=None,
+    )
     generate(tmp_path / "landing", D1, 1, clean)
-    lines = (day_folder(tmp_path / "landing", D1) / "events.jsonl").read_text(encoding="utf-8").splitlines()
-    on_day = sum(datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00")).astimezone(timezone.utc).date() == D1 for line in lines)
+    lines = (
+        (day_folder(tmp_path / "landing", D1) / "events.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    )
+    on_day = sum(
+        datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00"))
+        .astimezone(timezone.utc)
+        .date()
+        == D1
+        for line in lines
+    )
     assert on_day > 100
 
     real_commit = ArrowBatch.commit
@@ -80,7 +125,10 @@ def test_cleaned_events_accounting_fails_through_dagster_when_a_commit_loses_a_r
             "landing": LandingArea(path=str(tmp_path / "landing")),
             "engine": EngineResource(kind="duckdb"),  # ArrowBatch is the DuckDB engine's batch
         },
-        tags={"dagster/asset_partition_range_start": D1.isoformat(), "dagster/asset_partition_range_end": D1.isoformat()},
+        tags={
+            "dagster/asset_partition_range_start": D1.isoformat(),
+            "dagster/asset_partition_range_end": D1.isoformat(),
+        },
         raise_on_error=False,
     )
 
@@ -88,13 +136,18 @@ def test_cleaned_events_accounting_fails_through_dagster_when_a_commit_loses_a_r
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     accounting = checks["cleaned_events_accounting"]
     assert not accounting.passed and accounting.severity == AssetCheckSeverity.ERROR
-    assert accounting.metadata["gaps"].value == [f"2026-03-01: {on_day} raw rows attributed, {on_day - 1} in cleaned + quarantine"]
+    assert accounting.metadata["gaps"].value == [
+        f"2026-03-01: {on_day} raw rows attributed, {on_day - 1} in cleaned + quarantine"
+    ]
     assert accounting.metadata["raw_rows_attributed"].value == on_day
     assert checks["cleaned_events_volume"].passed  # the only failure is the accounting
 
 
 def _frame(entity_ts, **feature_ts) -> pd.DataFrame:
-    return pd.DataFrame({"event_timestamp": entity_ts} | {f"{view}__feature_timestamp": ts for view, ts in feature_ts.items()})
+    return pd.DataFrame(
+        {"event_timestamp": entity_ts}
+        | {f"{view}__feature_timestamp": ts for view, ts in feature_ts.items()}
+    )
 
 
 UTC = timezone.utc
@@ -121,17 +174,25 @@ def test_point_in_time_audit_counts_future_and_stale_feature_rows_per_view():
         "user_activity": {"rows_with_future_features": 2, "rows_with_features_older_than_ttl": 1},
     }
     # A view without a TTL never goes stale, but its future rows still count.
-    assert leakage_violations(frame, {"user_activity": None}) == {"user_activity": {"rows_with_future_features": 2, "rows_with_features_older_than_ttl": 0}}
+    assert leakage_violations(frame, {"user_activity": None}) == {
+        "user_activity": {"rows_with_future_features": 2, "rows_with_features_older_than_ttl": 0}
+    }
 
 
 def test_point_in_time_audit_compares_instants_not_wall_clocks():
     # 20:00 on 03-01 in New York (UTC-5) is 01:00 UTC on 03-02: one hour after the prediction time,
     # though its wall clock reads the day before. Naive label times are UTC.
     new_york = timezone(timedelta(hours=-5))
-    frame = _frame([D.replace(tzinfo=None)], user_activity=[datetime(2026, 3, 1, 20, 0, tzinfo=new_york)])
-    assert leakage_violations(frame, {"user_activity": TTL}) == {"user_activity": {"rows_with_future_features": 1, "rows_with_features_older_than_ttl": 0}}
+    frame = _frame(
+        [D.replace(tzinfo=None)], user_activity=[datetime(2026, 3, 1, 20, 0, tzinfo=new_york)]
+    )
+    assert leakage_violations(frame, {"user_activity": TTL}) == {
+        "user_activity": {"rows_with_future_features": 1, "rows_with_features_older_than_ttl": 0}
+    }
 
 
 def test_point_in_time_audit_refuses_a_training_set_without_feature_times():
     with pytest.raises(LeakageError, match="no 'category_activity__feature_timestamp'"):
-        leakage_violations(_frame([D], user_activity=[D]), {"user_activity": TTL, "category_activity": TTL})
+        leakage_violations(
+            _frame([D], user_activity=[D]), {"user_activity": TTL, "category_activity": TTL}
+        )

@@ -26,7 +26,15 @@ SUBCOMMANDS = ("generate", "runs", "reproduce", "lineage", "keep")
 def _python(code: str, **env: str) -> str:
     """The last line `code` prints, run by this interpreter in a fresh process (MLFLOW_TRACKING_URI unset)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -42,7 +50,9 @@ def _nan_as_text(value):
 
 
 def test_importing_the_cli_imports_nothing_heavy():
-    code = f"import lakehouse.cli, sys; heavy=[m for m in {HEAVY!r} if m in sys.modules]; print(heavy)"
+    code = (
+        f"import lakehouse.cli, sys; heavy=[m for m in {HEAVY!r} if m in sys.modules]; print(heavy)"
+    )
     assert ast.literal_eval(_python(code)) == []
 
 
@@ -67,7 +77,9 @@ def test_verifying_a_training_set_imports_no_model_libraries():
 
 def test_lakehouse_help_lists_the_subcommands():
     lakehouse = Path(sys.executable).parent / "lakehouse"
-    done = subprocess.run([str(lakehouse), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(lakehouse), "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     for name in SUBCOMMANDS:
         assert name in done.stdout
@@ -83,15 +95,24 @@ def test_local_store_reads_what_mlflow_client_reads(tmp_path, monkeypatch):
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)
-    experiment = client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri())
+    experiment = client.create_experiment(
+        EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri()
+    )
     snapshot = tmp_path / "training_set.parquet"
     pd.DataFrame({"user_id": ["a", "b"], "label": [0, 1]}).to_parquet(snapshot, index=False)
 
     def lineage(sha: str) -> TrainingLineage:
-        inputs = (InputTable("labels", "training_labels", str(tmp_path / "delta" / "labels"), 3, 2),)
+        inputs = (
+            InputTable("labels", "training_labels", str(tmp_path / "delta" / "labels"), 3, 2),
+        )
         return TrainingLineage(inputs, sha, 2, "svc", ("v:f1", "v:f2"), "proj")
 
-    def run(start: int, tags: dict[str, str], status: str = "FINISHED", metrics: dict[str, float] | None = None) -> str:
+    def run(
+        start: int,
+        tags: dict[str, str],
+        status: str = "FINISHED",
+        metrics: dict[str, float] | None = None,
+    ) -> str:
         run_id = client.create_run(experiment, start_time=start, tags=tags).info.run_id
         for key, value in (metrics or {}).items():
             client.log_metric(run_id, key, value)
@@ -99,28 +120,39 @@ def test_local_store_reads_what_mlflow_client_reads(tmp_path, monkeypatch):
         return run_id
 
     older = run(1_000, lineage("a" * 64).to_tags(), metrics={"test_auc": 0.7})
-    tied = [run(2_000, lineage(c * 64).to_tags(), metrics={"test_auc": float("nan")}) for c in "bc"]  # same start: ordered by run id
+    tied = [
+        run(2_000, lineage(c * 64).to_tags(), metrics={"test_auc": float("nan")}) for c in "bc"
+    ]  # same start: ordered by run id
     run(3_000, {"note": "no lineage"})  # skipped by training_runs
     run(4_000, lineage("d" * 64).to_tags(), status="FAILED")  # not finished
     deleted = run(5_000, lineage("e" * 64).to_tags())
     client.delete_run(deleted)
     client.log_artifact(older, str(snapshot), artifact_path=str(Path(SNAPSHOT_ARTIFACT).parent))
 
-    assert reproduce._LocalStore.of(tracking)._runs("1 = 1", ())  # the revision is the one this MLflow writes, or this reads nothing
-    assert ast.literal_eval(_python(RUNS_LIGHT, LAKEHOUSE_DATA_DIR=str(tmp_path))) == [0, []]  # light on a store with runs too
+    assert reproduce._LocalStore.of(tracking)._runs(
+        "1 = 1", ()
+    )  # the revision is the one this MLflow writes, or this reads nothing
+    assert ast.literal_eval(_python(RUNS_LIGHT, LAKEHOUSE_DATA_DIR=str(tmp_path))) == [
+        0,
+        [],
+    ]  # light on a store with runs too
     fast = reproduce.training_runs(tracking)
     fast_runs = {r: reproduce._stored_run(tracking, r) for r in (older, *tied, deleted)}
     fast_frame = reproduce._snapshot(fast_runs[older], tracking)
     with pytest.raises(reproduce.ReproductionError, match="no MLflow run"):
         reproduce._stored_run(tracking, "f" * 32)
 
-    monkeypatch.setattr(reproduce._LocalStore, "of", classmethod(lambda cls, uri: None))  # MlflowClient only from here
+    monkeypatch.setattr(
+        reproduce._LocalStore, "of", classmethod(lambda cls, uri: None)
+    )  # MlflowClient only from here
     slow = reproduce.training_runs(tracking)
     assert [r["run_id"] for r in fast] == [*sorted(tied), older]
     assert _nan_as_text(fast) == _nan_as_text(slow)
     for run_id, stored in fast_runs.items():
         slow_run = reproduce._stored_run(tracking, run_id)
-        assert replace(stored, metrics=_nan_as_text(stored.metrics)) == replace(slow_run, metrics=_nan_as_text(slow_run.metrics))
+        assert replace(stored, metrics=_nan_as_text(stored.metrics)) == replace(
+            slow_run, metrics=_nan_as_text(slow_run.metrics)
+        )
     pd.testing.assert_frame_equal(fast_frame, reproduce._snapshot(fast_runs[older], tracking))
     with pytest.raises(reproduce.ReproductionError, match="no MLflow run"):
         reproduce._stored_run(tracking, "f" * 32)

@@ -28,11 +28,13 @@ N = 20_000
 
 def _frame(seed, purchases_lambda=1.0, seconds_scale=1.0, score_shift=0.0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "purchases_7d": rng.poisson(purchases_lambda, N),
-        "session_seconds": 60 * seconds_scale * rng.lognormal(0.0, 0.5, N),
-        "score": rng.normal(score_shift, 1.0, N),
-    })
+    return pd.DataFrame(
+        {
+            "purchases_7d": rng.poisson(purchases_lambda, N),
+            "session_seconds": 60 * seconds_scale * rng.lognormal(0.0, 0.5, N),
+            "score": rng.normal(score_shift, 1.0, N),
+        }
+    )
 
 
 FEATURES = ["purchases_7d", "session_seconds", "score"]
@@ -47,7 +49,11 @@ def test_psi_matches_hand_computation():
     # Training 50/30/20 % over {0, 1, 2}, serving 40/30/30 %; no empty value bin on either side.
     training = [0] * 50 + [1] * 30 + [2] * 20
     serving = [0] * 40 + [1] * 30 + [2] * 30
-    expected = (0.4 - 0.5) * math.log(0.4 / 0.5) + (0.3 - 0.3) * math.log(0.3 / 0.3) + (0.3 - 0.2) * math.log(0.3 / 0.2)
+    expected = (
+        (0.4 - 0.5) * math.log(0.4 / 0.5)
+        + (0.3 - 0.3) * math.log(0.3 / 0.3)
+        + (0.3 - 0.2) * math.log(0.3 / 0.2)
+    )
     assert expected == pytest.approx(0.0628609, abs=1e-7)
     # The (empty on both sides) null bin is floored to 1e-4 on both sides: it adds nothing, and the
     # renormalisation divides every proportion, hence PSI, by 1.0001.
@@ -70,7 +76,11 @@ def test_bin_empty_on_serving_side_is_finite_and_fails():
     value = psi([0] * 50 + [1] * 50, [1] * 100)
     eps = 1e-4 / 1.0002  # floor on the served 0 bin and the null bins, after renormalising
     p0, p1, q = eps, 1 / 1.0002, 0.5 / 1.0001
-    expected = (p0 - q) * math.log(p0 / q) + (p1 - q) * math.log(p1 / q) + (eps - 1e-4 / 1.0001) * math.log(eps / (1e-4 / 1.0001))
+    expected = (
+        (p0 - q) * math.log(p0 / q)
+        + (p1 - q) * math.log(p1 / q)
+        + (eps - 1e-4 / 1.0001) * math.log(eps / (1e-4 / 1.0001))
+    )
     assert math.isfinite(value) and value == pytest.approx(expected, rel=1e-9)
     assert value > PSI_FAIL
 
@@ -86,7 +96,9 @@ def test_serving_values_outside_training_range_land_in_end_bins():
 def test_serving_half_null_fails():
     rng = np.random.default_rng(7)
     training = pd.DataFrame({"score": rng.normal(size=1000)})
-    serving = pd.DataFrame({"score": np.where(np.arange(1000) % 2 == 0, rng.normal(size=1000), np.nan)})
+    serving = pd.DataFrame(
+        {"score": np.where(np.arange(1000) % 2 == 0, rng.normal(size=1000), np.nan)}
+    )
     [drift] = feature_drift(training, serving, ["score"], {"score"})
     assert math.isfinite(drift.psi) and drift.psi > PSI_FAIL and drift.status == "fail"
     # Halving every value bin alone adds sum(q/2 * ln 2) = ln(2)/2; the null bin adds far more.
@@ -107,7 +119,12 @@ def test_same_distribution_different_seed_is_ok():
 
 
 def test_large_shifts_fail():
-    report = feature_drift(_frame(1), _frame(2, purchases_lambda=2.0, seconds_scale=1.5, score_shift=1.0), FEATURES, CONTINUOUS)
+    report = feature_drift(
+        _frame(1),
+        _frame(2, purchases_lambda=2.0, seconds_scale=1.5, score_shift=1.0),
+        FEATURES,
+        CONTINUOUS,
+    )
     assert _status(report) == dict.fromkeys(FEATURES, "fail")
     assert worst_status(report) == "fail"
 
@@ -175,7 +192,9 @@ def _keyed_rows(values: dict[str, float], n: int = 3000, seed: int = 0) -> pd.Da
     """n users, each with a uniformly drawn favourite category and that category's value."""
     rng = np.random.default_rng(seed)
     favourite = rng.choice(CATEGORIES, n)
-    return pd.DataFrame({"favourite_category": favourite, "category_views_7d": [values[c] for c in favourite]})
+    return pd.DataFrame(
+        {"favourite_category": favourite, "category_views_7d": [values[c] for c in favourite]}
+    )
 
 
 def test_a_few_percent_move_of_keyed_values_is_ok_by_key_where_value_bins_fail():
@@ -188,13 +207,20 @@ def test_a_few_percent_move_of_keyed_values_is_ok_by_key_where_value_bins_fail()
     assert psi(training["category_views_7d"], serving["category_views_7d"]) > PSI_FAIL
     drift = keyed_feature_drift(training, serving, "category_views_7d", "favourite_category")
     assert drift.psi < 0.01  # the same key mix, up to sampling
-    assert drift.ks_statistic == pytest.approx(3 / 8)  # 3 of 8 serving values above every training one
+    assert drift.ks_statistic == pytest.approx(
+        3 / 8
+    )  # 3 of 8 serving values above every training one
     assert drift.status == "ok" and drift.key == "favourite_category"
 
 
 def test_keyed_values_doubled_fail_on_the_exact_ks_p_value():
     before = {c: 400.0 + 50 * i for i, c in enumerate(CATEGORIES)}
-    drift = keyed_feature_drift(_keyed_rows(before, seed=1), _keyed_rows({c: 2 * v for c, v in before.items()}, seed=2), "category_views_7d", "favourite_category")
+    drift = keyed_feature_drift(
+        _keyed_rows(before, seed=1),
+        _keyed_rows({c: 2 * v for c, v in before.items()}, seed=2),
+        "category_views_7d",
+        "favourite_category",
+    )
     # Every serving value above every training value: D = 1, and the exact two-sided p-value is the
     # share of the C(16, 8) = 12870 splits of 16 values into two eights that are this extreme (2).
     assert drift.ks_statistic == 1.0 and drift.ks_pvalue == pytest.approx(2 / 12870, rel=1e-6)
@@ -203,14 +229,25 @@ def test_keyed_values_doubled_fail_on_the_exact_ks_p_value():
 
 def test_ks_status_thresholds():
     assert KS_P_FAIL < KS_P_WARN
-    assert [ks_status(p) for p in (0.5, 0.04, 0.009, None, math.nan)] == ["ok", "warn", "fail", "ok", "ok"]
+    assert [ks_status(p) for p in (0.5, 0.04, 0.009, None, math.nan)] == [
+        "ok",
+        "warn",
+        "fail",
+        "ok",
+        "ok",
+    ]
 
 
 def test_keyed_psi_is_over_keys_with_a_null_bin_for_no_key_or_no_value():
     # Training: a 50 %, b 50 %. Serving: a 50 %, b 25 %, and 25 % with no key ("" or null) or a
     # key without a value: those are the null bin, empty in training (floored to 1e-4).
     training = pd.DataFrame({"k": ["a"] * 50 + ["b"] * 50, "f": [1.0] * 50 + [2.0] * 50})
-    serving = pd.DataFrame({"k": ["a"] * 50 + ["b"] * 25 + [""] * 10 + [None] * 5 + ["b"] * 10, "f": [1.0] * 50 + [2.0] * 25 + [np.nan] * 15 + [np.nan] * 10})
+    serving = pd.DataFrame(
+        {
+            "k": ["a"] * 50 + ["b"] * 25 + [""] * 10 + [None] * 5 + ["b"] * 10,
+            "f": [1.0] * 50 + [2.0] * 25 + [np.nan] * 15 + [np.nan] * 10,
+        }
+    )
     p = np.array([0.5, 0.25, 0.25])
     q = np.array([0.5, 0.5, 1e-4]) / 1.0001
     expected = float(np.sum((p - q) * np.log(p / q)))
@@ -222,8 +259,12 @@ def test_keyed_psi_is_over_keys_with_a_null_bin_for_no_key_or_no_value():
 
 def test_a_key_that_takes_over_fails_on_psi():
     values = {c: 3000.0 + 10 * i for i, c in enumerate(CATEGORIES)}
-    serving = _keyed_rows(values, seed=2).assign(favourite_category="electronics", category_views_7d=values["electronics"])
-    drift = keyed_feature_drift(_keyed_rows(values, seed=1), serving, "category_views_7d", "favourite_category")
+    serving = _keyed_rows(values, seed=2).assign(
+        favourite_category="electronics", category_views_7d=values["electronics"]
+    )
+    drift = keyed_feature_drift(
+        _keyed_rows(values, seed=1), serving, "category_views_7d", "favourite_category"
+    )
     assert drift.psi > PSI_FAIL and drift.status == "fail"
 
 
@@ -231,7 +272,13 @@ def test_feature_drift_compares_keyed_features_by_key_and_charts_them(tmp_path):
     before = {c: 400.0 + 50 * i for i, c in enumerate(CATEGORIES)}
     training = _keyed_rows(before, n=N, seed=1).assign(**_frame(1))
     serving = _keyed_rows(before, n=N, seed=2).assign(**_frame(2))
-    report = feature_drift(training, serving, [*FEATURES, "category_views_7d"], CONTINUOUS, keys={"category_views_7d": "favourite_category"})
+    report = feature_drift(
+        training,
+        serving,
+        [*FEATURES, "category_views_7d"],
+        CONTINUOUS,
+        keys={"category_views_7d": "favourite_category"},
+    )
     assert _status(report) == dict.fromkeys([*FEATURES, "category_views_7d"], "ok")
     assert [d.key for d in report] == [None, None, None, "favourite_category"]
     path = drift_chart(training, serving, report, tmp_path / "drift.png")
@@ -246,12 +293,20 @@ def test_serving_is_compared_with_the_newest_prediction_time_not_the_warm_up():
     rng = np.random.default_rng(5)
     days, users = np.arange(1, 24), 2000
     rate = rng.gamma(0.7, 1.5, users)
-    training = pd.DataFrame({
-        "event_timestamp": pd.to_datetime("2026-10-01", utc=True) + pd.to_timedelta(np.repeat(days, users), unit="D"),
-        "events_30d": rng.poisson(np.repeat(np.minimum(days, 30), users) * np.tile(rate, len(days))),
-    })
+    training = pd.DataFrame(
+        {
+            "event_timestamp": pd.to_datetime("2026-10-01", utc=True)
+            + pd.to_timedelta(np.repeat(days, users), unit="D"),
+            "events_30d": rng.poisson(
+                np.repeat(np.minimum(days, 30), users) * np.tile(rate, len(days))
+            ),
+        }
+    )
     serving = pd.DataFrame({"events_30d": rng.poisson(30 * rate)})
     newest = newest_prediction_time(training)
-    assert len(newest) == users and (newest["event_timestamp"] == training["event_timestamp"].max()).all()
+    assert (
+        len(newest) == users
+        and (newest["event_timestamp"] == training["event_timestamp"].max()).all()
+    )
     assert psi(training["events_30d"], serving["events_30d"]) > PSI_FAIL
     assert psi(newest["events_30d"], serving["events_30d"]) < PSI_WARN

@@ -18,7 +18,11 @@ from conftest import frame
 from lakehouse.engines import engine_named
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
-from lakehouse.transforms.user_activity import category_activity_features, purchase_labels, user_activity_features
+from lakehouse.transforms.user_activity import (
+    category_activity_features,
+    purchase_labels,
+    user_activity_features,
+)
 from test_cleaning import D1, D2, RAW
 from test_properties import JSON_SHAPES, is_malformed_json, malformed_lines, raw_lines
 from test_user_activity import EVENTS, LAST_DAY, SESSIONS
@@ -47,7 +51,9 @@ def _outputs(engine, transform, rows, schema, *args) -> dict[str, pa.Table]:
             return {
                 "cleaned": engine.to_arrow(result.cleaned),
                 "quarantined": engine.to_arrow(result.quarantined),
-                "counts": pa.table({"outcome": list(result.counts()), "rows": list(result.counts().values())}),
+                "counts": pa.table(
+                    {"outcome": list(result.counts()), "rows": list(result.counts().values())}
+                ),
             }
         return {transform.__name__: engine.to_arrow(transform(source, *args))}
 
@@ -67,7 +73,9 @@ def test_cleaning_agrees_on_the_hand_worked_lines(engines):
     assert_engines_agree(engines, clean_events, RAW, RAW_EVENTS, D1, D2)
 
 
-@pytest.mark.parametrize("transform", [user_activity_features, category_activity_features, purchase_labels])
+@pytest.mark.parametrize(
+    "transform", [user_activity_features, category_activity_features, purchase_labels]
+)
 @pytest.mark.parametrize("events", [EVENTS, SESSIONS], ids=["events", "sessions"])
 def test_features_and_labels_agree_on_the_hand_worked_events(engines, transform, events):
     assert_engines_agree(engines, transform, events, CLEANED_EVENTS, LAST_DAY)
@@ -75,21 +83,39 @@ def test_features_and_labels_agree_on_the_hand_worked_events(engines, transform,
 
 # Each example is a Spark job of a few seconds whatever its size: a few large batches of lines cover
 # as many lines (and more cross-line duplicates) as many small ones, in a third of the time.
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(lines=st.lists(raw_lines, min_size=1, max_size=100))
 def test_cleaning_agrees_on_generated_lines_malformed_ones_included(engines, lines):
     rows = [(date(2026, 3, 1), "f", i + 1, line) for i, line in enumerate(lines)]
-    spark = assert_engines_agree(engines, clean_events, rows, RAW_EVENTS, date(2000, 1, 1), date(2100, 1, 1))
+    spark = assert_engines_agree(
+        engines, clean_events, rows, RAW_EVENTS, date(2000, 1, 1), date(2100, 1, 1)
+    )
     # test_properties.py holds the local engine to this accounting; Spark is held to it here.
     cleaned, quarantined = spark["cleaned"], spark["quarantined"]
-    assert sorted(cleaned["line_number"].to_pylist() + quarantined["line_number"].to_pylist()) == list(range(1, len(lines) + 1))
+    assert sorted(
+        cleaned["line_number"].to_pylist() + quarantined["line_number"].to_pylist()
+    ) == list(range(1, len(lines) + 1))
     assert dict(zip(*spark["counts"].to_pydict().values()))["outside_range"] == 0
     assert len(set(cleaned["event_id"].to_pylist())) == len(cleaned)
-    assert malformed_lines(quarantined.to_pylist()) == {i + 1 for i, line in enumerate(lines) if is_malformed_json(line)}
+    assert malformed_lines(quarantined.to_pylist()) == {
+        i + 1 for i, line in enumerate(lines) if is_malformed_json(line)
+    }
 
 
 def test_both_engines_read_json_as_strictly_as_the_reference(engines):
     lines = list(JSON_SHAPES)
     rows = [(date(2026, 3, 1), "f", i + 1, line) for i, line in enumerate(lines)]
-    spark = assert_engines_agree(engines, clean_events, rows, RAW_EVENTS, date(2000, 1, 1), date(2100, 1, 1))
-    assert malformed_lines(spark["quarantined"].to_pylist()) == {i + 1 for i, line in enumerate(lines) if JSON_SHAPES[line]}
+    spark = assert_engines_agree(
+        engines, clean_events, rows, RAW_EVENTS, date(2000, 1, 1), date(2100, 1, 1)
+    )
+    assert malformed_lines(spark["quarantined"].to_pylist()) == {
+        i + 1 for i, line in enumerate(lines) if JSON_SHAPES[line]
+    }

@@ -7,7 +7,12 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.linear_model import LogisticRegression
 
-from lakehouse.ml.evaluation import evaluate, evaluation_figures, expected_calibration_error, permutation_importance_by_auc
+from lakehouse.ml.evaluation import (
+    evaluate,
+    evaluation_figures,
+    expected_calibration_error,
+    permutation_importance_by_auc,
+)
 
 # Ten rows, deliberately not in score order. Positives score 0.93, 0.81, 0.62, 0.42;
 # negatives 0.87, 0.58, 0.33, 0.17, 0.12, 0.04. No score sits on a bin edge.
@@ -26,12 +31,34 @@ def test_hand_worked_example():
     assert m["test_average_precision"] == pytest.approx((1 / 1 + 2 / 3 + 3 / 4 + 4 / 6) / 4)
 
     # Brier = mean squared (score - label).
-    squares = [0.07**2, 0.19**2, 0.38**2, 0.58**2, 0.87**2, 0.58**2, 0.33**2, 0.17**2, 0.12**2, 0.04**2]
+    squares = [
+        0.07**2,
+        0.19**2,
+        0.38**2,
+        0.58**2,
+        0.87**2,
+        0.58**2,
+        0.33**2,
+        0.17**2,
+        0.12**2,
+        0.04**2,
+    ]
     assert m["test_brier_score"] == pytest.approx(sum(squares) / 10)
     assert m["test_brier_score"] == pytest.approx(0.17689)
 
     # Log loss = -mean(log of the probability given to the true class).
-    true_class_probs = [0.93, 0.81, 0.62, 0.42, 1 - 0.87, 1 - 0.58, 1 - 0.33, 1 - 0.17, 1 - 0.12, 1 - 0.04]
+    true_class_probs = [
+        0.93,
+        0.81,
+        0.62,
+        0.42,
+        1 - 0.87,
+        1 - 0.58,
+        1 - 0.33,
+        1 - 0.17,
+        1 - 0.12,
+        1 - 0.04,
+    ]
     assert m["test_log_loss"] == pytest.approx(-sum(math.log(p) for p in true_class_probs) / 10)
 
     # ECE over bins of width 0.1: (rows in bin / 10) * |mean score - positive rate|
@@ -78,7 +105,9 @@ def test_top_decile_of_twenty_rows_and_ties_broken_by_row_order():
 def test_calibrated_scores_have_small_ece_and_squashed_scores_do_not():
     rng = np.random.default_rng(42)
     scores = rng.random(50_000)
-    labels = (rng.random(50_000) < scores).astype(int)  # Bernoulli(score): calibrated by construction
+    labels = (rng.random(50_000) < scores).astype(
+        int
+    )  # Bernoulli(score): calibrated by construction
     calibrated = evaluate(labels, scores)["test_expected_calibration_error"]
     squashed = evaluate(labels, scores**3)["test_expected_calibration_error"]
     assert calibrated < 0.02
@@ -111,7 +140,9 @@ def test_rejects_mismatched_or_non_probability_input():
 def _signal_and_noise(n, seed):
     rng = np.random.default_rng(seed)
     X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
-    y = (rng.random(n) < 1 / (1 + np.exp(-3 * X["a"].to_numpy()))).astype(int)  # depends on "a" only
+    y = (rng.random(n) < 1 / (1 + np.exp(-3 * X["a"].to_numpy()))).astype(
+        int
+    )  # depends on "a" only
     return X, y
 
 
@@ -125,15 +156,24 @@ def test_permutation_importance_finds_the_signal_feature():
     assert importance["a"] > 0.1
     assert abs(importance["b"]) < 0.02
     assert importance == permutation_importance_by_auc(model, X_test, y_test, repeats=3, seed=0)
-    assert all(math.isnan(v) for v in permutation_importance_by_auc(model, X_test, np.zeros(1000)).values())
+    assert all(
+        math.isnan(v) for v in permutation_importance_by_auc(model, X_test, np.zeros(1000)).values()
+    )
 
 
 def test_figures_render_to_png():
     rng = np.random.default_rng(0)
     scores = rng.random(500)
     labels = (rng.random(500) < scores).astype(int)
-    figures = evaluation_figures(labels, scores, {"revenue_30d": 0.12, "purchases_7d": 0.3, "noise": -0.01})
-    assert set(figures) == {"roc_curve.png", "precision_recall_curve.png", "calibration_curve.png", "feature_importance.png"}
+    figures = evaluation_figures(
+        labels, scores, {"revenue_30d": 0.12, "purchases_7d": 0.3, "noise": -0.01}
+    )
+    assert set(figures) == {
+        "roc_curve.png",
+        "precision_recall_curve.png",
+        "calibration_curve.png",
+        "feature_importance.png",
+    }
     for fig in figures.values():
         assert isinstance(fig, Figure)
         buffer = io.BytesIO()

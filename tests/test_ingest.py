@@ -4,7 +4,13 @@ from datetime import date
 import pytest
 
 from lakehouse.events.vocabulary import day_folder
-from lakehouse.tables.ingest import appended_rows, landed_days, landed_lines, raw_partitions, unreadable_entries
+from lakehouse.tables.ingest import (
+    appended_rows,
+    landed_days,
+    landed_lines,
+    raw_partitions,
+    unreadable_entries,
+)
 
 DAY = date(2026, 3, 1)
 
@@ -13,7 +19,7 @@ def test_every_line_is_kept_verbatim_with_its_position(tmp_path):
     folder = day_folder(tmp_path, DAY)
     folder.mkdir(parents=True)
     (folder / "a.jsonl").write_text('{"event_id":"e1"}\n\nnot json\n{"event_id":"e1"}\n')
-    (folder / "b.jsonl").write_text('last line without newline')
+    (folder / "b.jsonl").write_text("last line without newline")
     table = landed_lines(tmp_path, DAY).to_pylist()
     assert [(r["source_file"], r["line_number"], r["raw_line"]) for r in table] == [
         ("date=2026-03-01/a.jsonl", 1, '{"event_id":"e1"}'),
@@ -32,13 +38,22 @@ def test_a_day_that_never_landed_is_an_error(tmp_path):
 
 def _landed_bytes(rows) -> list[bytes]:
     """What landed, rebuilt from raw_events rows alone."""
-    return [r["raw_bytes"] if r["raw_bytes"] is not None else r["raw_line"].encode("utf-8") for r in rows]
+    return [
+        r["raw_bytes"] if r["raw_bytes"] is not None else r["raw_line"].encode("utf-8")
+        for r in rows
+    ]
 
 
 def test_lines_that_are_not_utf8_keep_their_exact_bytes(tmp_path):
     folder = day_folder(tmp_path, DAY)
     folder.mkdir(parents=True)
-    landed = [b'{"event_id":"e\xff"}', b'{"event_id":"e\xfe"}', '{"event_id":"é"}'.encode(), b"\xef\xbb\xbf{}\r", b"\x00\x01"]
+    landed = [
+        b'{"event_id":"e\xff"}',
+        b'{"event_id":"e\xfe"}',
+        '{"event_id":"é"}'.encode(),
+        b"\xef\xbb\xbf{}\r",
+        b"\x00\x01",
+    ]
     (folder / "a.jsonl").write_bytes(b"\n".join(landed) + b"\n")
     rows = landed_lines(tmp_path, DAY).to_pylist()
     assert _landed_bytes(rows) == landed
@@ -110,13 +125,21 @@ def test_a_file_swapped_for_a_link_after_it_was_listed_is_not_read(tmp_path, mon
     folder = day_folder(tmp_path, DAY)
     folder.mkdir(parents=True)
     (folder / "events.jsonl").symlink_to(tmp_path / "secret")
-    monkeypatch.setattr(ingest, "_is_landed_file", lambda path: path.name.endswith(".jsonl"))  # as listed before the swap
+    monkeypatch.setattr(
+        ingest, "_is_landed_file", lambda path: path.name.endswith(".jsonl")
+    )  # as listed before the swap
     assert landed_lines(tmp_path, DAY).num_rows == 0
 
 
 def _rows(day: date, file: str, lines: list[str | bytes]) -> list[dict]:
     return [
-        {"ingest_date": day, "source_file": f"date={day.isoformat()}/{file}", "line_number": n, "raw_line": line if isinstance(line, str) else line.decode("utf-8", "replace"), "raw_bytes": None if isinstance(line, str) else line}
+        {
+            "ingest_date": day,
+            "source_file": f"date={day.isoformat()}/{file}",
+            "line_number": n,
+            "raw_line": line if isinstance(line, str) else line.decode("utf-8", "replace"),
+            "raw_bytes": None if isinstance(line, str) else line,
+        }
         for n, line in enumerate(lines, start=1)
     ]
 
@@ -124,7 +147,13 @@ def _rows(day: date, file: str, lines: list[str | bytes]) -> list[dict]:
 def test_raw_keeps_every_ingested_line_and_adds_the_appended_ones(tmp_path):
     folder = day_folder(tmp_path, DAY)
     folder.mkdir(parents=True)
-    files = {"grows.jsonl": b"g1\ng2\n", "shrinks.jsonl": b"s1\ns2\ns3\ns4\n", "rewritten.jsonl": b"r1\nr2\xff\nr3\n", "deleted.jsonl": b"d1\n", "same.jsonl": b"x1\n"}
+    files = {
+        "grows.jsonl": b"g1\ng2\n",
+        "shrinks.jsonl": b"s1\ns2\ns3\ns4\n",
+        "rewritten.jsonl": b"r1\nr2\xff\nr3\n",
+        "deleted.jsonl": b"d1\n",
+        "same.jsonl": b"x1\n",
+    }
     for name, data in files.items():
         (folder / name).write_bytes(data)
     ingested = landed_lines(tmp_path, DAY)
@@ -136,8 +165,12 @@ def test_raw_keeps_every_ingested_line_and_adds_the_appended_ones(tmp_path):
     (folder / "new.jsonl").write_bytes(b"n1\n")
     rows, broken = appended_rows(ingested, landed_lines(tmp_path, DAY))
     expected = (
-        _rows(DAY, "deleted.jsonl", ["d1"]) + _rows(DAY, "grows.jsonl", ["g1", "g2", "g3", "g4"]) + _rows(DAY, "new.jsonl", ["n1"])
-        + _rows(DAY, "rewritten.jsonl", ["r1", b"r2\xff", "r3", "r4"]) + _rows(DAY, "same.jsonl", ["x1"]) + _rows(DAY, "shrinks.jsonl", ["s1", "s2", "s3", "s4"])
+        _rows(DAY, "deleted.jsonl", ["d1"])
+        + _rows(DAY, "grows.jsonl", ["g1", "g2", "g3", "g4"])
+        + _rows(DAY, "new.jsonl", ["n1"])
+        + _rows(DAY, "rewritten.jsonl", ["r1", b"r2\xff", "r3", "r4"])
+        + _rows(DAY, "same.jsonl", ["x1"])
+        + _rows(DAY, "shrinks.jsonl", ["s1", "s2", "s3", "s4"])
     )
     assert rows.to_pylist() == expected
     kept = ": raw_events keeps the lines as ingested"

@@ -6,7 +6,14 @@ import pyarrow as pa
 import pytest
 
 from lakehouse.tables.publication import (
-    ABANDONED_AFTER, batch_began, new_batch_id, publication, publish_pair, published_batches, published_quarantine, settle_quarantine,
+    ABANDONED_AFTER,
+    batch_began,
+    new_batch_id,
+    publication,
+    publish_pair,
+    published_batches,
+    published_quarantine,
+    settle_quarantine,
 )
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.tables.storage import DateRange, DeltaStore, StaleInputError
@@ -17,7 +24,17 @@ D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 def _quarantine(batch, lines):
     """Quarantine rows of `batch`: (event_date, line_number) each."""
     rows = [
-        {"event_date": day, "ingest_date": day, "source_file": "f", "line_number": n, "raw_line": "x", "raw_bytes": None, "reason": "empty_line", "event_id": None, "batch_id": batch}
+        {
+            "event_date": day,
+            "ingest_date": day,
+            "source_file": "f",
+            "line_number": n,
+            "raw_line": "x",
+            "raw_bytes": None,
+            "reason": "empty_line",
+            "event_id": None,
+            "batch_id": batch,
+        }
         for day, n in lines
     ]
     return pa.Table.from_pylist(rows, schema=QUARANTINE.arrow())
@@ -27,7 +44,20 @@ def _cleaned(events):
     ts = datetime(2026, 3, 1, tzinfo=timezone.utc)
     rows = [
         {c: None for c in CLEANED_EVENTS.column_names}
-        | {"event_id": eid, "event_name": "app_opened", "event_ts": ts, "event_date": day, "device_ts": ts, "received_at": ts, "user_id": "u", "identity": "logged_in", "platform": "ios", "ingest_date": day, "source_file": "f", "line_number": 1}
+        | {
+            "event_id": eid,
+            "event_name": "app_opened",
+            "event_ts": ts,
+            "event_date": day,
+            "device_ts": ts,
+            "received_at": ts,
+            "user_id": "u",
+            "identity": "logged_in",
+            "platform": "ios",
+            "ingest_date": day,
+            "source_file": "f",
+            "line_number": 1,
+        }
         for eid, day in events
     ]
     return pa.Table.from_pylist(rows, schema=CLEANED_EVENTS.arrow())
@@ -38,12 +68,20 @@ def _publish(store, batch, start, end, quarantine_lines, events, crash_after_qua
     store.write_arrow(QUARANTINE, _quarantine(batch, quarantine_lines), append=True)
     if crash_after_quarantine:
         return
-    store.write_arrow(CLEANED_EVENTS, _cleaned(events), DateRange("event_date", start, end), properties=publication(batch, start, end))
+    store.write_arrow(
+        CLEANED_EVENTS,
+        _cleaned(events),
+        DateRange("event_date", start, end),
+        properties=publication(batch, start, end),
+    )
     settle_quarantine(store, start, end)
 
 
 def _seen(store):
-    return sorted((r["event_date"], r["line_number"], r["batch_id"]) for r in published_quarantine(store, D1, D2).to_pylist())
+    return sorted(
+        (r["event_date"], r["line_number"], r["batch_id"])
+        for r in published_quarantine(store, D1, D2).to_pylist()
+    )
 
 
 def test_readers_see_the_published_batch_of_each_date_and_never_a_half_published_one(tmp_path):
@@ -73,7 +111,9 @@ def test_quarantine_rows_from_before_publications_stay_visible_until_a_date_is_p
     store = DeltaStore(str(tmp_path))
     from deltalake import write_deltalake
 
-    legacy = _quarantine("-", [(D1, 1), (D2, 2)]).drop_columns(["batch_id"])  # the table as written before batch ids
+    legacy = _quarantine("-", [(D1, 1), (D2, 2)]).drop_columns(
+        ["batch_id"]
+    )  # the table as written before batch ids
     write_deltalake(store.uri(QUARANTINE.name), legacy, partition_by=["event_date"])
     store.write_arrow(CLEANED_EVENTS, _cleaned([("e1", D1)]))  # no publication recorded
     assert _seen(store) == [(D1, 1, None), (D2, 2, None)]
@@ -86,7 +126,13 @@ def _append(store, batch, lines):
 
 
 def _publish_cleaned(store, batch, start, end, events, inputs=None):
-    store.write_arrow(CLEANED_EVENTS, _cleaned(events), DateRange("event_date", start, end), inputs, properties=publication(batch, start, end))
+    store.write_arrow(
+        CLEANED_EVENTS,
+        _cleaned(events),
+        DateRange("event_date", start, end),
+        inputs,
+        properties=publication(batch, start, end),
+    )
 
 
 D3 = date(2026, 3, 3)
@@ -100,12 +146,21 @@ def test_two_runs_interleaved_on_overlapping_ranges_lose_no_quarantine_row(tmp_p
     _append(store, b, [(D2, 3), (D3, 4)])  # B: D2..D3, from the same or a newer raw version
     _publish_cleaned(store, a, D1, D2, [("e1", D1)])
     settle_quarantine(store, D1, D2)
-    assert sorted((r["event_date"], r["batch_id"]) for r in store.read_arrow(QUARANTINE.name).to_pylist()) == sorted([(D1, a), (D2, a), (D2, b), (D3, b)])
+    assert sorted(
+        (r["event_date"], r["batch_id"]) for r in store.read_arrow(QUARANTINE.name).to_pylist()
+    ) == sorted([(D1, a), (D2, a), (D2, b), (D3, b)])
     _publish_cleaned(store, b, D2, D3, [("e3", D3)])
-    assert sorted(published_quarantine(store, D1, D3).column("line_number").to_pylist()) == [1, 3, 4]
+    assert sorted(published_quarantine(store, D1, D3).column("line_number").to_pylist()) == [
+        1,
+        3,
+        4,
+    ]
     settle_quarantine(store, D2, D3)
     # Worked out by hand: D1 is A's, D2 and D3 are B's; A's D2 row was superseded and is gone.
-    assert sorted((r["event_date"], r["line_number"], r["batch_id"]) for r in store.read_arrow(QUARANTINE.name).to_pylist()) == sorted([(D1, 1, a), (D2, 3, b), (D3, 4, b)])
+    assert sorted(
+        (r["event_date"], r["line_number"], r["batch_id"])
+        for r in store.read_arrow(QUARANTINE.name).to_pylist()
+    ) == sorted([(D1, 1, a), (D2, 3, b), (D3, 4, b)])
 
 
 def test_the_run_that_publishes_last_wins_even_when_it_appended_first(tmp_path):
@@ -117,24 +172,37 @@ def test_the_run_that_publishes_last_wins_even_when_it_appended_first(tmp_path):
     settle_quarantine(store, D2, D2)  # A is in flight: its D2 row stays
     _publish_cleaned(store, a, D1, D2, [("e1", D1)])
     settle_quarantine(store, D1, D2)
-    assert sorted((r["event_date"], r["line_number"], r["batch_id"]) for r in store.read_arrow(QUARANTINE.name).to_pylist()) == sorted([(D1, 1, a), (D2, 2, a)])
+    assert sorted(
+        (r["event_date"], r["line_number"], r["batch_id"])
+        for r in store.read_arrow(QUARANTINE.name).to_pylist()
+    ) == sorted([(D1, 1, a), (D2, 2, a)])
     assert sorted(published_quarantine(store, D1, D2).column("line_number").to_pylist()) == [1, 2]
 
 
 def test_a_batch_never_published_is_removed_only_once_its_run_must_have_died(tmp_path):
     store = DeltaStore(str(tmp_path))
     now = datetime(2026, 3, 4, 12, tzinfo=timezone.utc)
-    dead, in_flight, published = new_batch_id(now - ABANDONED_AFTER - timedelta(minutes=1)), new_batch_id(now - timedelta(minutes=5)), new_batch_id(now)
+    dead, in_flight, published = (
+        new_batch_id(now - ABANDONED_AFTER - timedelta(minutes=1)),
+        new_batch_id(now - timedelta(minutes=5)),
+        new_batch_id(now),
+    )
     _append(store, dead, [(D1, 1)])
     _append(store, in_flight, [(D1, 2)])
     _append(store, published, [(D1, 3)])
     _publish_cleaned(store, published, D1, D1, [])
     settle_quarantine(store, D1, D1, now=now)
-    assert sorted(store.read_arrow(QUARANTINE.name).column("batch_id").to_pylist()) == sorted([in_flight, published])
-    assert batch_began(dead) == (now - ABANDONED_AFTER - timedelta(minutes=1)).replace(microsecond=0)
+    assert sorted(store.read_arrow(QUARANTINE.name).column("batch_id").to_pylist()) == sorted(
+        [in_flight, published]
+    )
+    assert batch_began(dead) == (now - ABANDONED_AFTER - timedelta(minutes=1)).replace(
+        microsecond=0
+    )
 
 
-def test_settling_reads_again_when_another_run_appends_in_its_range_meanwhile(tmp_path, monkeypatch):
+def test_settling_reads_again_when_another_run_appends_in_its_range_meanwhile(
+    tmp_path, monkeypatch
+):
     store = DeltaStore(str(tmp_path))
     old, new, late = new_batch_id(), new_batch_id(), new_batch_id()
     _append(store, old, [(D1, 1)])
@@ -151,7 +219,9 @@ def test_settling_reads_again_when_another_run_appends_in_its_range_meanwhile(tm
 
     monkeypatch.setattr(DeltaStore, "write_arrow", another_run_appends_first)
     settle_quarantine(store, D1, D1)
-    assert sorted(store.read_arrow(QUARANTINE.name).column("batch_id").to_pylist()) == sorted([new, late])
+    assert sorted(store.read_arrow(QUARANTINE.name).column("batch_id").to_pylist()) == sorted(
+        [new, late]
+    )
 
 
 def test_a_publication_computed_from_an_older_raw_version_is_refused_and_leaves_nothing(tmp_path):
@@ -165,7 +235,14 @@ def test_a_publication_computed_from_an_older_raw_version_is_refused_and_leaves_
     before = {t: store.version(t) for t in (CLEANED_EVENTS.name, QUARANTINE.name)}
     a = new_batch_id()
     with pytest.raises(StaleInputError, match="raw_events v6"):
-        publish_pair(store, ArrowBatch(_cleaned([("old", D2)])), ArrowBatch(_quarantine(a, [(D2, 2)])), DateRange("event_date", D2, D2), {"raw_events": 5}, a)
+        publish_pair(
+            store,
+            ArrowBatch(_cleaned([("old", D2)])),
+            ArrowBatch(_quarantine(a, [(D2, 2)])),
+            DateRange("event_date", D2, D2),
+            {"raw_events": 5},
+            a,
+        )
     assert {t: store.version(t) for t in before} == before  # refused before its first step
     assert store.read_arrow(CLEANED_EVENTS.name).column("event_id").to_pylist() == ["new"]
 
@@ -173,6 +250,13 @@ def test_a_publication_computed_from_an_older_raw_version_is_refused_and_leaves_
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DeltaStore, "refuse_stale", lambda self, *args: None)
         with pytest.raises(StaleInputError):
-            publish_pair(store, ArrowBatch(_cleaned([("old", D2)])), ArrowBatch(_quarantine(a, [(D2, 2)])), DateRange("event_date", D2, D2), {"raw_events": 5}, a)
+            publish_pair(
+                store,
+                ArrowBatch(_cleaned([("old", D2)])),
+                ArrowBatch(_quarantine(a, [(D2, 2)])),
+                DateRange("event_date", D2, D2),
+                {"raw_events": 5},
+                a,
+            )
     assert store.read_arrow(CLEANED_EVENTS.name).column("event_id").to_pylist() == ["new"]
     assert store.read_arrow(QUARANTINE.name).column("batch_id").to_pylist() == [b]

@@ -8,8 +8,12 @@ D = [date(2026, 3, 1) + timedelta(days=i) for i in range(12)]
 def test_a_day_at_half_the_trailing_mean_or_less_is_a_drop():
     history = {d: 1000 for d in D[:7]}
     assert volume_drops(history, {D[7]: 501}) == []
-    assert volume_drops(history, {D[7]: 500}) == ["2026-03-08: 500 rows, 50% of the trailing 7-day mean 1000"]
-    assert volume_drops(history, {D[7]: 0}) == ["2026-03-08: 0 rows, 0% of the trailing 7-day mean 1000"]
+    assert volume_drops(history, {D[7]: 500}) == [
+        "2026-03-08: 500 rows, 50% of the trailing 7-day mean 1000"
+    ]
+    assert volume_drops(history, {D[7]: 0}) == [
+        "2026-03-08: 0 rows, 0% of the trailing 7-day mean 1000"
+    ]
 
 
 def test_batch_days_are_the_baseline_for_later_batch_days():
@@ -17,7 +21,9 @@ def test_batch_days_are_the_baseline_for_later_batch_days():
     batch = {d: 2000 for d in D[:8]} | {D[8]: 900}
     assert volume_drops({}, batch) == ["2026-03-09: 900 rows, 45% of the trailing 7-day mean 2000"]
     # The batch replaces what the table held for the same days.
-    assert volume_drops({d: 10_000 for d in D[:8]}, batch) == ["2026-03-09: 900 rows, 45% of the trailing 7-day mean 2000"]
+    assert volume_drops({d: 10_000 for d in D[:8]}, batch) == [
+        "2026-03-09: 900 rows, 45% of the trailing 7-day mean 2000"
+    ]
 
 
 def test_no_baseline_or_a_small_one_is_not_judged():

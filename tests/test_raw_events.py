@@ -20,8 +20,16 @@ ONE_DAY = DateRange("ingest_date", DAY, DAY)
 
 
 def _run(tmp_path, raise_on_error=True):
-    resources = {"delta": DeltaStorage(root=str(tmp_path / "delta")), "landing": LandingArea(path=str(tmp_path / "landing"))}
-    return materialize([raw_events], resources=resources, partition_key=DAY.isoformat(), raise_on_error=raise_on_error)
+    resources = {
+        "delta": DeltaStorage(root=str(tmp_path / "delta")),
+        "landing": LandingArea(path=str(tmp_path / "landing")),
+    }
+    return materialize(
+        [raw_events],
+        resources=resources,
+        partition_key=DAY.isoformat(),
+        raise_on_error=raise_on_error,
+    )
 
 
 def _check(result, name: str):
@@ -50,14 +58,25 @@ def test_a_rerun_adds_appended_lines_and_keeps_lines_that_vanished_or_changed(tm
     with (folder / "b.jsonl").open("ab") as appending:
         appending.write(b"b3\n")
     result = _run(tmp_path)
-    expected = [("date=2026-03-01/a.jsonl", 1, "a1"), ("date=2026-03-01/a.jsonl", 2, "a2"), ("date=2026-03-01/a.jsonl", 3, "a3"),
-                ("date=2026-03-01/b.jsonl", 1, "b1"), ("date=2026-03-01/b.jsonl", 2, "b2"), ("date=2026-03-01/b.jsonl", 3, "b3")]
+    expected = [
+        ("date=2026-03-01/a.jsonl", 1, "a1"),
+        ("date=2026-03-01/a.jsonl", 2, "a2"),
+        ("date=2026-03-01/a.jsonl", 3, "a3"),
+        ("date=2026-03-01/b.jsonl", 1, "b1"),
+        ("date=2026-03-01/b.jsonl", 2, "b2"),
+        ("date=2026-03-01/b.jsonl", 3, "b3"),
+    ]
     assert _raw(tmp_path) == expected
     rewritten = _check(result, "raw_events_landing_rewritten")
     assert not rewritten.passed and rewritten.severity.value == "WARN"
-    assert rewritten.metadata["files"].data == {"date=2026-03-01/a.jsonl": "lines 2-3 gone, line 1 changed: raw_events keeps the lines as ingested"}
+    assert rewritten.metadata["files"].data == {
+        "date=2026-03-01/a.jsonl": "lines 2-3 gone, line 1 changed: raw_events keeps the lines as ingested"
+    }
     (materialization,) = [e.materialization for e in result.get_asset_materialization_events()]
-    assert (materialization.metadata["rows_written"].value, materialization.metadata["rows_appended"].value) == (6, 1)
+    assert (
+        materialization.metadata["rows_written"].value,
+        materialization.metadata["rows_appended"].value,
+    ) == (6, 1)
     _run(tmp_path)
     assert _raw(tmp_path) == expected  # a rerun with nothing new changes nothing
 
@@ -68,12 +87,16 @@ def test_a_linked_file_reaches_neither_raw_nor_any_metadata(tmp_path):
     (folder / "events.jsonl").symlink_to(tmp_path / "secret")
     result = _run(tmp_path)
     assert _raw(tmp_path) == [("date=2026-03-01/a.jsonl", 1, "landed")]
-    assert _check(result, "raw_events_unread_landing").metadata["unread"].data == {"date=2026-03-01/events.jsonl": "a symbolic link: links are not followed"}
+    assert _check(result, "raw_events_unread_landing").metadata["unread"].data == {
+        "date=2026-03-01/events.jsonl": "a symbolic link: links are not followed"
+    }
     events = [*result.get_asset_materialization_events(), *result.get_asset_check_evaluations()]
     assert not [event for event in events if "hunter2" in serialize_value(event)]
 
 
-def test_a_run_computed_before_another_run_committed_the_date_computes_again_from_it(tmp_path, monkeypatch):
+def test_a_run_computed_before_another_run_committed_the_date_computes_again_from_it(
+    tmp_path, monkeypatch
+):
     folder = _landing(tmp_path, {"a.jsonl": b"a1\n"})
     _run(tmp_path)
     store = DeltaStore(str(tmp_path / "delta"))
@@ -86,7 +109,12 @@ def test_a_run_computed_before_another_run_committed_the_date_computes_again_fro
         if len(calls) == 1:
             with (folder / "a.jsonl").open("ab") as appending:
                 appending.write(b"a2\n")
-            store.write_arrow(RAW_EVENTS, landed_lines(tmp_path / "landing", DAY), ONE_DAY, {RAW_EVENTS.name: store.version(RAW_EVENTS.name)})
+            store.write_arrow(
+                RAW_EVENTS,
+                landed_lines(tmp_path / "landing", DAY),
+                ONE_DAY,
+                {RAW_EVENTS.name: store.version(RAW_EVENTS.name)},
+            )
         return partitions
 
     monkeypatch.setattr(assets.raw, "raw_partitions", another_run_commits_meanwhile)
@@ -94,7 +122,10 @@ def test_a_run_computed_before_another_run_committed_the_date_computes_again_fro
     result = _run(tmp_path)
     assert len(calls) == 2  # its first commit was refused: the date had changed after it was read
     assert store.version(RAW_EVENTS.name) == versions + 2  # the other run's commit, then this one's
-    assert _raw(tmp_path) == [("date=2026-03-01/a.jsonl", 1, "a1"), ("date=2026-03-01/a.jsonl", 2, "a2")]
+    assert _raw(tmp_path) == [
+        ("date=2026-03-01/a.jsonl", 1, "a1"),
+        ("date=2026-03-01/a.jsonl", 2, "a2"),
+    ]
     assert _check(result, "raw_events_landing_rewritten").passed
 
 

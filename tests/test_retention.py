@@ -21,7 +21,13 @@ from mlflow.tracking import MlflowClient
 
 from assets.maintenance import MaintenanceConfig, table_maintenance
 from lakehouse.cli import main as cli
-from lakehouse.ml.lineage import EXPERIMENT, REGISTERED_MODEL, InputTable, TrainingLineage, log_lineage
+from lakehouse.ml.lineage import (
+    EXPERIMENT,
+    REGISTERED_MODEL,
+    InputTable,
+    TrainingLineage,
+    log_lineage,
+)
 from lakehouse.ml.reproduce import ReproductionError, _check_inputs_readable, load_lineage
 from lakehouse.ml.retention import LOG_CLEANUP, PinListingError, maintain_lake, pinned_versions
 from lakehouse.ml.serving_skew import serving_model
@@ -37,7 +43,9 @@ def _versions(uri: str, contents: list[list[int]]) -> None:
         write_deltalake(uri, pa.table({"x": values[half:]}), mode="append")
 
 
-def _log_run(uri: str, version: int, rows: int, *, register: bool = False, keep: bool = False) -> str:
+def _log_run(
+    uri: str, version: int, rows: int, *, register: bool = False, keep: bool = False
+) -> str:
     lineage = TrainingLineage(
         inputs=(InputTable("labels", "t", uri, version, rows),),
         training_set_sha256="0" * 64,
@@ -54,7 +62,9 @@ def _log_run(uri: str, version: int, rows: int, *, register: bool = False, keep:
         client = MlflowClient()
         if not client.search_registered_models():
             client.create_registered_model(REGISTERED_MODEL)
-        client.create_model_version(REGISTERED_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.create_model_version(
+            REGISTERED_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
     return run.info.run_id
 
 
@@ -90,8 +100,14 @@ def pages_of_two(monkeypatch):
 
 def _maintain(tracking: str, root, **config):
     """The table_maintenance asset, run as the schedule runs it."""
-    mlflow_tracking = MlflowTracking(tracking_uri=tracking, artifact_root=str(Path(root).parent / "artifacts"))
-    return table_maintenance(MaintenanceConfig(keep_runs_days=0, **config), delta=DeltaStorage(root=str(root)), mlflow_tracking=mlflow_tracking)
+    mlflow_tracking = MlflowTracking(
+        tracking_uri=tracking, artifact_root=str(Path(root).parent / "artifacts")
+    )
+    return table_maintenance(
+        MaintenanceConfig(keep_runs_days=0, **config),
+        delta=DeltaStorage(root=str(root)),
+        mlflow_tracking=mlflow_tracking,
+    )
 
 
 def _files(root) -> set[Path]:
@@ -117,7 +133,10 @@ def test_vacuum_keeps_registered_and_kept_versions_and_loses_the_rest_clearly(la
     assert len(DeltaTable(uri).file_uris()) == 1
     _check_inputs_readable(load_lineage(tracking, registered))
     _check_inputs_readable(load_lineage(tracking, kept))
-    with pytest.raises(ReproductionError, match=r"input table t version 4 is gone: 1 of its 1 data files were vacuumed"):
+    with pytest.raises(
+        ReproductionError,
+        match=r"input table t version 4 is gone: 1 of its 1 data files were vacuumed",
+    ):
         _check_inputs_readable(load_lineage(tracking, forgotten))
 
 
@@ -125,9 +144,14 @@ def test_recent_runs_are_kept_and_a_deleted_model_version_releases_its_versions(
     tracking, _, uri = lake
     run = _log_run(uri, 1, 2, register=True)
     now = datetime.now(timezone.utc)
-    assert [(p.version, p.reason) for p in pinned_versions(tracking, 0, now)] == [(1, f"model {REGISTERED_MODEL} v1")]
+    assert [(p.version, p.reason) for p in pinned_versions(tracking, 0, now)] == [
+        (1, f"model {REGISTERED_MODEL} v1")
+    ]
     # The same run is also young: a 30-day window keeps it a second time, as a kept run.
-    assert sorted(p.reason.split()[0] for p in pinned_versions(tracking, 30, now)) == ["kept", "model"]
+    assert sorted(p.reason.split()[0] for p in pinned_versions(tracking, 30, now)) == [
+        "kept",
+        "model",
+    ]
     MlflowClient(tracking).delete_model_version(REGISTERED_MODEL, "1")
     assert pinned_versions(tracking, 0, now) == []
     assert cli(["keep", run]) == 0
@@ -139,10 +163,17 @@ def test_recent_runs_are_kept_and_a_deleted_model_version_releases_its_versions(
 def test_pinned_versions_survive_log_cleanup_after_maintenance(lake):
     """Checkpoints delete log entries past delta.logRetentionDuration (30 days) unless maintenance turned that off."""
     tracking, root, uri = lake
-    unmaintained = str(root.parent / "elsewhere" / "t")  # the control: same history, never maintained
+    unmaintained = str(
+        root.parent / "elsewhere" / "t"
+    )  # the control: same history, never maintained
     _versions(unmaintained, [[1, 2], [3, 4, 5, 6], [7, 8]])
     _log_run(uri, 1, 2, register=True)
-    maintain_lake(str(root), pinned_versions(tracking, 0, datetime.now(timezone.utc)), retention_hours=0, min_retention_hours=0)
+    maintain_lake(
+        str(root),
+        pinned_versions(tracking, 0, datetime.now(timezone.utc)),
+        retention_hours=0,
+        min_retention_hours=0,
+    )
     assert DeltaTable(uri).metadata().configuration[LOG_CLEANUP] == "false"
 
     for table in (uri, unmaintained):
@@ -155,7 +186,9 @@ def test_pinned_versions_survive_log_cleanup_after_maintenance(lake):
             os.utime(f"{table}/_delta_log/{name}", (long_ago, long_ago))
         for value in range(3):
             write_deltalake(table, pa.table({"x": [100 + value]}), mode="overwrite")
-        assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(f"{table}/_delta_log"))
+        assert any(
+            name.endswith(".checkpoint.parquet") for name in os.listdir(f"{table}/_delta_log")
+        )
     assert _values(uri, 1) == [1, 2]
     with pytest.raises(Exception, match="No files in log segment"):
         _values(unmaintained, 1)
@@ -171,7 +204,9 @@ def test_keeping_an_unknown_run_fails_clearly_and_pins_nothing(lake, capsys):
     assert pinned_versions(tracking, 0, datetime.now(timezone.utc)) == []
 
 
-def test_pins_past_the_first_page_survive_and_only_unpinned_versions_are_vacuumed(lake, pages_of_two):
+def test_pins_past_the_first_page_survive_and_only_unpinned_versions_are_vacuumed(
+    lake, pages_of_two
+):
     tracking, root, _ = lake
     uri = str(root / "u")
     for value in range(8):  # version v holds [v], in a file of its own
@@ -196,7 +231,9 @@ def test_the_serving_model_is_the_newest_version_with_a_run_even_pages_away(lake
     tracking, _, uri = lake
     newest_run = [_log_run(uri, 1, 2, register=True) for _ in range(3)][-1]
     client = MlflowClient(tracking)
-    for _ in range(2):  # newer versions without a run (registered from a path), which fill the first page
+    for _ in range(
+        2
+    ):  # newer versions without a run (registered from a path), which fill the first page
         client.create_model_version(REGISTERED_MODEL, source=str(Path(uri).parent / "model"))
     assert serving_model(client) == (newest_run, "3")
 
@@ -208,7 +245,9 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("cause", ["unreachable server", "failing second page"])
-def test_maintenance_touches_no_file_when_the_pins_cannot_all_be_listed(lake, pages_of_two, monkeypatch, cause):
+def test_maintenance_touches_no_file_when_the_pins_cannot_all_be_listed(
+    lake, pages_of_two, monkeypatch, cause
+):
     tracking, root, uri = lake
     for version in (1, 3, 5):
         _log_run(uri, version, 2, register=True)
@@ -229,7 +268,10 @@ def test_maintenance_touches_no_file_when_the_pins_cannot_all_be_listed(lake, pa
         detail = "the tracking server went away"
     before = _files(root)
 
-    with pytest.raises(PinListingError, match=rf"cannot list every pinned Delta version from MLflow at {re.escape(tracking)}.*{detail}"):
+    with pytest.raises(
+        PinListingError,
+        match=rf"cannot list every pinned Delta version from MLflow at {re.escape(tracking)}.*{detail}",
+    ):
         _maintain(tracking, root, retention_hours=0, min_retention_hours=0)
 
     assert _files(root) == before  # not even compacted
@@ -241,7 +283,9 @@ def test_a_retention_shorter_than_a_write_in_flight_is_refused_before_any_table_
     _log_run(uri, 1, 2, register=True)
     before = _files(root)
 
-    with pytest.raises(ValueError, match=r"retention_hours=0 is below the 1 h a write can be in flight"):
+    with pytest.raises(
+        ValueError, match=r"retention_hours=0 is below the 1 h a write can be in flight"
+    ):
         _maintain(tracking, root, retention_hours=0)
     with pytest.raises(ValueError, match=r"retention_hours=0 is below the 1 h"):
         maintain_lake(str(root), [], retention_hours=0)
@@ -261,18 +305,36 @@ def test_a_registered_run_pins_the_cleaned_and_raw_versions_its_features_were_co
 
     def commit(table, values, inputs):
         """An overwrite that records its inputs the way the assets' commits do."""
-        properties = CommitProperties(custom_metadata={INPUTS_KEY: f'{{"{inputs[0]}": {inputs[1]}}}'} if inputs else None)
-        write_deltalake(str(root / table), pa.table({"x": values}), mode="overwrite", commit_properties=properties)
+        properties = CommitProperties(
+            custom_metadata={INPUTS_KEY: f'{{"{inputs[0]}": {inputs[1]}}}'} if inputs else None
+        )
+        write_deltalake(
+            str(root / table),
+            pa.table({"x": values}),
+            mode="overwrite",
+            commit_properties=properties,
+        )
         return DeltaTable(str(root / table)).version()
 
     raw = [commit("raw_events", [i], None) for i in range(3)]  # versions 0, 1, 2
     cleaned = [commit("cleaned_events", [10 + i], ("raw_events", raw[i])) for i in range(3)]
-    features = commit("user_features", [100], ("cleaned_events", cleaned[1]))  # built from cleaned v1, itself from raw v1
+    features = commit(
+        "user_features", [100], ("cleaned_events", cleaned[1])
+    )  # built from cleaned v1, itself from raw v1
     _log_run(str(root / "user_features"), features, 1, register=True)
 
     pins = pinned_versions(tracking, keep_runs_days=0, now=datetime.now(timezone.utc))
-    assert {(Path(p.uri).name, p.version) for p in pins} == {("user_features", 0), ("cleaned_events", 1), ("raw_events", 1)}
+    assert {(Path(p.uri).name, p.version) for p in pins} == {
+        ("user_features", 0),
+        ("cleaned_events", 1),
+        ("raw_events", 1),
+    }
     maintain_lake(str(root), pins, retention_hours=0, min_retention_hours=0)
-    assert _values(str(root / "cleaned_events"), 1) == [11] and _values(str(root / "raw_events"), 1) == [1]
+    assert _values(str(root / "cleaned_events"), 1) == [11] and _values(
+        str(root / "raw_events"), 1
+    ) == [1]
     for table in ("raw_events", "cleaned_events"):  # the unpinned old version is gone
-        assert not any(Path(f.removeprefix("file://")).exists() for f in DeltaTable(str(root / table), version=0).file_uris()), table
+        assert not any(
+            Path(f.removeprefix("file://")).exists()
+            for f in DeltaTable(str(root / table), version=0).file_uris()
+        ), table

@@ -9,10 +9,28 @@ from lakehouse.tables.validation import broken_rules, validate_spark
 
 TS = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 ROW = {
-    "event_id": "e1", "event_name": "cart_item_added", "event_ts": TS, "event_date": date(2026, 3, 1), "device_ts": TS, "received_at": TS,
-    "user_id": "u1", "anonymous_id": "a1", "identity": "logged_in", "session_id": "s1", "platform": "ios", "item_id": "p1",
-    "item_category": "toys", "price_usd": 2.5, "quantity": 1, "order_id": None, "revenue_usd": None, "source_page": "home",
-    "experiment_variant": "A", "ingest_date": date(2026, 3, 1), "source_file": "f", "line_number": 1,
+    "event_id": "e1",
+    "event_name": "cart_item_added",
+    "event_ts": TS,
+    "event_date": date(2026, 3, 1),
+    "device_ts": TS,
+    "received_at": TS,
+    "user_id": "u1",
+    "anonymous_id": "a1",
+    "identity": "logged_in",
+    "session_id": "s1",
+    "platform": "ios",
+    "item_id": "p1",
+    "item_category": "toys",
+    "price_usd": 2.5,
+    "quantity": 1,
+    "order_id": None,
+    "revenue_usd": None,
+    "source_page": "home",
+    "experiment_variant": "A",
+    "ingest_date": date(2026, 3, 1),
+    "source_file": "f",
+    "line_number": 1,
 }
 # Each breaks one rule, in a row of its own.
 BROKEN = {
@@ -52,7 +70,10 @@ def _frame(spark, rows):
 
 
 def _every_rule_broken(spark):
-    broken = [ROW | {"event_id": f"e{i + 2}", column: value} for i, (column, value) in enumerate(BROKEN.items())]
+    broken = [
+        ROW | {"event_id": f"e{i + 2}", column: value}
+        for i, (column, value) in enumerate(BROKEN.items())
+    ]
     return _frame(spark, [ROW, ROW, *broken])  # the second ROW repeats e1
 
 
@@ -64,7 +85,12 @@ def test_the_one_aggregate_counts_the_rows_breaking_each_rule(spark):
 
 
 def test_a_valid_batch_passes_with_its_row_count(spark):
-    report = validate_spark(CLEANED_EVENTS, _frame(spark, [ROW, ROW | {"event_id": "e2", "price_usd": None, "experiment_variant": None}]))
+    report = validate_spark(
+        CLEANED_EVENTS,
+        _frame(
+            spark, [ROW, ROW | {"event_id": "e2", "price_usd": None, "experiment_variant": None}]
+        ),
+    )
     assert report.passed, report.failures
     assert report.rows == 2
 
@@ -76,13 +102,20 @@ def test_a_broken_batch_fails_with_pandera_s_report_of_every_rule_it_breaks(spar
     # frame is cached, as every batch is: pandera sees revenue's NaN only because the cache does not
     # prune batches by min/max (engines/spark.py).
     assert {f.split(": ")[1] for f in report.failures} >= set(BROKEN)
-    assert any("Duplicated rows [1] were found for columns ['event_id']" in f for f in report.failures)
+    assert any(
+        "Duplicated rows [1] were found for columns ['event_id']" in f for f in report.failures
+    )
 
 
 def test_a_batch_of_the_wrong_shape_fails_naming_each_difference(spark):
     from pyspark.sql import functions as F
 
-    changed = _frame(spark, [ROW]).drop("platform").withColumn("extra", F.lit(1)).withColumn("quantity", F.col("quantity").cast("long"))
+    changed = (
+        _frame(spark, [ROW])
+        .drop("platform")
+        .withColumn("extra", F.lit(1))
+        .withColumn("quantity", F.col("quantity").cast("long"))
+    )
     report = validate_spark(CLEANED_EVENTS, changed)
     assert not report.passed
     for says in ("platform", "extra", "quantity"):

@@ -18,18 +18,31 @@ from resources.engine import EngineResource
 warnings.simplefilter("ignore")
 START = date(2026, 3, 1)
 CLEAN = GeneratorConfig(
-    users=600, seed=3, duplicate_rate=0, clock_skew_rate=0, late_rate=0, missing_field_rate=0,
-    anonymous_rate=0, malformed_rate=0, bom_rate=0, drift_from=None,
+    users=600,
+    seed=3,
+    duplicate_rate=0,
+    clock_skew_rate=0,
+    late_rate=0,
+    missing_field_rate=0,
+    anonymous_rate=0,
+    malformed_rate=0,
+    bom_rate=0,
+    drift_from=None,
 )
 
 
-def _run(tmp_path, first: date, last: date, assets=(raw_events, cleaned_events, features_and_labels)):
+def _run(
+    tmp_path, first: date, last: date, assets=(raw_events, cleaned_events, features_and_labels)
+):
     resources = {
         "delta": DeltaStorage(root=str(tmp_path / "delta")),
         "landing": LandingArea(path=str(tmp_path / "landing")),
         "engine": EngineResource(),
     }
-    tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
     return materialize(list(assets), resources=resources, tags=tags, raise_on_error=False)
 
 
@@ -37,7 +50,9 @@ def test_a_volume_drop_commits_nothing_and_nothing_downstream_runs(tmp_path):
     generate(tmp_path / "landing", START, 9, CLEAN)
     assert _run(tmp_path, START, START + timedelta(days=7)).success
     store = DeltaStore(str(tmp_path / "delta"))
-    versions = {t: store.version(t) for t in ("cleaned_events", "quarantined_events", "user_features")}
+    versions = {
+        t: store.version(t) for t in ("cleaned_events", "quarantined_events", "user_features")
+    }
     assert min(store.daily_rows("cleaned_events", "event_date").values()) > 500
 
     # The ninth day arrives with 90% of its lines missing.
@@ -48,7 +63,9 @@ def test_a_volume_drop_commits_nothing_and_nothing_downstream_runs(tmp_path):
     result = _run(tmp_path, day9, day9)
 
     assert not result.success
-    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "cleaned_events_volume"]
+    volume = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "cleaned_events_volume"
+    ]
     assert len(volume) == 1 and not volume[0].passed
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert materialized == {AssetKey("raw_events")}  # raw keeps what landed; nothing after it
@@ -66,13 +83,21 @@ def _content_hash(store: DeltaStore, table: str) -> str:
 
 
 def test_three_reruns_of_a_range_leave_the_content_of_one_run(tmp_path):
-    generate(tmp_path / "landing", START, 5, GeneratorConfig(users=200, seed=5))  # every data problem on
+    generate(
+        tmp_path / "landing", START, 5, GeneratorConfig(users=200, seed=5)
+    )  # every data problem on
     store = DeltaStore(str(tmp_path / "delta"))
     tables = ("raw_events", "cleaned_events", "quarantined_events")
-    assert _run(tmp_path, START, START + timedelta(days=4), assets=(raw_events, cleaned_events)).success
+    assert _run(
+        tmp_path, START, START + timedelta(days=4), assets=(raw_events, cleaned_events)
+    ).success
     after_one = {t: _content_hash(store, t) for t in tables}
     # Overlapping ranges, as backfills and the late-window automation produce them.
-    for first, last in ((START, START + timedelta(days=4)), (START + timedelta(days=1), START + timedelta(days=3)), (START + timedelta(days=2), START + timedelta(days=4))):
+    for first, last in (
+        (START, START + timedelta(days=4)),
+        (START + timedelta(days=1), START + timedelta(days=3)),
+        (START + timedelta(days=2), START + timedelta(days=4)),
+    ):
         assert _run(tmp_path, first, last, assets=(raw_events, cleaned_events)).success
     assert {t: _content_hash(store, t) for t in tables} == after_one
 
@@ -86,7 +111,9 @@ def test_a_huge_line_does_not_bloat_the_metadata_of_any_materialization(tmp_path
     landed.write_text(huge + "".join(lines[1:]))  # first line: every preview shows it
     result = _run(tmp_path, START, START, assets=(raw_events, cleaned_events))
     assert result.success
-    materialized = {e.asset_key: e.materialization for e in result.get_asset_materialization_events()}
+    materialized = {
+        e.asset_key: e.materialization for e in result.get_asset_materialization_events()
+    }
     assert {AssetKey("raw_events"), AssetKey("cleaned_events")} <= set(materialized)
     sizes = {key.to_user_string(): len(serialize_value(m)) for key, m in materialized.items()}
     sizes |= {e.check_name: len(serialize_value(e)) for e in result.get_asset_check_evaluations()}
@@ -100,7 +127,11 @@ def test_what_ingestion_does_not_read_is_reported_by_a_warning(tmp_path):
     (tmp_path / "landing" / "date=2026-3-2").mkdir()  # not an ISO date
     result = _run(tmp_path, START, START, assets=(raw_events,))
     assert result.success  # a warning: the lines that were readable are committed
-    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_events_unread_landing"]
+    (check,) = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "raw_events_unread_landing"
+    ]
     assert not check.passed and check.severity.value == "WARN"
     assert sorted(check.metadata["unread"].data) == ["date=2026-03-01/events.json", "date=2026-3-2"]
 
@@ -112,13 +143,28 @@ def test_each_partition_reports_its_own_rows_and_the_run_totals_appear_once(tmp_
     by_asset: dict[str, dict[str, dict]] = {}
     for event in result.get_asset_materialization_events():
         m = event.materialization
-        by_asset.setdefault(m.asset_key.to_user_string(), {})[m.partition] = {k: v.value for k, v in m.metadata.items()}
+        by_asset.setdefault(m.asset_key.to_user_string(), {})[m.partition] = {
+            k: v.value for k, v in m.metadata.items()
+        }
     days = [(START + timedelta(days=i)).isoformat() for i in range(3)]
     # Counted here from the landed files: lines per ingest day.
-    landed = {day: len((day_folder(tmp_path / "landing", date.fromisoformat(day)) / "events.jsonl").read_bytes().splitlines()) for day in days}
+    landed = {
+        day: len(
+            (day_folder(tmp_path / "landing", date.fromisoformat(day)) / "events.jsonl")
+            .read_bytes()
+            .splitlines()
+        )
+        for day in days
+    }
     assert {day: by_asset["raw_events"][day]["rows_written"] for day in days} == landed
     cleaned_rows = DeltaStore(str(tmp_path / "delta")).daily_rows("cleaned_events", "event_date")
-    assert {day: by_asset["cleaned_events"][day]["rows_written"] for day in days} == {day: cleaned_rows[date.fromisoformat(day)] for day in days}
-    assert [day for day in days if "run_rows_written" in by_asset["cleaned_events"][day]] == [days[-1]]
+    assert {day: by_asset["cleaned_events"][day]["rows_written"] for day in days} == {
+        day: cleaned_rows[date.fromisoformat(day)] for day in days
+    }
+    assert [day for day in days if "run_rows_written" in by_asset["cleaned_events"][day]] == [
+        days[-1]
+    ]
     assert by_asset["raw_events"][days[-1]]["run_rows_written"] == sum(landed.values())
-    assert "raw_rows_attributed" in by_asset["cleaned_events"][days[-1]]["raw_rows_read_vs_attributed"]
+    assert (
+        "raw_rows_attributed" in by_asset["cleaned_events"][days[-1]]["raw_rows_read_vs_attributed"]
+    )

@@ -20,7 +20,9 @@ def pinned_version(value: Any) -> int | None:
     try:
         version = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"as_of_version must be a Delta version (an integer >= 0), got {value!r}") from None
+        raise ValueError(
+            f"as_of_version must be a Delta version (an integer >= 0), got {value!r}"
+        ) from None
     if version < 0:
         raise ValueError(f"as_of_version must be >= 0, got {version}")
     return version
@@ -33,12 +35,18 @@ class Plugin(BasePlugin):
     def load(self, source_config: SourceConfig):
         path = source_config.get("delta_table_path")
         if not path:
-            raise ValueError(f"source {source_config.name}.{source_config.identifier}: meta.delta_table_path is required")
+            raise ValueError(
+                f"source {source_config.name}.{source_config.identifier}: meta.delta_table_path is required"
+            )
         version = pinned_version(source_config.get("as_of_version"))
         try:
-            table = DeltaTable(path, version=version, storage_options=source_config.get("storage_options") or None)
+            table = DeltaTable(
+                path, version=version, storage_options=source_config.get("storage_options") or None
+            )
         except TableNotFoundError:
-            raise ValueError(f"source {source_config.identifier}: no Delta table at {path} (materialize it first)") from None
+            raise ValueError(
+                f"source {source_config.identifier}: no Delta table at {path} (materialize it first)"
+            ) from None
         return table.to_pyarrow_dataset()
 
     def default_materialization(self) -> str:

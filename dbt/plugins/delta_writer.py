@@ -22,11 +22,20 @@ from dbt.adapters.duckdb.utils import TargetConfig
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from lakehouse.config import lakehouse_paths
-from lakehouse.tables.storage import ALL, TABLE_PROPERTIES, DateRange, commit_metadata, commit_with_checks
+from lakehouse.tables.storage import (
+    ALL,
+    TABLE_PROPERTIES,
+    DateRange,
+    commit_metadata,
+    commit_with_checks,
+)
 
 
 def _utc_micros(table: pa.Table) -> pa.Table:
-    fields = [f.with_type(pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f for f in table.schema]
+    fields = [
+        f.with_type(pa.timestamp("us", tz="UTC")) if pa.types.is_timestamp(f.type) else f
+        for f in table.schema
+    ]
     return table.cast(pa.schema(fields))
 
 
@@ -82,7 +91,12 @@ class Plugin(BasePlugin):
             raise ValueError(f"delta_writer needs a parquet staging location, got {location}")
         path = delta_table_path(target_config.relation.identifier)
         column = config.get("partition_column")
-        replace = replace_range(column, config.get("partition_grain", "day"), config.get("replace_start"), config.get("replace_end"))
+        replace = replace_range(
+            column,
+            config.get("partition_grain", "day"),
+            config.get("replace_start"),
+            config.get("replace_end"),
+        )
         rows = _utc_micros(_without_empty_marker(pq.read_table(location.path)))
         inputs = _inputs(config)
         scope = replace or ALL

@@ -15,7 +15,9 @@ from __future__ import annotations
 ENGINES = ("duckdb", "spark")
 
 
-def engine_named(name: str, spark_master: str | None = None, spark_conf: dict[str, str] | None = None):
+def engine_named(
+    name: str, spark_master: str | None = None, spark_conf: dict[str, str] | None = None
+):
     if name == "duckdb":
         from lakehouse.engines.duckdb import DuckDBEngine
 

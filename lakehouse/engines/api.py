@@ -64,13 +64,22 @@ class _JsonObjects:
         text = texts(fields, "$", parsed)
         unique_keys = F.lit(True)
         for path in paths:
-            keys = F.when(parsed.isNotNull(), self.json_keys(F.col(line), path))  # only on JSON objects
-            unique_keys = unique_keys & F.coalesce(F.size(keys) == F.size(F.array_distinct(keys)), F.lit(True))
+            keys = F.when(
+                parsed.isNotNull(), self.json_keys(F.col(line), path)
+            )  # only on JSON objects
+            unique_keys = unique_keys & F.coalesce(
+                F.size(keys) == F.size(F.array_distinct(keys)), F.lit(True)
+            )
         not_string = F.lit(False)
         for leaf in strings:
             not_string = not_string | F.coalesce(self.json_not_string(leaf), F.lit(False))
         staged = df.select("*", self.parsed_json_leaves(F.col(line), fields).alias("_json_leaves"))
-        staged = staged.select("*", (parsed.isNotNull() & unique_keys & self._numbers_within_limit(F.col(line))).alias("_is_object"))
+        staged = staged.select(
+            "*",
+            (parsed.isNotNull() & unique_keys & self._numbers_within_limit(F.col(line))).alias(
+                "_is_object"
+            ),
+        )
         return staged.select(
             *df.columns,
             F.when(F.col("_is_object"), text).alias("_json"),
@@ -82,7 +91,9 @@ class _JsonObjects:
         F = self.functions
         runs = F.translate(F.regexp_replace(line, "[^-+.eE0-9]+", " "), "-+.eE0123456789", "#" * 15)
         longest = F.length(F.array_max(F.split(runs, " ")))  # runs of "#" sort by length
-        return F.when(F.length(line) > MAX_NUMBER_CHARS, longest <= MAX_NUMBER_CHARS).otherwise(F.lit(True))
+        return F.when(F.length(line) > MAX_NUMBER_CHARS, longest <= MAX_NUMBER_CHARS).otherwise(
+            F.lit(True)
+        )
 
 
 class _SparkApi(_JsonObjects):
@@ -120,7 +131,17 @@ class _SparkApi(_JsonObjects):
 
         def struct(shape: dict):
             return T.StructType(
-                [T.StructField(k, struct(v) if isinstance(v, dict) else T.VariantType() if v == "string" else T.StringType()) for k, v in shape.items()]
+                [
+                    T.StructField(
+                        k,
+                        struct(v)
+                        if isinstance(v, dict)
+                        else T.VariantType()
+                        if v == "string"
+                        else T.StringType(),
+                    )
+                    for k, v in shape.items()
+                ]
             )
 
         # Jackson, under from_json and json_object_keys, reads the first value of a line and ignores
@@ -136,15 +157,26 @@ class _SparkApi(_JsonObjects):
         one_value = (F.json_array_length(F.concat(F.lit("["), line, F.lit("]"))) == 1) & (
             F.size(F.json_object_keys(F.concat(F.lit('{"v":'), line, F.lit("}")))) == 1
         )
-        is_object = F.json_object_keys(line).isNotNull() & F.try_parse_json(line).isNotNull() & F.coalesce(one_value, F.lit(False))
+        is_object = (
+            F.json_object_keys(line).isNotNull()
+            & F.try_parse_json(line).isNotNull()
+            & F.coalesce(one_value, F.lit(False))
+        )
         return F.when(is_object, F.from_json(line, struct(fields)))
 
     def json_keys(self, line, path: str):
         F = self.functions
-        return F.json_object_keys(F.get_json_object(line, path)) if path != "$" else F.json_object_keys(line)
+        return (
+            F.json_object_keys(F.get_json_object(line, path))
+            if path != "$"
+            else F.json_object_keys(line)
+        )
 
     def json_string(self, leaf):
-        return self.functions.when(self.functions.schema_of_variant(leaf) == "STRING", self.functions.variant_get(leaf, "$", "string"))
+        return self.functions.when(
+            self.functions.schema_of_variant(leaf) == "STRING",
+            self.functions.variant_get(leaf, "$", "string"),
+        )
 
     def json_not_string(self, leaf):
         return leaf.isNotNull() & ~self.functions.schema_of_variant(leaf).isin("STRING", "VOID")
@@ -165,7 +197,11 @@ class _SqlFrameApi(_JsonObjects):
         from sqlframe.base.column import Column
         from sqlglot import exp
 
-        return Column(exp.TryCast(this=column.column_expression, to=exp.DataType.build(type_name, dialect="spark")))
+        return Column(
+            exp.TryCast(
+                this=column.column_expression, to=exp.DataType.build(type_name, dialect="spark")
+            )
+        )
 
     def timestamp_from_micros(self, micros):
         # SQLFrame does not translate timestamp_micros; DuckDB's make_timestamp(micros) is the same function.
@@ -189,7 +225,14 @@ class _SqlFrameApi(_JsonObjects):
         def ts(column):
             return exp.Cast(this=column.column_expression, to=exp.DataType.build("TIMESTAMP"))
 
-        series = exp.Anonymous(this="generate_series", expressions=[ts(first), ts(last), exp.Interval(this=exp.Literal.string("1"), unit=exp.var("DAY"))])
+        series = exp.Anonymous(
+            this="generate_series",
+            expressions=[
+                ts(first),
+                ts(last),
+                exp.Interval(this=exp.Literal.string("1"), unit=exp.var("DAY")),
+            ],
+        )
         return Column(exp.Cast(this=series, to=exp.DataType.build("DATE[]", dialect="duckdb")))
 
     def parse_timestamp(self, text):
@@ -208,13 +251,30 @@ class _SqlFrameApi(_JsonObjects):
         from sqlglot import exp
 
         def shape(fields: dict) -> dict:
-            return {k: shape(v) if isinstance(v, dict) else "JSON" if v == "string" else "VARCHAR" for k, v in fields.items()}
+            return {
+                k: shape(v) if isinstance(v, dict) else "JSON" if v == "string" else "VARCHAR"
+                for k, v in fields.items()
+            }
 
         # DuckDB's json functions raise on text that is not JSON: json_valid guards each of them.
         F = self.functions
-        is_object = F.when(F.call_function("json_valid", line), (F.call_function("json_type", line) == "OBJECT") & ~self._beyond_strict_json(line))
+        is_object = F.when(
+            F.call_function("json_valid", line),
+            (F.call_function("json_type", line) == "OBJECT") & ~self._beyond_strict_json(line),
+        )
         parsed = exp.Case(
-            ifs=[exp.If(this=is_object.column_expression, true=exp.Anonymous(this="json_transform", expressions=[line.column_expression, exp.Literal.string(json.dumps(shape(fields)))]))]
+            ifs=[
+                exp.If(
+                    this=is_object.column_expression,
+                    true=exp.Anonymous(
+                        this="json_transform",
+                        expressions=[
+                            line.column_expression,
+                            exp.Literal.string(json.dumps(shape(fields))),
+                        ],
+                    ),
+                )
+            ]
         )
         return Column(parsed)
 
@@ -231,9 +291,15 @@ class _SqlFrameApi(_JsonObjects):
         """
         F = self.functions
         trailing_comma = r",[ \t\n\r]*[]}]"
-        could_extend = F.lower(line).contains("nan") | F.lower(line).contains("inf") | line.rlike(trailing_comma)
+        could_extend = (
+            F.lower(line).contains("nan")
+            | F.lower(line).contains("inf")
+            | line.rlike(trailing_comma)
+        )
         outside_strings = F.regexp_replace(line, r'"([^"\\]|\\.)*"', "")
-        return F.when(could_extend, outside_strings.rlike("(?i)nan|inf|" + trailing_comma)).otherwise(F.lit(False))
+        return F.when(
+            could_extend, outside_strings.rlike("(?i)nan|inf|" + trailing_comma)
+        ).otherwise(F.lit(False))
 
     def json_keys(self, line, path: str):
         return self.functions.call_function("json_keys", line, self.functions.lit(path))
@@ -241,7 +307,10 @@ class _SqlFrameApi(_JsonObjects):
     # A leaf is the JSON text of its value (JSON null is SQL null): its first character gives its
     # type without another parse.
     def json_string(self, leaf):
-        return self.functions.when(self._first_char(leaf) == '"', self.functions.call_function("json_extract_string", leaf, self.functions.lit("$")))
+        return self.functions.when(
+            self._first_char(leaf) == '"',
+            self.functions.call_function("json_extract_string", leaf, self.functions.lit("$")),
+        )
 
     def json_not_string(self, leaf):
         return leaf.isNotNull() & (self._first_char(leaf) != '"')
@@ -280,7 +349,9 @@ def transformation(fn: Fn) -> Fn:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        api = next((found for found in map(_api_of, (*args, *kwargs.values())) if found is not None), None)
+        api = next(
+            (found for found in map(_api_of, (*args, *kwargs.values())) if found is not None), None
+        )
         if api is None:
             if _current.get() is None:
                 raise TypeError(f"{fn.__qualname__} needs a DataFrame argument to know its engine")
@@ -295,7 +366,15 @@ def transformation(fn: Fn) -> Fn:
 
 
 # Spark SQL names of the schema types: both libraries cast by them.
-_SQL_TYPES = {"string": "string", "long": "bigint", "int": "int", "double": "double", "date": "date", "timestamp": "timestamp", "binary": "binary"}
+_SQL_TYPES = {
+    "string": "string",
+    "long": "bigint",
+    "int": "int",
+    "double": "double",
+    "date": "date",
+    "timestamp": "timestamp",
+    "binary": "binary",
+}
 
 
 @transformation
@@ -305,13 +384,17 @@ def conform(df, schema):
     A transformation's last step: DuckDB sums integers into 128-bit decimals where Spark keeps
     longs, so without it the two engines would hand over different types.
     """
-    return df.select(*[F.col(c.name).cast(_SQL_TYPES[c.dtype]).alias(c.name) for c in schema.columns])
+    return df.select(
+        *[F.col(c.name).cast(_SQL_TYPES[c.dtype]).alias(c.name) for c in schema.columns]
+    )
 
 
 def _active():
     api = _current.get()
     if api is None:
-        raise RuntimeError("PySpark API used outside a @transformation: no DataFrame says which engine to use")
+        raise RuntimeError(
+            "PySpark API used outside a @transformation: no DataFrame says which engine to use"
+        )
     return api
 
 

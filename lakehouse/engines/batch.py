@@ -23,7 +23,15 @@ class Batch(Protocol):
 
     def validate(self, schema: TableSchema) -> ValidationReport: ...
 
-    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None, inputs: dict[str, int] | None = None, append: bool = False, properties: dict[str, str] | None = None) -> int: ...
+    def commit(
+        self,
+        store: DeltaStore,
+        schema: TableSchema,
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
+    ) -> int: ...
 
     def preview(self, rows: int = 10) -> pa.Table: ...
 
@@ -43,7 +51,15 @@ class ArrowBatch:
     def validate(self, schema: TableSchema) -> ValidationReport:
         return validate_arrow(schema, self.table)
 
-    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None, inputs: dict[str, int] | None = None, append: bool = False, properties: dict[str, str] | None = None) -> int:
+    def commit(
+        self,
+        store: DeltaStore,
+        schema: TableSchema,
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
+    ) -> int:
         return store.write_arrow(schema, self.table, replace, inputs, append, properties)
 
     def preview(self, rows: int = 10) -> pa.Table:

@@ -52,7 +52,10 @@ def _table(session, name: str):
     from sqlglot import exp
 
     described = session._conn.execute(f'DESCRIBE "{name}"').fetchall()  # noqa: SLF001
-    columns = {column: exp.DataType.build(kind, dialect="duckdb").sql(dialect="spark") for column, kind, *_ in described}
+    columns = {
+        column: exp.DataType.build(kind, dialect="duckdb").sql(dialect="spark")
+        for column, kind, *_ in described
+    }
     session.catalog.add_table(name, columns)
     return session.table(name)
 
@@ -60,7 +63,9 @@ def _table(session, name: str):
 def view_of_sql(df):
     """A new DataFrame over a DuckDB view of `df`'s SQL (see compat.settled)."""
     name = _fresh_name("view")
-    df.session._conn.execute(f'CREATE TEMP VIEW "{name}" AS {df.sql(dialect="duckdb", optimize=False, pretty=False)}')  # noqa: SLF001
+    df.session._conn.execute(
+        f'CREATE TEMP VIEW "{name}" AS {df.sql(dialect="duckdb", optimize=False, pretty=False)}'
+    )  # noqa: SLF001
     return _table(df.session, name)
 
 
@@ -94,7 +99,9 @@ class DuckDBEngine:
 
         def persist(df):
             names.append(_fresh_name("persisted"))
-            self._conn.execute(f'CREATE TEMP TABLE "{names[-1]}" AS {df.sql(dialect="duckdb", optimize=False, pretty=False)}')
+            self._conn.execute(
+                f'CREATE TEMP TABLE "{names[-1]}" AS {df.sql(dialect="duckdb", optimize=False, pretty=False)}'
+            )
             return _table(self.session, names[-1])
 
         try:

@@ -67,7 +67,9 @@ def object_store_conf(environ: Mapping[str, str]) -> dict[str, str]:
         conf |= {
             "spark.hadoop.fs.s3a.endpoint": endpoint,
             "spark.hadoop.fs.s3a.path.style.access": "true",
-            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(
+                endpoint.startswith("https://")
+            ).lower(),
         }
     return conf
 
@@ -79,7 +81,10 @@ def object_store_keys(environ: Mapping[str, str]) -> dict[str, str]:
     executors on other machines read with the same keys; Spark redacts them wherever it shows it
     (its default `spark.redaction.regex`)."""
     if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
-        return {"fs.s3a.access.key": environ["AWS_ACCESS_KEY_ID"], "fs.s3a.secret.key": environ["AWS_SECRET_ACCESS_KEY"]}
+        return {
+            "fs.s3a.access.key": environ["AWS_ACCESS_KEY_ID"],
+            "fs.s3a.secret.key": environ["AWS_SECRET_ACCESS_KEY"],
+        }
     return {}
 
 
@@ -94,9 +99,16 @@ def get_spark(master: str | None = None, conf: dict[str, str] | None = None):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python UDFs run on the executors in this interpreter (its packages), not in whatever python3 is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        builder = SparkSession.builder.master(master or os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]"))
+        builder = SparkSession.builder.master(
+            master or os.environ.get("LAKEHOUSE_SPARK_MASTER", "local[2]")
+        )
         builder = builder.appName("lakehouse")
-        for key, value in {**LOCAL_CONF, **SESSION_CONF, **object_store_conf(os.environ), **(conf or {})}.items():
+        for key, value in {
+            **LOCAL_CONF,
+            **SESSION_CONF,
+            **object_store_conf(os.environ),
+            **(conf or {}),
+        }.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
@@ -124,7 +136,15 @@ class SparkBatch:
         self._rows = report.rows
         return report
 
-    def commit(self, store: DeltaStore, schema: TableSchema, replace: DateRange | None = None, inputs: dict[str, int] | None = None, append: bool = False, properties: dict[str, str] | None = None) -> int:
+    def commit(
+        self,
+        store: DeltaStore,
+        schema: TableSchema,
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
+    ) -> int:
         return store.write_spark(schema, self.df, replace, inputs, append, properties)
 
     def preview(self, rows: int = 10) -> pa.Table:
@@ -149,7 +169,11 @@ class SparkEngine:
 
     def from_arrow(self, table: pa.Table, schema: TableSchema | None = None):
         spark_schema = schema.spark() if schema is not None else None
-        return self.session.createDataFrame(table.to_pylist(), spark_schema) if spark_schema else self.session.createDataFrame(table.to_pandas())
+        return (
+            self.session.createDataFrame(table.to_pylist(), spark_schema)
+            if spark_schema
+            else self.session.createDataFrame(table.to_pandas())
+        )
 
     @contextlib.contextmanager
     def persisting(self) -> Iterator:

@@ -41,7 +41,13 @@ PLATFORM_WEIGHTS = (0.4, 0.35, 0.25)
 SOURCE_PAGES = ("home", "search_results", "category", "recommendations")
 N_ITEMS = 2000
 MANIFEST = "manifest.json"
-MALFORMED_KINDS = ("broken_json", "wrong_type", "unknown_event_name", "negative_price", "empty_line")
+MALFORMED_KINDS = (
+    "broken_json",
+    "wrong_type",
+    "unknown_event_name",
+    "negative_price",
+    "empty_line",
+)
 # drift_from's default: the middle day of the first window landed in a folder. A fixed date would lie
 # before every day of a window landed some weeks later, and the schema change would never be seen.
 MID_WINDOW = "mid-window"
@@ -58,7 +64,9 @@ class GeneratorConfig:
     anonymous_rate: float = 0.1  # share of sessions that start logged out
     malformed_rate: float = 0.003  # share of lines corrupted (one of MALFORMED_KINDS)
     bom_rate: float = 0.2  # share of files that start with a UTF-8 byte-order mark
-    drift_from: str | None = MID_WINDOW  # first day (YYYY-MM-DD) with `price` (cents) + `currency`; None: never
+    drift_from: str | None = (
+        MID_WINDOW  # first day (YYYY-MM-DD) with `price` (cents) + `currency`; None: never
+    )
 
 
 class _Population:
@@ -73,17 +81,23 @@ class _Population:
         self.variant = rng.integers(0, len(VARIANTS), size=n)
         self.base_sessions_per_day = rng.gamma(shape=0.9, scale=0.35, size=n)
         # Variant B's checkout converts a little better: a real effect for the experiment metrics.
-        self.purchase_propensity = np.clip(rng.beta(1.3, 6.0, size=n) * np.where(self.variant == 1, 1.15, 1.0), 0, 0.95)
+        self.purchase_propensity = np.clip(
+            rng.beta(1.3, 6.0, size=n) * np.where(self.variant == 1, 1.15, 1.0), 0, 0.95
+        )
         self.cycle_days = rng.uniform(10, 40, size=n)
         self.cycle_phase = rng.uniform(0, 2 * math.pi, size=n)
         self.favourite_category = rng.integers(0, len(CATEGORIES), size=n)
         item_rng = np.random.default_rng([config.seed, 1])
         self.item_category = item_rng.integers(0, len(CATEGORIES), size=N_ITEMS)
         self.item_price = np.round(item_rng.lognormal(mean=3.3, sigma=0.8, size=N_ITEMS), 2)
-        self.items_by_category = [np.flatnonzero(self.item_category == c) for c in range(len(CATEGORIES))]
+        self.items_by_category = [
+            np.flatnonzero(self.item_category == c) for c in range(len(CATEGORIES))
+        ]
 
     def sessions_per_day(self, day: date) -> np.ndarray:
-        cycle = 0.5 + 0.5 * np.sin(2 * math.pi * day.toordinal() / self.cycle_days + self.cycle_phase)
+        cycle = 0.5 + 0.5 * np.sin(
+            2 * math.pi * day.toordinal() / self.cycle_days + self.cycle_phase
+        )
         return self.base_sessions_per_day * (0.15 + 1.7 * cycle)
 
 
@@ -113,8 +127,14 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
             session_id = f"ses_{rng.bytes(6).hex()}"
             skew = timedelta(0)
             if rng.random() < config.clock_skew_rate:
-                skew = timedelta(seconds=float(np.exp(rng.uniform(np.log(120), np.log(3 * 86400))))) * (1 if rng.random() < 0.5 else -1)
-            late_by = timedelta(hours=float(rng.uniform(1, 71))) if rng.random() < config.late_rate else None
+                skew = timedelta(
+                    seconds=float(np.exp(rng.uniform(np.log(120), np.log(3 * 86400))))
+                ) * (1 if rng.random() < 0.5 else -1)
+            late_by = (
+                timedelta(hours=float(rng.uniform(1, 71)))
+                if rng.random() < config.late_rate
+                else None
+            )
             logged_in = rng.random() >= config.anonymous_rate
             login_after = int(rng.integers(1, 4)) if not logged_in and rng.random() < 0.6 else None
             session: list[tuple[str, datetime, bool, dict]] = []
@@ -137,7 +157,11 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
                 else:
                     item = int(rng.integers(0, N_ITEMS))
                 price = float(pop.item_price[item])
-                price_fields = {"price": int(round(price * 100)), "currency": "USD"} if drifted else {"price_usd": price}
+                price_fields = (
+                    {"price": int(round(price * 100)), "currency": "USD"}
+                    if drifted
+                    else {"price_usd": price}
+                )
                 common = {
                     "item_id": f"prod_{item:04d}",
                     "item_category": CATEGORIES[pop.item_category[item]],
@@ -167,7 +191,11 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
             session_start, session_end = session[0][1], session[-1][1]
             for name, true_ts, known, properties in session:
                 # A late session is sent 1 to 71 hours after it started (never before it ended): within MAX_LATENESS.
-                sent = max(session_start + late_by, session_end) if late_by else true_ts + timedelta(seconds=float(rng.uniform(0, 2)))
+                sent = (
+                    max(session_start + late_by, session_end)
+                    if late_by
+                    else true_ts + timedelta(seconds=float(rng.uniform(0, 2)))
+                )
                 received = sent + timedelta(seconds=float(rng.uniform(0.05, 1.5)))
                 body = {
                     "event_id": f"evt_{rng.bytes(8).hex()}",
@@ -188,7 +216,9 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
 
 
 def _drop_optional_field(rng: np.random.Generator, body: dict) -> None:
-    field = ("platform", "session_id", "item_category", "experiment_variant")[int(rng.integers(0, 4))]
+    field = ("platform", "session_id", "item_category", "experiment_variant")[
+        int(rng.integers(0, 4))
+    ]
     target = body["properties"] if field in ("item_category", "experiment_variant") else body
     target.pop(field, None)
 
@@ -208,11 +238,15 @@ def _corrupt(rng: np.random.Generator, body: dict) -> tuple[str, str]:
         body["timestamp"] = 1700000000  # a number where an ISO string belongs
     elif kind == "negative_price":
         props = body["properties"]
-        props["price_usd" if "price_usd" in props or "price" not in props else "price"] = -abs(props.get("price_usd", props.get("price", 10)))
+        props["price_usd" if "price_usd" in props or "price" not in props else "price"] = -abs(
+            props.get("price_usd", props.get("price", 10))
+        )
     return kind, json.dumps(body, separators=(",", ":"))
 
 
-def _land_day(rng: np.random.Generator, wires: list[_Wire], config: GeneratorConfig) -> tuple[str, dict]:
+def _land_day(
+    rng: np.random.Generator, wires: list[_Wire], config: GeneratorConfig
+) -> tuple[str, dict]:
     """The file content for one landing day, and what it holds."""
     wires = sorted(wires, key=lambda w: (w.received, w.body["event_id"]))
     stats = {"events": len(wires), "duplicates": 0} | dict.fromkeys(MALFORMED_KINDS, 0)
@@ -239,7 +273,9 @@ def _land_day(rng: np.random.Generator, wires: list[_Wire], config: GeneratorCon
     return bom + "".join(line + "\n" for line in lines), stats
 
 
-def generate(landing: Path, start: date, days: int, config: GeneratorConfig = GeneratorConfig()) -> dict:
+def generate(
+    landing: Path, start: date, days: int, config: GeneratorConfig = GeneratorConfig()
+) -> dict:
     """Land the lines received on `days` days from `start` under `landing`; returns the manifest."""
     pop = _Population(config)
     landing.mkdir(parents=True, exist_ok=True)
@@ -247,7 +283,9 @@ def generate(landing: Path, start: date, days: int, config: GeneratorConfig = Ge
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"days": {}}
     config = _with_drift_day(config, start, days, manifest.get("generator"))
     if manifest.get("generator", asdict(config)) != asdict(config):
-        raise ValueError(f"{landing} was landed with other generator settings {manifest['generator']}; use another folder")
+        raise ValueError(
+            f"{landing} was landed with other generator settings {manifest['generator']}; use another folder"
+        )
     manifest["generator"] = asdict(config)
     by_day: dict[date, list[_Wire]] = {}
     for offset in range(days):
@@ -260,7 +298,9 @@ def generate(landing: Path, start: date, days: int, config: GeneratorConfig = Ge
                 by_day[origin] = _day_events(pop, config, origin)
             received.extend(w for w in by_day[origin] if w.received.date() == day)
         by_day.pop(day - MAX_LATENESS, None)
-        text, stats = _land_day(np.random.default_rng([config.seed, 3, day.toordinal()]), received, config)
+        text, stats = _land_day(
+            np.random.default_rng([config.seed, 3, day.toordinal()]), received, config
+        )
         folder = day_folder(landing, day)
         folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(folder / "events.jsonl", text)
@@ -270,11 +310,17 @@ def generate(landing: Path, start: date, days: int, config: GeneratorConfig = Ge
     return manifest
 
 
-def _with_drift_day(config: GeneratorConfig, start: date, days: int, landed_with: dict | None) -> GeneratorConfig:
+def _with_drift_day(
+    config: GeneratorConfig, start: date, days: int, landed_with: dict | None
+) -> GeneratorConfig:
     """`config` with MID_WINDOW settled: the drift day the folder was landed with, else the window's middle day."""
     if config.drift_from != MID_WINDOW:
         return config
-    drift_from = landed_with["drift_from"] if landed_with else (start + timedelta(days=days // 2)).isoformat()
+    drift_from = (
+        landed_with["drift_from"]
+        if landed_with
+        else (start + timedelta(days=days // 2)).isoformat()
+    )
     return replace(config, drift_from=drift_from)
 
 

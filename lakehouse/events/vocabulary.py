@@ -11,7 +11,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-EVENT_NAMES = ("session_started", "user_logged_in", "product_viewed", "cart_item_added", "purchase_completed")
+EVENT_NAMES = (
+    "session_started",
+    "user_logged_in",
+    "product_viewed",
+    "cart_item_added",
+    "purchase_completed",
+)
 PLATFORMS = ("ios", "android", "web")
 VARIANTS = ("A", "B")
 CATEGORIES = ("electronics", "home", "fashion", "beauty", "sports", "toys", "books", "grocery")

@@ -50,11 +50,24 @@ from deltalake.exceptions import TableNotFoundError
 from feast.data_format import DeltaFormat
 from feast.data_source import DataSource
 from feast.errors import SavedDatasetLocationAlreadyExists
-from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, LoggingConfig, LoggingDestination, LoggingSource
+from feast.feature_logging import (
+    LOG_DATE_FIELD,
+    LOG_TIMESTAMP_FIELD,
+    LoggingConfig,
+    LoggingDestination,
+    LoggingSource,
+)
 from feast.feature_view import DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL, FeatureView
-from feast.infra.offline_stores.file_source import FileLoggingDestination, FileSource, SavedDatasetFileStorage
+from feast.infra.offline_stores.file_source import (
+    FileLoggingDestination,
+    FileSource,
+    SavedDatasetFileStorage,
+)
 from feast.infra.offline_stores.offline_store import OfflineStore, RetrievalJob, RetrievalMetadata
-from feast.infra.offline_stores.offline_utils import DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL, infer_event_timestamp_from_entity_df
+from feast.infra.offline_stores.offline_utils import (
+    DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL,
+    infer_event_timestamp_from_entity_df,
+)
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.core.DataSource_pb2 import DataSource as DataSourceProto
 from feast.protos.feast.core.FeatureService_pb2 import LoggingConfig as LoggingConfigProto
@@ -66,7 +79,14 @@ from feast.type_map import pa_to_feast_value_type
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
-from lakehouse.features.point_in_time import PointInTimeError, ViewRead, entity_rows_between, point_in_time_join, quoted, utc_duckdb
+from lakehouse.features.point_in_time import (
+    PointInTimeError,
+    ViewRead,
+    entity_rows_between,
+    point_in_time_join,
+    quoted,
+    utc_duckdb,
+)
 from lakehouse.tables.storage import table_version
 
 SOURCE_CLASS = "lakehouse.features.feast_delta.DeltaSource"
@@ -95,7 +115,9 @@ class DeltaSource(DataSource):
         tags: dict[str, str] | None = None,
         owner: str = "",
     ):
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+        if version is not None and (
+            not isinstance(version, int) or isinstance(version, bool) or version < 0
+        ):
             raise DeltaSourceError(f"a Delta version is an integer >= 0, got {version!r}")
         self.path = path
         self.version = version
@@ -113,7 +135,11 @@ class DeltaSource(DataSource):
         return super().__hash__()
 
     def __eq__(self, other):
-        return isinstance(other, DeltaSource) and super().__eq__(other) and (self.path, self.version) == (other.path, other.version)
+        return (
+            isinstance(other, DeltaSource)
+            and super().__eq__(other)
+            and (self.path, self.version) == (other.path, other.version)
+        )
 
     def source_type(self) -> DataSourceProto.SourceType.ValueType:
         return DataSourceProto.CUSTOM_SOURCE
@@ -124,7 +150,9 @@ class DeltaSource(DataSource):
             type=DataSourceProto.CUSTOM_SOURCE,
             data_source_class_type=SOURCE_CLASS,
             field_mapping=self.field_mapping,
-            custom_options=DataSourceProto.CustomSourceOptions(configuration=json.dumps({"path": self.path, "version": self.version}).encode()),
+            custom_options=DataSourceProto.CustomSourceOptions(
+                configuration=json.dumps({"path": self.path, "version": self.version}).encode()
+            ),
             description=self.description,
             tags=self.tags,
             owner=self.owner,
@@ -155,7 +183,9 @@ class DeltaSource(DataSource):
             raise DeltaSourceError(f"source {self.name!r}: no Delta table at {self.path}") from None
         except Exception as exc:  # e.g. a version that does not exist or was vacuumed
             if self.version is not None:
-                raise DeltaSourceError(f"source {self.name!r}: version {self.version} of {self.path} cannot be read: {exc}") from None
+                raise DeltaSourceError(
+                    f"source {self.name!r}: version {self.version} of {self.path} cannot be read: {exc}"
+                ) from None
             raise
 
     def arrow_schema(self) -> pa.Schema:
@@ -163,14 +193,21 @@ class DeltaSource(DataSource):
 
     def validate(self, config: RepoConfig) -> None:
         schema = self.arrow_schema()
-        for name, role in ((self.timestamp_field, "timestamp_field"), (self.created_timestamp_column, "created_timestamp_column")):
+        for name, role in (
+            (self.timestamp_field, "timestamp_field"),
+            (self.created_timestamp_column, "created_timestamp_column"),
+        ):
             if not name:
                 continue
             column = stored_column(self, name)
             if column not in schema.names:
-                raise DeltaSourceError(f"source {self.name!r}: {role} {column!r} is not a column of {self.path} (columns: {', '.join(schema.names)})")
+                raise DeltaSourceError(
+                    f"source {self.name!r}: {role} {column!r} is not a column of {self.path} (columns: {', '.join(schema.names)})"
+                )
             if not pa.types.is_timestamp(schema.field(column).type):
-                raise DeltaSourceError(f"source {self.name!r}: {role} {column!r} is {schema.field(column).type}, not a timestamp")
+                raise DeltaSourceError(
+                    f"source {self.name!r}: {role} {column!r} is {schema.field(column).type}, not a timestamp"
+                )
 
     @staticmethod
     def source_datatype_to_feast_value_type() -> Callable[[str], ValueType]:
@@ -192,7 +229,12 @@ def stored_column(source: DataSource, name: str) -> str:
 
 
 def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_list_view(t)
+    return (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+    )
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -200,7 +242,12 @@ def _is_string(t: pa.DataType) -> bool:
 
 
 def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t)
+    return (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    )
 
 
 def feast_type_name(arrow_type: pa.DataType) -> str:
@@ -257,7 +304,10 @@ def _stored_kind(arrow_type: pa.DataType) -> tuple[str | None, bool]:
     if _is_list(arrow_type):
         return _stored_kind(arrow_type.value_type)[0], True
     for kind, test in (
-        ("int", pa.types.is_integer), ("float", pa.types.is_floating), ("float", pa.types.is_decimal), ("bool", pa.types.is_boolean),
+        ("int", pa.types.is_integer),
+        ("float", pa.types.is_floating),
+        ("float", pa.types.is_decimal),
+        ("bool", pa.types.is_boolean),
         ("string", _is_string),
         ("bytes", _is_binary),
         ("time", lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t)),
@@ -308,7 +358,9 @@ class SavedDatasetDeltaStorage(SavedDatasetStorage):
 
     def to_proto(self) -> SavedDatasetStorageProto:
         options = json.dumps({"path": self.path, "version": self.version}).encode()
-        return self._custom_storage_proto(DataSourceProto.CustomSourceOptions(configuration=options))
+        return self._custom_storage_proto(
+            DataSourceProto.CustomSourceOptions(configuration=options)
+        )
 
     def to_data_source(self) -> DeltaSource:
         return DeltaSource(name=f"saved_dataset:{self.path}", path=self.path, version=self.version)
@@ -327,10 +379,16 @@ class DeltaLoggingDestination(LoggingDestination):
         return DeltaLoggingDestination(path=config_proto.custom_destination.config["path"])
 
     def to_proto(self) -> LoggingConfigProto:
-        return LoggingConfigProto(custom_destination=LoggingConfigProto.CustomDestination(kind=self._proto_kind, config={"path": self.path}))
+        return LoggingConfigProto(
+            custom_destination=LoggingConfigProto.CustomDestination(
+                kind=self._proto_kind, config={"path": self.path}
+            )
+        )
 
     def to_data_source(self) -> DeltaSource:
-        return DeltaSource(name=f"feature_log:{self.path}", path=self.path, timestamp_field=LOG_TIMESTAMP_FIELD)
+        return DeltaSource(
+            name=f"feature_log:{self.path}", path=self.path, timestamp_field=LOG_TIMESTAMP_FIELD
+        )
 
 
 class DeltaOfflineStoreConfig(FeastConfigBaseModel):
@@ -340,7 +398,12 @@ class DeltaOfflineStoreConfig(FeastConfigBaseModel):
 
 
 def _file_uri(config: RepoConfig | None, path: str) -> str:
-    if config is not None and config.repo_path is not None and "://" not in path and not Path(path).is_absolute():
+    if (
+        config is not None
+        and config.repo_path is not None
+        and "://" not in path
+        and not Path(path).is_absolute()
+    ):
         return str(Path(config.repo_path) / path)
     return path
 
@@ -354,11 +417,20 @@ def _dataset(source: DataSource, config: RepoConfig | None = None) -> ds.Dataset
         if isinstance(source.file_format, DeltaFormat):
             return DeltaTable(uri).to_pyarrow_dataset()
         return ds.dataset(uri, format="parquet")
-    raise DeltaSourceError(f"the Delta offline store reads DeltaSource (or Feast FileSource) sources, not {type(source).__name__}")
+    raise DeltaSourceError(
+        f"the Delta offline store reads DeltaSource (or Feast FileSource) sources, not {type(source).__name__}"
+    )
 
 
 class DeltaRetrievalJob(RetrievalJob):
-    def __init__(self, compute: Callable[[], pa.Table], full_feature_names: bool = False, on_demand_feature_views=None, metadata: RetrievalMetadata | None = None, config: RepoConfig | None = None):
+    def __init__(
+        self,
+        compute: Callable[[], pa.Table],
+        full_feature_names: bool = False,
+        on_demand_feature_views=None,
+        metadata: RetrievalMetadata | None = None,
+        config: RepoConfig | None = None,
+    ):
         self._compute = compute
         self._full_feature_names = full_feature_names
         self._on_demand_feature_views = on_demand_feature_views or []
@@ -383,7 +455,12 @@ class DeltaRetrievalJob(RetrievalJob):
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
         return self._compute().to_pandas()
 
-    def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False, timeout: int | None = None) -> None:
+    def persist(
+        self,
+        storage: SavedDatasetStorage,
+        allow_overwrite: bool = False,
+        timeout: int | None = None,
+    ) -> None:
         """Write the retrieved rows (on-demand features included) as a saved dataset.
 
         To a `SavedDatasetDeltaStorage`: one Delta commit, whose version is recorded on `storage`
@@ -393,9 +470,14 @@ class DeltaRetrievalJob(RetrievalJob):
         if isinstance(storage, SavedDatasetDeltaStorage):
             uri, delta = storage.path, True
         elif isinstance(storage, SavedDatasetFileStorage):
-            uri, delta = _file_uri(self._config, storage.file_options.uri), isinstance(storage.file_options.file_format, DeltaFormat)
+            uri, delta = (
+                _file_uri(self._config, storage.file_options.uri),
+                isinstance(storage.file_options.file_format, DeltaFormat),
+            )
         else:
-            raise DeltaSourceError(f"the Delta offline store persists to SavedDatasetDeltaStorage (or Feast's SavedDatasetFileStorage), not {type(storage).__name__}")
+            raise DeltaSourceError(
+                f"the Delta offline store persists to SavedDatasetDeltaStorage (or Feast's SavedDatasetFileStorage), not {type(storage).__name__}"
+            )
         exists = table_version(uri) is not None if delta else Path(uri).exists()
         if exists and not allow_overwrite:
             raise SavedDatasetLocationAlreadyExists(location=uri)
@@ -406,7 +488,13 @@ class DeltaRetrievalJob(RetrievalJob):
             else:
                 pq.write_to_dataset(rows, root_path=uri)
             return
-        write_deltalake(uri, rows, mode="overwrite", schema_mode="overwrite", commit_properties=_commit("saved_dataset"))
+        write_deltalake(
+            uri,
+            rows,
+            mode="overwrite",
+            schema_mode="overwrite",
+            commit_properties=_commit("saved_dataset"),
+        )
         if isinstance(storage, SavedDatasetDeltaStorage):
             storage.version = table_version(uri)
 
@@ -415,7 +503,12 @@ class DeltaRetrievalJob(RetrievalJob):
 
 
 def _commit(operation: str, **details: str) -> CommitProperties:
-    return CommitProperties(custom_metadata={WRITER_KEY: f"feast.{operation}", **{f"lakehouse.{k}": v for k, v in details.items()}})
+    return CommitProperties(
+        custom_metadata={
+            WRITER_KEY: f"feast.{operation}",
+            **{f"lakehouse.{k}": v for k, v in details.items()},
+        }
+    )
 
 
 class DeltaOfflineStore(OfflineStore):
@@ -438,7 +531,9 @@ class DeltaOfflineStore(OfflineStore):
         the event time of the feature row each entity row got (for leakage audits), and
         `filter_by_created_timestamp=True` ignores feature rows created after the entity timestamp."""
         if entity_df is not None and not isinstance(entity_df, pd.DataFrame):
-            raise DeltaSourceError("the Delta offline store takes entity rows as a pandas DataFrame, or none with start_date/end_date (SQL entity queries are not supported)")
+            raise DeltaSourceError(
+                "the Delta offline store takes entity rows as a pandas DataFrame, or none with start_date/end_date (SQL entity queries are not supported)"
+            )
         requested: dict[str, list[str]] = {}
         for ref in feature_refs:
             view_name, feature = ref.split(":", 1)
@@ -447,20 +542,33 @@ class DeltaOfflineStore(OfflineStore):
         for view in feature_views:
             name = view.projection.name_to_use()
             if name in requested:
-                reads.append(_view_read(view, requested[name], full_feature_names, feature_timestamps, config))
+                reads.append(
+                    _view_read(
+                        view, requested[name], full_feature_names, feature_timestamps, config
+                    )
+                )
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
 
         if entity_df is None:
             # Feast's non-entity mode: every (keys, event time) in the window, each with its features then.
-            start, end = compute_non_entity_date_range(feature_views, kwargs.get("start_date"), kwargs.get("end_date"))
+            start, end = compute_non_entity_date_range(
+                feature_views, kwargs.get("start_date"), kwargs.get("end_date")
+            )
             timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
             entity_keys = list(dict.fromkeys(k for read in reads for k in read.entity_keys))
-            metadata = RetrievalMetadata(features=feature_refs, keys=entity_keys, min_event_timestamp=start, max_event_timestamp=end)
+            metadata = RetrievalMetadata(
+                features=feature_refs,
+                keys=entity_keys,
+                min_event_timestamp=start,
+                max_event_timestamp=end,
+            )
             entity_rows = lambda: entity_rows_between(reads, timestamp_column, start, end)  # noqa: E731
         else:
             timestamp_column = DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL
             if timestamp_column not in entity_df.columns:
-                timestamp_column = infer_event_timestamp_from_entity_df(dict(zip(entity_df.columns, entity_df.dtypes)))
+                timestamp_column = infer_event_timestamp_from_entity_df(
+                    dict(zip(entity_df.columns, entity_df.dtypes))
+                )
             entity = pa.Table.from_pandas(entity_df, preserve_index=False)
             timestamps = pd.to_datetime(entity_df[timestamp_column], utc=True)
             metadata = RetrievalMetadata(
@@ -473,22 +581,76 @@ class DeltaOfflineStore(OfflineStore):
 
         def compute() -> pa.Table:
             try:
-                return point_in_time_join(entity_rows(), timestamp_column, reads, known_at_entity_time=filter_by_created_timestamp)
+                return point_in_time_join(
+                    entity_rows(),
+                    timestamp_column,
+                    reads,
+                    known_at_entity_time=filter_by_created_timestamp,
+                )
             except PointInTimeError as exc:
                 raise DeltaSourceError(str(exc)) from None
 
         return DeltaRetrievalJob(compute, full_feature_names, odfvs, metadata, config)
 
     @staticmethod
-    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date) -> RetrievalJob:
-        return DeltaRetrievalJob(lambda: _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=True), config=config)
+    def pull_latest_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column,
+        start_date,
+        end_date,
+    ) -> RetrievalJob:
+        return DeltaRetrievalJob(
+            lambda: _pull(
+                config,
+                data_source,
+                join_key_columns,
+                feature_name_columns,
+                timestamp_field,
+                created_timestamp_column,
+                start_date,
+                end_date,
+                latest=True,
+            ),
+            config=config,
+        )
 
     @staticmethod
-    def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column=None, start_date=None, end_date=None) -> RetrievalJob:
-        return DeltaRetrievalJob(lambda: _pull(config, data_source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest=False), config=config)
+    def pull_all_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column=None,
+        start_date=None,
+        end_date=None,
+    ) -> RetrievalJob:
+        return DeltaRetrievalJob(
+            lambda: _pull(
+                config,
+                data_source,
+                join_key_columns,
+                feature_name_columns,
+                timestamp_field,
+                created_timestamp_column,
+                start_date,
+                end_date,
+                latest=False,
+            ),
+            config=config,
+        )
 
     @staticmethod
-    def offline_write_batch(config: RepoConfig, feature_view: FeatureView, table: pa.Table, progress: Callable[[int], object] | None) -> None:
+    def offline_write_batch(
+        config: RepoConfig,
+        feature_view: FeatureView,
+        table: pa.Table,
+        progress: Callable[[int], object] | None,
+    ) -> None:
         """Append `table` to the view's Delta table in one commit, cast to the table's schema.
 
         Columns must be exactly the table's (in any order); values that do not fit the stored type
@@ -497,45 +659,93 @@ class DeltaOfflineStore(OfflineStore):
         source = feature_view.batch_source
         if isinstance(source, DeltaSource):
             if source.version is not None:
-                raise DeltaSourceError(f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to")
+                raise DeltaSourceError(
+                    f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to"
+                )
             uri = source.path
         elif isinstance(source, FileSource) and isinstance(source.file_format, DeltaFormat):
             uri = _file_uri(config, source.path)
         else:
-            raise DeltaSourceError(f"feature view {feature_view.name!r}: the Delta offline store writes to Delta tables (DeltaSource, or a FileSource in DeltaFormat), not {type(source).__name__}")
+            raise DeltaSourceError(
+                f"feature view {feature_view.name!r}: the Delta offline store writes to Delta tables (DeltaSource, or a FileSource in DeltaFormat), not {type(source).__name__}"
+            )
         schema = pa.schema(DeltaTable(uri).schema().to_arrow())
-        missing, extra = sorted(set(schema.names) - set(table.column_names)), sorted(set(table.column_names) - set(schema.names))
+        missing, extra = (
+            sorted(set(schema.names) - set(table.column_names)),
+            sorted(set(table.column_names) - set(schema.names)),
+        )
         if missing or extra:
-            raise DeltaSourceError(f"feature view {feature_view.name!r}: the batch's columns do not match {uri}: missing {missing}, unexpected {extra}")
-        rows = pa.table([_cast(table.column(f.name), f, feature_view.name) for f in schema], schema=schema)
-        write_deltalake(uri, rows, mode="append", commit_properties=_commit("offline_write_batch", feature_view=feature_view.name))
+            raise DeltaSourceError(
+                f"feature view {feature_view.name!r}: the batch's columns do not match {uri}: missing {missing}, unexpected {extra}"
+            )
+        rows = pa.table(
+            [_cast(table.column(f.name), f, feature_view.name) for f in schema], schema=schema
+        )
+        write_deltalake(
+            uri,
+            rows,
+            mode="append",
+            commit_properties=_commit("offline_write_batch", feature_view=feature_view.name),
+        )
         if progress:
             progress(rows.num_rows)
 
     @staticmethod
-    def write_logged_features(config: RepoConfig, data: pa.Table | Path, source: LoggingSource, logging_config: LoggingConfig, registry) -> None:
+    def write_logged_features(
+        config: RepoConfig,
+        data: pa.Table | Path,
+        source: LoggingSource,
+        logging_config: LoggingConfig,
+        registry,
+    ) -> None:
         """Append a batch of feature logs to the destination's Delta table (created on the first batch)."""
         destination = logging_config.destination
         if isinstance(data, (str, Path)):
             data = pq.read_table(data, use_threads=False, pre_buffer=False)
         if isinstance(destination, FileLoggingDestination):
-            ds.write_dataset(data, base_dir=_file_uri(config, destination.path), basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet",
-                             partitioning=destination.partition_by, format="parquet", existing_data_behavior="overwrite_or_ignore", use_threads=False)
+            ds.write_dataset(
+                data,
+                base_dir=_file_uri(config, destination.path),
+                basename_template=f"{uuid.uuid4().hex}-{{i}}.parquet",
+                partitioning=destination.partition_by,
+                format="parquet",
+                existing_data_behavior="overwrite_or_ignore",
+                use_threads=False,
+            )
             return
         if not isinstance(destination, DeltaLoggingDestination):
-            raise DeltaSourceError(f"the Delta offline store logs features to a DeltaLoggingDestination (or Feast's FileLoggingDestination), not {type(destination).__name__}")
+            raise DeltaSourceError(
+                f"the Delta offline store logs features to a DeltaLoggingDestination (or Feast's FileLoggingDestination), not {type(destination).__name__}"
+            )
         schema = _delta_compatible(source.get_schema(registry))
         missing = sorted(set(schema.names) - set(data.column_names))
         if missing:
-            raise DeltaSourceError(f"feature logs for {destination.path} lack the columns {missing} of the logging source's schema")
+            raise DeltaSourceError(
+                f"feature logs for {destination.path} lack the columns {missing} of the logging source's schema"
+            )
         rows = data.select(schema.names).cast(schema)
         partition_by = [LOG_DATE_FIELD] if LOG_DATE_FIELD in rows.column_names else None
-        write_deltalake(destination.path, rows, mode="append", partition_by=partition_by, commit_properties=_commit("write_logged_features"))
+        write_deltalake(
+            destination.path,
+            rows,
+            mode="append",
+            partition_by=partition_by,
+            commit_properties=_commit("write_logged_features"),
+        )
 
 
 def _delta_compatible(schema: pa.Schema) -> pa.Schema:
     """`schema` with its timestamps in microseconds, the only unit Delta stores."""
-    return pa.schema([pa.field(f.name, pa.timestamp("us", tz=f.type.tz) if pa.types.is_timestamp(f.type) else f.type, f.nullable) for f in schema])
+    return pa.schema(
+        [
+            pa.field(
+                f.name,
+                pa.timestamp("us", tz=f.type.tz) if pa.types.is_timestamp(f.type) else f.type,
+                f.nullable,
+            )
+            for f in schema
+        ]
+    )
 
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArray:
@@ -545,10 +755,18 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, view: str) -> pa.ChunkedArra
         # Delta stores microseconds: finer timestamps are truncated, as any Delta writer does.
         return column.cast(field.type, safe=not pa.types.is_timestamp(field.type))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise DeltaSourceError(f"feature view {view!r}: column {field.name!r} ({column.type}) does not fit the stored {field.type}: {exc}") from None
+        raise DeltaSourceError(
+            f"feature view {view!r}: column {field.name!r} ({column.type}) does not fit the stored {field.type}: {exc}"
+        ) from None
 
 
-def _view_read(view: FeatureView, features: list[str], full_feature_names: bool, feature_timestamps: bool, config: RepoConfig | None) -> ViewRead:
+def _view_read(
+    view: FeatureView,
+    features: list[str],
+    full_feature_names: bool,
+    feature_timestamps: bool,
+    config: RepoConfig | None,
+) -> ViewRead:
     source = view.batch_source
     # Opened once: the type check and the join see the same table version.
     data = _dataset(source, config)  # a DeltaSource or Feast FileSource, or a clear error
@@ -558,7 +776,9 @@ def _view_read(view: FeatureView, features: list[str], full_feature_names: bool,
         name=view.name,
         data=data,
         timestamp=stored_column(source, source.timestamp_field),
-        created=stored_column(source, source.created_timestamp_column) if source.created_timestamp_column else None,
+        created=stored_column(source, source.created_timestamp_column)
+        if source.created_timestamp_column
+        else None,
         join_keys=tuple(stored_column(source, k) for k in join_keys),
         entity_keys=tuple(view.projection.join_key_map.get(k, k) for k in join_keys),
         features=tuple(stored_column(source, f) for f in features),
@@ -575,18 +795,37 @@ def _check_types(read: ViewRead, features: list[str], view: FeatureView, schema:
     wanted = {read.timestamp, read.created or "", *read.join_keys, *read.features} - {""}
     missing = sorted(wanted - set(schema.names))
     if missing:
-        raise DeltaSourceError(f"feature view {view.name!r}: columns {missing} are not in {where} (columns: {', '.join(schema.names)})")
+        raise DeltaSourceError(
+            f"feature view {view.name!r}: columns {missing} are not in {where} (columns: {', '.join(schema.names)})"
+        )
     declared = {f.name: f.dtype.to_value_type() for f in view.features}
     for name, column in zip(features, read.features):
         stored = schema.field(column).type
         if name in declared and type_mismatch(declared[name], stored):
-            raise DeltaSourceError(f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {where} is {stored}")
+            raise DeltaSourceError(
+                f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {where} is {stored}"
+            )
 
 
-def _pull(config, source, join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date, latest: bool) -> pa.Table:
+def _pull(
+    config,
+    source,
+    join_key_columns,
+    feature_name_columns,
+    timestamp_field,
+    created_timestamp_column,
+    start_date,
+    end_date,
+    latest: bool,
+) -> pa.Table:
     with utc_duckdb() as con:
         con.register("__source", _dataset(source, config))
-        columns = list(dict.fromkeys([*join_key_columns, *feature_name_columns, timestamp_field] + ([created_timestamp_column] if created_timestamp_column else [])))
+        columns = list(
+            dict.fromkeys(
+                [*join_key_columns, *feature_name_columns, timestamp_field]
+                + ([created_timestamp_column] if created_timestamp_column else [])
+            )
+        )
         select = ", ".join(quoted(c) for c in columns) if feature_name_columns else "*"
         if not join_key_columns:
             select += f", $dummy AS {quoted(DUMMY_ENTITY_ID)}"
@@ -599,7 +838,11 @@ def _pull(config, source, join_key_columns, feature_name_columns, timestamp_fiel
             params["end"] = end_date
         sql = f"SELECT {select} FROM __source" + (f" WHERE {' AND '.join(where)}" if where else "")
         if latest:
-            order = [f"{quoted(timestamp_field)} DESC"] + ([f"{quoted(created_timestamp_column)} DESC NULLS LAST"] if created_timestamp_column else [])
+            order = [f"{quoted(timestamp_field)} DESC"] + (
+                [f"{quoted(created_timestamp_column)} DESC NULLS LAST"]
+                if created_timestamp_column
+                else []
+            )
             partition = ", ".join(quoted(k) for k in join_key_columns) or "1"
             sql += f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
         return con.sql(sql, params=params).to_arrow_table()

@@ -73,23 +73,43 @@ def _utc_micros(table: pa.Table, column: str) -> pa.Table:
     if not pa.types.is_timestamp(field.type):
         raise PointInTimeError(f"entity column {column!r} is {field.type}, not a timestamp")
     # Naive entity timestamps are UTC, as in Feast's own stores.
-    values = table.column(index).cast(pa.timestamp(field.type.unit, tz=field.type.tz or "UTC")).cast(pa.timestamp("us", tz="UTC"))
+    values = (
+        table.column(index)
+        .cast(pa.timestamp(field.type.unit, tz=field.type.tz or "UTC"))
+        .cast(pa.timestamp("us", tz="UTC"))
+    )
     return table.set_column(index, pa.field(column, values.type), values)
 
 
-def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[ViewRead], known_at_entity_time: bool = False) -> pa.Table:
+def point_in_time_join(
+    entity: pa.Table,
+    timestamp_column: str,
+    reads: list[ViewRead],
+    known_at_entity_time: bool = False,
+) -> pa.Table:
     """`entity` with each view's features as of each row's timestamp (see the module docstring)."""
     if timestamp_column not in entity.column_names:
-        raise PointInTimeError(f"entity rows have no {timestamp_column!r} column (columns: {', '.join(entity.column_names)})")
+        raise PointInTimeError(
+            f"entity rows have no {timestamp_column!r} column (columns: {', '.join(entity.column_names)})"
+        )
     entity = _utc_micros(entity, timestamp_column)
     # DuckDB sees only the columns the joins need; the entity's other columns never leave Arrow.
-    needed = list(dict.fromkeys([timestamp_column, *(k for read in reads for k in read.entity_keys)]))
+    needed = list(
+        dict.fromkeys([timestamp_column, *(k for read in reads for k in read.entity_keys)])
+    )
     if missing := [k for k in needed if k not in entity.column_names]:
-        raise PointInTimeError(f"entity rows have no {missing} column (columns: {', '.join(entity.column_names)})")
+        raise PointInTimeError(
+            f"entity rows have no {missing} column (columns: {', '.join(entity.column_names)})"
+        )
     outputs = [out for read in reads for _, out in _matched(read, "v")]
     with utc_duckdb() as con:
         # Numbered before DuckDB sees them, so the result can be put back in entity order.
-        con.register("__entity_arrow", entity.select(needed).append_column(ROW_ID, pa.array(np.arange(entity.num_rows, dtype=np.int64))))
+        con.register(
+            "__entity_arrow",
+            entity.select(needed).append_column(
+                ROW_ID, pa.array(np.arange(entity.num_rows, dtype=np.int64))
+            ),
+        )
         steps = ["step_0 AS (SELECT * FROM __entity_arrow)"]
         # Feature rows newer than every entity row can never match: skip them in the scan.
         newest = pc.max(entity.column(timestamp_column)).as_py()
@@ -101,7 +121,9 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
             join = _known_rows_join if known_at_entity_time and read.created else _asof_join
             steps.extend(join(i, read, timestamp_column))
         select = ", ".join([ROW_ID, *(quoted(out) for out in outputs)])
-        joined = con.sql(f"WITH {', '.join(steps)} SELECT {select} FROM step_{len(reads)}", params=params).to_arrow_table()
+        joined = con.sql(
+            f"WITH {', '.join(steps)} SELECT {select} FROM step_{len(reads)}", params=params
+        ).to_arrow_table()
     # Back to entity order: the row ids are a permutation of 0..n-1, so invert it instead of sorting.
     positions = np.empty(joined.num_rows, dtype=np.int64)
     positions[joined.column(ROW_ID).to_numpy()] = np.arange(joined.num_rows)
@@ -112,7 +134,9 @@ def point_in_time_join(entity: pa.Table, timestamp_column: str, reads: list[View
 
 
 def _view_rows(i: int, read: ViewRead, latest_created_only: bool) -> str:
-    columns = [f"{quoted(k)} AS __k{j}" for j, k in enumerate(read.join_keys)] + [f"{quoted(c)} AS __f{j}" for j, c in enumerate(read.features)]
+    columns = [f"{quoted(k)} AS __k{j}" for j, k in enumerate(read.join_keys)] + [
+        f"{quoted(c)} AS __f{j}" for j, c in enumerate(read.features)
+    ]
     columns.append(f"{quoted(read.timestamp)} AS __ts")
     if read.created:
         columns.append(f"{quoted(read.created)} AS __created")
@@ -131,10 +155,15 @@ def _matched(read: ViewRead, alias: str) -> list[tuple[str, str]]:
 
 
 def _asof_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]:
-    on = [f"s.{quoted(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [f"s.{quoted(timestamp_column)} >= v.__ts"]
+    on = [f"s.{quoted(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [
+        f"s.{quoted(timestamp_column)} >= v.__ts"
+    ]
     if read.ttl:
         # The ASOF match is the latest row at or before the entity time; a stale one counts as none.
-        values = [f"CASE WHEN v.__ts >= s.{quoted(timestamp_column)} - $ttl_{i} THEN {value} END AS {quoted(out)}" for value, out in _matched(read, "v")]
+        values = [
+            f"CASE WHEN v.__ts >= s.{quoted(timestamp_column)} - $ttl_{i} THEN {value} END AS {quoted(out)}"
+            for value, out in _matched(read, "v")
+        ]
     else:
         values = [f"{value} AS {quoted(out)}" for value, out in _matched(read, "v")]
     return [
@@ -145,7 +174,10 @@ def _asof_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]:
 
 def _known_rows_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]:
     ts = f"s.{quoted(timestamp_column)}"
-    on = [f"s.{quoted(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [f"v.__ts <= {ts}", f"v.__created <= {ts}"]
+    on = [f"s.{quoted(e)} = v.__k{j}" for j, e in enumerate(read.entity_keys)] + [
+        f"v.__ts <= {ts}",
+        f"v.__created <= {ts}",
+    ]
     if read.ttl:
         on.append(f"v.__ts >= {ts} - $ttl_{i}")
     values = [f"{value} AS {quoted(out)}" for value, out in _matched(read, "m")]
@@ -157,21 +189,32 @@ def _known_rows_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]
     ]
 
 
-def entity_rows_between(reads: list[ViewRead], timestamp_column: str, start: datetime, end: datetime) -> pa.Table:
+def entity_rows_between(
+    reads: list[ViewRead], timestamp_column: str, start: datetime, end: datetime
+) -> pa.Table:
     """Entity rows for a retrieval without any: each distinct (keys, event time) of the views' rows
     with start <= event time <= end, oldest first. Every view must have the same entity keys."""
     keys = {frozenset(read.entity_keys) for read in reads}
     if len(keys) > 1:
-        raise PointInTimeError(f"a retrieval without entity rows needs views with the same entity keys, got {sorted(sorted(k) for k in keys)}")
+        raise PointInTimeError(
+            f"a retrieval without entity rows needs views with the same entity keys, got {sorted(sorted(k) for k in keys)}"
+        )
     entity_keys = list(reads[0].entity_keys) if reads else []
     with utc_duckdb() as con:
         selects = []
         for i, read in enumerate(reads):
             con.register(f"__view_{i}", read.data)
             by_entity = dict(zip(read.entity_keys, read.join_keys))
-            columns = [f"{quoted(by_entity[k])} AS {quoted(k)}" for k in entity_keys] + [f"{quoted(read.timestamp)} AS {quoted(timestamp_column)}"]
-            selects.append(f"SELECT {', '.join(columns)} FROM __view_{i} WHERE {quoted(read.timestamp)} BETWEEN $start AND $end")
+            columns = [f"{quoted(by_entity[k])} AS {quoted(k)}" for k in entity_keys] + [
+                f"{quoted(read.timestamp)} AS {quoted(timestamp_column)}"
+            ]
+            selects.append(
+                f"SELECT {', '.join(columns)} FROM __view_{i} WHERE {quoted(read.timestamp)} BETWEEN $start AND $end"
+            )
         if not selects:
             return pa.table({timestamp_column: pa.array([], pa.timestamp("us", tz="UTC"))})
         order = ", ".join([quoted(timestamp_column)] + [quoted(k) for k in entity_keys])
-        return con.sql(f"SELECT DISTINCT * FROM ({' UNION '.join(selects)}) ORDER BY {order}", params={"start": start, "end": end}).to_arrow_table()
+        return con.sql(
+            f"SELECT DISTINCT * FROM ({' UNION '.join(selects)}) ORDER BY {order}",
+            params={"start": start, "end": end},
+        ).to_arrow_table()

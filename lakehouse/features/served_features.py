@@ -35,7 +35,12 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast.feature_logging import LOG_DATE_FIELD, LOG_TIMESTAMP_FIELD, REQUEST_ID_FIELD, FeatureServiceLoggingSource
+from feast.feature_logging import (
+    LOG_DATE_FIELD,
+    LOG_TIMESTAMP_FIELD,
+    REQUEST_ID_FIELD,
+    FeatureServiceLoggingSource,
+)
 from feast.feature_service import FeatureService
 from feast.infra.passthrough_provider import PassthroughProvider
 from feast.online_response import OnlineResponse
@@ -72,7 +77,11 @@ def _python_value(value):
     kind = value.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None
-    if kind.endswith("_list_val") or kind.endswith("_set_val") or kind in ("map_val", "struct_val", "unix_timestamp_val"):
+    if (
+        kind.endswith("_list_val")
+        or kind.endswith("_set_val")
+        or kind in ("map_val", "struct_val", "unix_timestamp_val")
+    ):
         return feast_value_type_to_python_type(value)  # the rare kinds: Feast's own conversion
     return getattr(value, kind)
 
@@ -82,9 +91,19 @@ def log_rows(reads: list[ServedRead], schema: pa.Schema) -> pa.Table:
     if not reads:
         return schema.empty_table()
     # (logged column, the feature's name in a response without full feature names), in service order.
-    features = [(f"{p.name_to_use()}__{f.name}", f.name) for p in reads[0].service.feature_view_projections for f in p.features]
-    per_feature = {c for logged, _ in features for c in (logged, f"{logged}__timestamp", f"{logged}__status")}
-    join_keys = [n for n in schema.names if n not in per_feature and n not in (LOG_TIMESTAMP_FIELD, LOG_DATE_FIELD, REQUEST_ID_FIELD)]
+    features = [
+        (f"{p.name_to_use()}__{f.name}", f.name)
+        for p in reads[0].service.feature_view_projections
+        for f in p.features
+    ]
+    per_feature = {
+        c for logged, _ in features for c in (logged, f"{logged}__timestamp", f"{logged}__status")
+    }
+    join_keys = [
+        n
+        for n in schema.names
+        if n not in per_feature and n not in (LOG_TIMESTAMP_FIELD, LOG_DATE_FIELD, REQUEST_ID_FIELD)
+    ]
     columns: dict[str, list] = {name: [] for name in schema.names}
     seconds: dict[str, list[int]] = {f"{logged}__timestamp": [] for logged, _ in features}
     for read in reads:
@@ -96,7 +115,9 @@ def log_rows(reads: list[ServedRead], schema: pa.Schema) -> pa.Table:
             seconds[f"{logged}__timestamp"].extend(t.seconds for t in result.event_timestamps)
             columns[f"{logged}__status"].extend(result.statuses)
         for name in join_keys:
-            values = proto.results[position[name]].values if name in position else [None] * read.rows
+            values = (
+                proto.results[position[name]].values if name in position else [None] * read.rows
+            )
             columns[name].extend(_python_value(v) if v is not None else None for v in values)
         columns[LOG_TIMESTAMP_FIELD].extend([read.served_at] * read.rows)
         columns[LOG_DATE_FIELD].extend([read.served_at.date()] * read.rows)
@@ -115,8 +136,21 @@ def log_rows(reads: list[ServedRead], schema: pa.Schema) -> pa.Table:
 class ServedFeatureLog:
     """Reads waiting to be written, and the thread that writes them."""
 
-    def __init__(self, provider: LoggingProvider, config, registry, project: str, flush_interval_secs: int, queue_capacity: int):
-        self._provider, self._config, self._registry, self._project = provider, config, registry, project
+    def __init__(
+        self,
+        provider: LoggingProvider,
+        config,
+        registry,
+        project: str,
+        flush_interval_secs: int,
+        queue_capacity: int,
+    ):
+        self._provider, self._config, self._registry, self._project = (
+            provider,
+            config,
+            registry,
+            project,
+        )
         self._flush_interval, self._capacity = flush_interval_secs, queue_capacity
         self._pending: list[ServedRead] = []
         self._pending_rows = 0
@@ -142,7 +176,9 @@ class ServedFeatureLog:
             try:
                 self.flush()
             except Exception:  # kept for the next flush; the server goes on serving
-                log.exception("writing served-feature logs failed; they are kept for the next flush")
+                log.exception(
+                    "writing served-feature logs failed; they are kept for the next flush"
+                )
 
     def flush(self) -> int:
         """Write every waiting read to its service's destination; the number of rows written."""
@@ -159,7 +195,9 @@ class ServedFeatureLog:
                 source = FeatureServiceLoggingSource(service, self._project)
                 try:
                     table = log_rows(service_reads, source.get_schema(self._registry))
-                    self._provider.offline_store.write_logged_features(self._config, table, source, service.logging_config, self._registry)
+                    self._provider.offline_store.write_logged_features(
+                        self._config, table, source, service.logging_config, self._registry
+                    )
                 except Exception:
                     unwritten = [read for group in groups[i:] for read in group]
                     with self._lock:  # put back, ahead of what arrived meanwhile
@@ -189,20 +227,58 @@ class LoggingProvider(PassthroughProvider):
             return None
         with self._log_lock:
             if self._log is None:
-                self._log = ServedFeatureLog(self, self.repo_config, registry, project, options.flush_interval_secs, options.queue_capacity)
+                self._log = ServedFeatureLog(
+                    self,
+                    self.repo_config,
+                    registry,
+                    project,
+                    options.flush_interval_secs,
+                    options.queue_capacity,
+                )
         return self._log
 
-    def _record(self, features, response: OnlineResponse, registry, project: str, full_feature_names: bool) -> None:
-        if not isinstance(features, FeatureService) or features.logging_config is None or _suppressed.get():
+    def _record(
+        self, features, response: OnlineResponse, registry, project: str, full_feature_names: bool
+    ) -> None:
+        if (
+            not isinstance(features, FeatureService)
+            or features.logging_config is None
+            or _suppressed.get()
+        ):
             return
         if random.random() >= features.logging_config.sample_rate:
             return
         served_log = self.served_log(registry, project)
         if served_log is not None:
-            served_log.record(ServedRead(features, response, full_feature_names, datetime.now(timezone.utc), uuid.uuid4().hex))
+            served_log.record(
+                ServedRead(
+                    features,
+                    response,
+                    full_feature_names,
+                    datetime.now(timezone.utc),
+                    uuid.uuid4().hex,
+                )
+            )
 
-    def get_online_features(self, config, features, entity_rows, registry, project, full_feature_names=False, include_feature_view_version_metadata=False):
-        response = super().get_online_features(config, features, entity_rows, registry, project, full_feature_names, include_feature_view_version_metadata)
+    def get_online_features(
+        self,
+        config,
+        features,
+        entity_rows,
+        registry,
+        project,
+        full_feature_names=False,
+        include_feature_view_version_metadata=False,
+    ):
+        response = super().get_online_features(
+            config,
+            features,
+            entity_rows,
+            registry,
+            project,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
         self._record(features, response, registry, project, full_feature_names)
         return response
 
@@ -214,8 +290,25 @@ class LoggingProvider(PassthroughProvider):
             await asyncio.to_thread(self._log.flush)
         await super().close()
 
-    async def get_online_features_async(self, config, features, entity_rows, registry, project, full_feature_names=False, include_feature_view_version_metadata=False):
-        response = await super().get_online_features_async(config, features, entity_rows, registry, project, full_feature_names, include_feature_view_version_metadata)
+    async def get_online_features_async(
+        self,
+        config,
+        features,
+        entity_rows,
+        registry,
+        project,
+        full_feature_names=False,
+        include_feature_view_version_metadata=False,
+    ):
+        response = await super().get_online_features_async(
+            config,
+            features,
+            entity_rows,
+            registry,
+            project,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
         self._record(features, response, registry, project, full_feature_names)
         return response
 
@@ -225,5 +318,9 @@ def flush_served_features(store) -> int:
 
     A serving process flushes on its own; this is for callers that must see their reads logged now."""
     provider = store._get_provider()
-    served_log = provider.served_log(store.registry, store.project) if isinstance(provider, LoggingProvider) else None
+    served_log = (
+        provider.served_log(store.registry, store.project)
+        if isinstance(provider, LoggingProvider)
+        else None
+    )
     return served_log.flush() if served_log else 0

@@ -55,6 +55,8 @@ KS_P_FAIL = 0.01
 
 Status = Literal["ok", "warn", "fail"]
 _RANK: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
+
+
 def _floats(values: ArrayLike) -> np.ndarray:
     # Through pandas so None, pd.NA and nullable integer columns all become NaN.
     import pandas as pd
@@ -85,7 +87,9 @@ def _proportions(values: ArrayLike, edges: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         raise ValueError("cannot measure drift on an empty sample")
     null = np.isnan(x)
-    counts = np.bincount(np.searchsorted(edges, x[~null], side="right") - 1, minlength=len(edges) - 1)
+    counts = np.bincount(
+        np.searchsorted(edges, x[~null], side="right") - 1, minlength=len(edges) - 1
+    )
     return np.append(counts, null.sum()) / len(x)
 
 
@@ -145,7 +149,9 @@ def key_values(frame: pd.DataFrame, feature: str, key: str) -> pd.Series:
     return rows.drop_duplicates().set_index("key")["value"].sort_index()
 
 
-def keyed_feature_drift(training: pd.DataFrame, serving: pd.DataFrame, feature: str, key: str) -> FeatureDrift:
+def keyed_feature_drift(
+    training: pd.DataFrame, serving: pd.DataFrame, feature: str, key: str
+) -> FeatureDrift:
     """Drift of a feature whose value is set by the row's `key` (both frames: one as-of time each).
 
     PSI over the keys: bins are the keys of either side plus null (no key, or a key without a
@@ -157,17 +163,28 @@ def keyed_feature_drift(training: pd.DataFrame, serving: pd.DataFrame, feature: 
     if len(t) == 0 or len(s) == 0:
         raise ValueError("cannot measure drift on an empty sample")
     bins = sorted(set(t.dropna()) | set(s.dropna()))
-    shares = [np.append(side.value_counts().reindex(bins, fill_value=0).to_numpy(), side.isna().sum()) / len(side) for side in (s, t)]
+    shares = [
+        np.append(side.value_counts().reindex(bins, fill_value=0).to_numpy(), side.isna().sum())
+        / len(side)
+        for side in (s, t)
+    ]
     p, q = (np.maximum(x, EPSILON) for x in shares)
     p, q = p / p.sum(), q / q.sum()
     value = float(np.sum((p - q) * np.log(p / q)))
-    stat, pvalue = ks(key_values(training, feature, key).to_numpy(), key_values(serving, feature, key).to_numpy())
+    stat, pvalue = ks(
+        key_values(training, feature, key).to_numpy(), key_values(serving, feature, key).to_numpy()
+    )
     status = max(psi_status(value), ks_status(pvalue), key=_RANK.__getitem__)
     return FeatureDrift(feature, value, stat, pvalue, status, key)
 
 
 def feature_drift(
-    training: pd.DataFrame, serving: pd.DataFrame, features: list[str], continuous: set[str], bins: int = 10, keys: dict[str, str] | None = None
+    training: pd.DataFrame,
+    serving: pd.DataFrame,
+    features: list[str],
+    continuous: set[str],
+    bins: int = 10,
+    keys: dict[str, str] | None = None,
 ) -> list[FeatureDrift]:
     """PSI for every feature, KS as well for those in `continuous`; status from PSI alone.
 
@@ -208,22 +225,44 @@ def _bin_labels(training: np.ndarray, edges: np.ndarray) -> list[str]:
 def _keyed_panel(ax, training: pd.DataFrame, serving: pd.DataFrame, drift: FeatureDrift) -> None:
     # A keyed feature is drawn as it is compared: its value per key, training against serving.
     import pandas as pd
-    values = pd.concat({"training": key_values(training, drift.feature, drift.key), "serving": key_values(serving, drift.feature, drift.key)}, axis=1)
+
+    values = pd.concat(
+        {
+            "training": key_values(training, drift.feature, drift.key),
+            "serving": key_values(serving, drift.feature, drift.key),
+        },
+        axis=1,
+    )
     x = np.arange(len(values))
     ax.bar(x - 0.2, values["training"].fillna(0), width=0.4, label="training")
     ax.bar(x + 0.2, values["serving"].fillna(0), width=0.4, label="serving")
     ax.set_xticks(x, [str(k) for k in values.index], rotation=60, fontsize=6)
-    pvalue = "n/a" if drift.ks_pvalue is None or math.isnan(drift.ks_pvalue) else f"{drift.ks_pvalue:.2g}"
-    ax.set_title(f"{drift.feature} by {drift.key}: PSI {drift.psi:.3f}, KS p {pvalue} ({drift.status})", fontsize=8)
+    pvalue = (
+        "n/a"
+        if drift.ks_pvalue is None or math.isnan(drift.ks_pvalue)
+        else f"{drift.ks_pvalue:.2g}"
+    )
+    ax.set_title(
+        f"{drift.feature} by {drift.key}: PSI {drift.psi:.3f}, KS p {pvalue} ({drift.status})",
+        fontsize=8,
+    )
     ax.legend(fontsize=6)
 
 
-def drift_chart(training: pd.DataFrame, serving: pd.DataFrame, report: list[FeatureDrift], path: str | Path, bins: int = 10) -> Path:
+def drift_chart(
+    training: pd.DataFrame,
+    serving: pd.DataFrame,
+    report: list[FeatureDrift],
+    path: str | Path,
+    bins: int = 10,
+) -> Path:
     """One PNG with a panel per reported feature: training vs serving share per (training) bin, or
     for a keyed feature, its value per key on each side."""
     columns = min(3, max(1, len(report)))
     rows = max(1, math.ceil(len(report) / columns))
-    from matplotlib.figure import Figure  # a bare Figure needs no GUI backend, so this is safe on a server
+    from matplotlib.figure import (
+        Figure,
+    )  # a bare Figure needs no GUI backend, so this is safe on a server
 
     figure = Figure(figsize=(4.5 * columns, 3.2 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
@@ -235,10 +274,12 @@ def drift_chart(training: pd.DataFrame, serving: pd.DataFrame, report: list[Feat
         x = np.arange(len(edges))  # the bins plus the null bin
         ax.bar(x - 0.2, _proportions(training[drift.feature], edges), width=0.4, label="training")
         ax.bar(x + 0.2, _proportions(serving[drift.feature], edges), width=0.4, label="serving")
-        ax.set_xticks(x, _bin_labels(_floats(training[drift.feature]), edges), rotation=60, fontsize=6)
+        ax.set_xticks(
+            x, _bin_labels(_floats(training[drift.feature]), edges), rotation=60, fontsize=6
+        )
         ax.set_title(f"{drift.feature}: PSI {drift.psi:.3f} ({drift.status})", fontsize=9)
         ax.legend(fontsize=6)
-    for ax in axes[len(report):]:
+    for ax in axes[len(report) :]:
         ax.set_visible(False)
     path = Path(path)
     figure.savefig(path, format="png", dpi=100)

@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 N_BINS = 10
 DECISION_THRESHOLD = 0.5
@@ -24,7 +30,9 @@ def _check(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).astype(int).ravel()
     s = np.asarray(scores, dtype=float).ravel()
     if len(y) == 0 or len(y) != len(s):
-        raise ValueError(f"need equally long, non-empty labels and scores (got {len(y)} and {len(s)})")
+        raise ValueError(
+            f"need equally long, non-empty labels and scores (got {len(y)} and {len(s)})"
+        )
     if not set(np.unique(y)) <= {0, 1}:
         raise ValueError("labels must be 0/1")
     # Brier, log loss and calibration only mean something for probabilities.
@@ -42,7 +50,9 @@ def calibration_bins(y_true, scores, n_bins: int = N_BINS) -> pd.DataFrame:
     y, s = _check(y_true, scores)
     bin_index = np.minimum((s * n_bins).astype(int), n_bins - 1)
     frame = pd.DataFrame({"bin": bin_index, "score": s, "label": y})
-    return frame.groupby("bin").agg(rows=("label", "size"), mean_score=("score", "mean"), positive_rate=("label", "mean"))
+    return frame.groupby("bin").agg(
+        rows=("label", "size"), mean_score=("score", "mean"), positive_rate=("label", "mean")
+    )
 
 
 def expected_calibration_error(y_true, scores, n_bins: int = N_BINS) -> float:
@@ -74,7 +84,9 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {
         "test_auc": float(roc_auc_score(y, s)) if both_classes else math.nan,
         # With no positives, average precision is undefined (sklearn would warn and return 0).
-        "test_average_precision": float(average_precision_score(y, s)) if (y == 1).any() else math.nan,
+        "test_average_precision": float(average_precision_score(y, s))
+        if (y == 1).any()
+        else math.nan,
         "test_log_loss": float(log_loss(y, s, labels=[0, 1])),
         "test_brier_score": float(np.mean((s - y) ** 2)),
         "test_expected_calibration_error": expected_calibration_error(y, s),
@@ -101,7 +113,13 @@ def evaluation_figures(y_true, scores, feature_importance: dict[str, float]) -> 
     else:  # a figure that says why it is empty beats a failed training run
         ax.text(0.5, 0.6, "ROC undefined: one class only", ha="center")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC curve", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(
+        xlabel="False positive rate",
+        ylabel="True positive rate",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax.legend(loc="lower right")
     figures["roc_curve.png"] = fig
 
@@ -115,7 +133,13 @@ def evaluation_figures(y_true, scores, feature_importance: dict[str, float]) -> 
         ax.text(0.5, 0.6, "PR curve undefined: no positives", ha="center")
     # A classifier that flags at random has precision equal to the base rate at every recall.
     ax.axhline(base_rate, linestyle="--", color="grey", label=f"base rate = {base_rate:.3f}")
-    ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall curve", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(
+        xlabel="Recall",
+        ylabel="Precision",
+        title="Precision-recall curve",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax.legend(loc="upper right")
     figures["precision_recall_curve.png"] = fig
 
@@ -123,8 +147,15 @@ def evaluation_figures(y_true, scores, feature_importance: dict[str, float]) -> 
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     bins = calibration_bins(y, s)
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    top.plot(bins["mean_score"], bins["positive_rate"], marker="o", label=f"model (ECE = {expected_calibration_error(y, s):.3f})")
-    top.set(ylabel="Observed positive rate", title="Calibration (reliability diagram)", ylim=(0, 1.02))
+    top.plot(
+        bins["mean_score"],
+        bins["positive_rate"],
+        marker="o",
+        label=f"model (ECE = {expected_calibration_error(y, s):.3f})",
+    )
+    top.set(
+        ylabel="Observed positive rate", title="Calibration (reliability diagram)", ylim=(0, 1.02)
+    )
     top.legend(loc="upper left")
     # The histogram shows how many rows stand behind each point: a badly placed but empty bin matters little.
     bottom.hist(s, bins=np.linspace(0, 1, N_BINS + 1), color="tab:blue", edgecolor="white")
@@ -151,5 +182,7 @@ def permutation_importance_by_auc(
     y = np.asarray(y_test).astype(int).ravel()
     if len(np.unique(y)) < 2:
         return {str(name): math.nan for name in X_test.columns}
-    result = permutation_importance(model, X_test, y, scoring="roc_auc", n_repeats=repeats, random_state=seed)
+    result = permutation_importance(
+        model, X_test, y, scoring="roc_auc", n_repeats=repeats, random_state=seed
+    )
     return {str(name): float(value) for name, value in zip(X_test.columns, result.importances_mean)}

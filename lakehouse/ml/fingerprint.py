@@ -78,7 +78,9 @@ def canonical_training_set(df: pd.DataFrame, feature_names: list[str]) -> pd.Dat
             LABEL: df[LABEL].astype("int64").to_numpy(),
         }
     )
-    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype(
+        "datetime64[us, UTC]"
+    )
     for name in feature_names:
         out[name] = df[name].astype("float64").to_numpy()
     return out.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)
@@ -90,7 +92,9 @@ def content_sha256(df: pd.DataFrame, form: str = CURRENT_FORM) -> str:
         return _canonical_v1_sha256(df)
     if form == ARROW_IPC:
         return _arrow_ipc_sha256(df)
-    raise UnknownHashForm(f"training-set hash form {form!r} is not one this version knows ({', '.join(FORMS)})")
+    raise UnknownHashForm(
+        f"training-set hash form {form!r} is not one this version knows ({', '.join(FORMS)})"
+    )
 
 
 def _arrow_ipc_sha256(df: pd.DataFrame) -> str:
@@ -143,7 +147,9 @@ def _logical_type(name: str, column: pd.Series) -> str:
     if isinstance(dtype, pd.DatetimeTZDtype):
         return "timestamp_us_utc"
     if types.is_bool_dtype(dtype) or types.is_datetime64_dtype(dtype):
-        raise ValueError(f"column {name!r} is {dtype}: canonical-v1 defines no encoding for it (timestamps must carry a time zone)")
+        raise ValueError(
+            f"column {name!r} is {dtype}: canonical-v1 defines no encoding for it (timestamps must carry a time zone)"
+        )
     if types.is_integer_dtype(dtype):
         return "int64"
     if types.is_float_dtype(dtype):
@@ -165,9 +171,9 @@ def _encoded_rows(df: pd.DataFrame, types: list[str]) -> list[bytes]:
         if run:
             block = np.empty((n, _CELL * len(run)), dtype=np.uint8)
             for j, (name, logical) in enumerate(run):
-                block[:, _CELL * j:_CELL * (j + 1)] = _fixed_cells(df[name], logical)
+                block[:, _CELL * j : _CELL * (j + 1)] = _fixed_cells(df[name], logical)
             data, width = block.tobytes(), block.shape[1]
-            parts.append([data[i * width:(i + 1) * width] for i in range(n)])
+            parts.append([data[i * width : (i + 1) * width] for i in range(n)])
             run.clear()
 
     for name, logical in zip(df.columns, types):
@@ -198,7 +204,9 @@ def _fixed_cells(column: pd.Series, logical: str) -> np.ndarray:
     else:  # timestamp_us_utc
         utc = column.dt.tz_convert("UTC")
         ticks = utc.array.asi8  # since the epoch, in the column's own unit
-        times, per = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}[utc.dt.unit]
+        times, per = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}[
+            utc.dt.unit
+        ]
         payload = (ticks * times // per).astype(">i8")  # floor division: floored to the microsecond
     cells = np.zeros((len(column), _CELL), dtype=np.uint8)
     cells[:, 0] = np.where(null, 0, _PRESENT)
@@ -216,6 +224,8 @@ def _string_cells(name: str, column: pd.Series) -> list[bytes]:
     cells = []
     for value in values.tolist():
         if not isinstance(value, str):
-            raise ValueError(f"column {name!r} holds {type(value).__name__} {value!r}: canonical-v1 strings are text or null")
+            raise ValueError(
+                f"column {name!r} holds {type(value).__name__} {value!r}: canonical-v1 strings are text or null"
+            )
         cells.append(bytes([_PRESENT]) + _text(value))
     return np.array(cells + [_NULL], dtype=object)[codes].tolist()  # code -1 takes the last: null

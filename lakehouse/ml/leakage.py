@@ -13,24 +13,34 @@ from datetime import timedelta
 import pandas as pd
 
 
-
 class LeakageError(Exception):
     pass
 
 
-def leakage_violations(frame: pd.DataFrame, ttl_by_view: dict[str, timedelta | None], entity_timestamp: str = "event_timestamp") -> dict[str, dict[str, int]]:
+def leakage_violations(
+    frame: pd.DataFrame,
+    ttl_by_view: dict[str, timedelta | None],
+    entity_timestamp: str = "event_timestamp",
+) -> dict[str, dict[str, int]]:
     """Per feature view: rows whose feature row is from after the entity time, or older than the TTL."""
-    from lakehouse.features.feast_delta import FEATURE_TIMESTAMP_SUFFIX  # here: it imports Feast, and Dagster imports this module
+    from lakehouse.features.feast_delta import (
+        FEATURE_TIMESTAMP_SUFFIX,
+    )  # here: it imports Feast, and Dagster imports this module
 
     entity_ts = pd.to_datetime(frame[entity_timestamp], utc=True)
     violations = {}
     for view, ttl in ttl_by_view.items():
         column = f"{view}{FEATURE_TIMESTAMP_SUFFIX}"
         if column not in frame.columns:
-            raise LeakageError(f"training set has no {column!r}: retrieve it with feature_timestamps=True to audit it")
+            raise LeakageError(
+                f"training set has no {column!r}: retrieve it with feature_timestamps=True to audit it"
+            )
         feature_ts = pd.to_datetime(frame[column], utc=True)
         future = int((feature_ts > entity_ts).sum())
         stale = int((feature_ts < entity_ts - ttl).sum()) if ttl else 0
         if future or stale:
-            violations[view] = {"rows_with_future_features": future, "rows_with_features_older_than_ttl": stale}
+            violations[view] = {
+                "rows_with_future_features": future,
+                "rows_with_features_older_than_ttl": stale,
+            }
     return violations

@@ -63,14 +63,21 @@ class TrainingLineage:
         }
         for t in self.inputs:
             prefix = f"{TAG}.input.{t.role}"
-            tags |= {f"{prefix}.table": t.name, f"{prefix}.uri": public_uri(t.uri), f"{prefix}.version": str(t.version), f"{prefix}.rows": str(t.rows)}
+            tags |= {
+                f"{prefix}.table": t.name,
+                f"{prefix}.uri": public_uri(t.uri),
+                f"{prefix}.version": str(t.version),
+                f"{prefix}.rows": str(t.rows),
+            }
         return tags
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> TrainingLineage:
         roles = [r for r in tags.get(f"{TAG}.inputs", "").split(",") if r]
         if not roles or f"{TAG}.training_set.sha256" not in tags:
-            raise LookupError("this run has no lakehouse lineage tags (was it logged by the training asset?)")
+            raise LookupError(
+                "this run has no lakehouse lineage tags (was it logged by the training asset?)"
+            )
         inputs = tuple(
             InputTable(
                 role=role,
@@ -88,7 +95,9 @@ class TrainingLineage:
             feature_service=tags[f"{TAG}.feature_service"],
             feature_refs=tuple(r for r in tags.get(f"{TAG}.feature_refs", "").split(",") if r),
             feast_project=tags[f"{TAG}.feast_project"],
-            training_set_hash_form=tags.get(HASH_FORM_TAG, ARROW_IPC),  # runs logged before forms were recorded
+            training_set_hash_form=tags.get(
+                HASH_FORM_TAG, ARROW_IPC
+            ),  # runs logged before forms were recorded
         )
 
     def input(self, role: str) -> InputTable:
@@ -99,10 +108,15 @@ def git_state() -> dict[str, str]:
     """The code version: commit and whether the work tree had uncommitted changes."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
-        return {"mlflow.source.git.commit": git("rev-parse", "HEAD"), f"{TAG}.git.dirty": str(bool(git("status", "--porcelain")))}
+        return {
+            "mlflow.source.git.commit": git("rev-parse", "HEAD"),
+            f"{TAG}.git.dirty": str(bool(git("status", "--porcelain"))),
+        }
     except (OSError, subprocess.CalledProcessError):
         return {f"{TAG}.git.commit": "unknown"}
 
@@ -122,7 +136,11 @@ def log_lineage(lineage: TrainingLineage, extra_tags: dict[str, str]) -> dict[st
     tags = lineage.to_tags() | git_state() | extra_tags
     mlflow.set_tags(tags)
     inputs = list(lineage.inputs)
-    mlflow.log_inputs([input_dataset(t) for t in inputs], contexts=[t.role for t in inputs], tags_list=[None] * len(inputs))
+    mlflow.log_inputs(
+        [input_dataset(t) for t in inputs],
+        contexts=[t.role for t in inputs],
+        tags_list=[None] * len(inputs),
+    )
     return tags
 
 
@@ -136,9 +154,16 @@ def input_dataset(table: InputTable):
 
     source_cls, dataset_cls = _dataset_classes()
     columns = _arrow_schema(table)
-    schema = Schema([ColSpec(_mlflow_type(f.type), f.name, required=not f.nullable) for f in columns])
+    schema = Schema(
+        [ColSpec(_mlflow_type(f.type), f.name, required=not f.nullable) for f in columns]
+    )
     profile = {"num_rows": table.rows, "num_columns": len(columns), "delta_version": table.version}
-    return dataset_cls(source_cls(public_uri(table.uri), table.version), name=f"{table.name}@v{table.version}", schema=schema, profile=profile)
+    return dataset_cls(
+        source_cls(public_uri(table.uri), table.version),
+        name=f"{table.name}@v{table.version}",
+        schema=schema,
+        profile=profile,
+    )
 
 
 def _arrow_schema(table: InputTable):
@@ -148,7 +173,9 @@ def _arrow_schema(table: InputTable):
     known = {s.name: s for s in vars(schemas).values() if isinstance(s, schemas.TableSchema)}
     if table.name in known:
         return known[table.name].arrow()
-    from lakehouse.tables.storage import read_dataset  # deltalake: only for a table this project has no schema of
+    from lakehouse.tables.storage import (
+        read_dataset,
+    )  # deltalake: only for a table this project has no schema of
 
     return read_dataset(table.uri, table.version).schema  # the log's metadata, no data file is read
 
@@ -205,7 +232,9 @@ def _dataset_classes():
 
         @classmethod
         def _resolve(cls, raw_source):
-            raise NotImplementedError("a Delta table version is given explicitly, never resolved from a raw source")
+            raise NotImplementedError(
+                "a Delta table version is given explicitly, never resolved from a raw source"
+            )
 
         def to_dict(self) -> dict:
             return {"uri": self.uri, "delta_table_version": self.version}
@@ -245,18 +274,27 @@ class TableVersion:
     version: int
 
 
-def computed_from(uri: str, version: int, storage_options: dict[str, str] | None = None) -> dict[str, int] | None:
+def computed_from(
+    uri: str, version: int, storage_options: dict[str, str] | None = None
+) -> dict[str, int] | None:
     """The input tables and versions the rows of `uri` at `version` were computed from, or None if unknown.
 
     Those the newest commit at or before `version` that wrote rows recorded (INPUTS_KEY); a
     compaction or a settings change since then changed no row. None when that commit recorded
     nothing: a table written before inputs were recorded, or by another writer.
     """
-    from lakehouse.tables.storage import INPUTS_KEY, DeltaStore  # deltalake: not needed to read a run's tags
+    from lakehouse.tables.storage import (
+        INPUTS_KEY,
+        DeltaStore,
+    )  # deltalake: not needed to read a run's tags
 
     root, table = uri.rstrip("/").rsplit("/", 1)
     store = DeltaStore(root, storage_options)
-    for limit in (1, 16, None):  # usually the commit of `version` itself: read no more of the log than needed
+    for limit in (
+        1,
+        16,
+        None,
+    ):  # usually the commit of `version` itself: read no more of the log than needed
         commits = store.history(table, version, limit)
         for commit in commits:
             if INPUTS_KEY in commit:

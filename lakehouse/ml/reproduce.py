@@ -28,7 +28,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lakehouse.config import public_uri
-from lakehouse.ml.fingerprint import FORMS, content_sha256  # pandas and Arrow only once a hash is taken
+from lakehouse.ml.fingerprint import (
+    FORMS,
+    content_sha256,
+)  # pandas and Arrow only once a hash is taken
 from lakehouse.ml.lineage import EXPERIMENT, SNAPSHOT_ARTIFACT, TrainingLineage
 
 if TYPE_CHECKING:
@@ -61,7 +64,13 @@ class _StoredRun:
 
     @classmethod
     def of(cls, run) -> _StoredRun:  # an mlflow.entities.Run
-        return cls(run.info.run_id, run.info.start_time, run.info.artifact_uri, run.data.tags, run.data.metrics)
+        return cls(
+            run.info.run_id,
+            run.info.start_time,
+            run.info.artifact_uri,
+            run.data.tags,
+            run.data.metrics,
+        )
 
 
 class _NotReadableHere(Exception):
@@ -90,7 +99,9 @@ class _LocalStore:
         """The local store behind `tracking_uri`, or None when only MlflowClient can read it."""
         if not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
             return None
-        if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1"):
+        if os.environ.get("MLFLOW_WORKSPACE") or os.environ.get(
+            "MLFLOW_ENABLE_WORKSPACES", ""
+        ).lower() in ("true", "1"):
             return None  # workspace scoping is MLflow's to apply
         return cls(Path(tracking_uri.removeprefix("sqlite:///")))
 
@@ -100,13 +111,26 @@ class _LocalStore:
             # mode=ro: never create the file or take a write lock (MlflowClient would create and migrate it).
             conn = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
             try:
-                conn.execute("BEGIN")  # one snapshot for the three queries, even while a run is being logged
-                if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [(self.SCHEMA_REVISION,)]:
-                    raise _NotReadableHere(f"{self.db} is not at schema revision {self.SCHEMA_REVISION}")
-                found = conn.execute(f"SELECT r.run_uuid, r.start_time, r.artifact_uri FROM runs r WHERE {where} {order_limit}", params).fetchall()
-                tag_rows = conn.execute(f"SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE {where}", params).fetchall()
+                conn.execute(
+                    "BEGIN"
+                )  # one snapshot for the three queries, even while a run is being logged
+                if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [
+                    (self.SCHEMA_REVISION,)
+                ]:
+                    raise _NotReadableHere(
+                        f"{self.db} is not at schema revision {self.SCHEMA_REVISION}"
+                    )
+                found = conn.execute(
+                    f"SELECT r.run_uuid, r.start_time, r.artifact_uri FROM runs r WHERE {where} {order_limit}",
+                    params,
+                ).fetchall()
+                tag_rows = conn.execute(
+                    f"SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE {where}",
+                    params,
+                ).fetchall()
                 metric_rows = conn.execute(
-                    f"SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m JOIN runs r ON r.run_uuid = m.run_uuid WHERE {where}", params
+                    f"SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m JOIN runs r ON r.run_uuid = m.run_uuid WHERE {where}",
+                    params,
                 ).fetchall()
             finally:
                 conn.close()
@@ -120,7 +144,10 @@ class _LocalStore:
         for run_id, key, value, is_nan in metric_rows:
             if run_id in metrics:
                 metrics[run_id][key] = float("nan") if is_nan else value
-        return [_StoredRun(run_id, start, uri, tags[run_id], metrics[run_id]) for run_id, start, uri in found]
+        return [
+            _StoredRun(run_id, start, uri, tags[run_id], metrics[run_id])
+            for run_id, start, uri in found
+        ]
 
     def get_run(self, run_id: str) -> _StoredRun | None:
         if not self.db.exists():
@@ -133,11 +160,11 @@ class _LocalStore:
         """search_runs(filter "status = 'FINISHED'", active runs only, order "start_time DESC"), first page."""
         if not self.db.exists():
             return []  # MlflowClient would create an empty store here first; nothing to list either way
-        where = (
-            "r.experiment_id IN (SELECT experiment_id FROM experiments WHERE name = ?) AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
-        )
+        where = "r.experiment_id IN (SELECT experiment_id FROM experiments WHERE name = ?) AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
         # MLflow sorts nulls last and breaks ties by run id.
-        order = f"ORDER BY r.start_time IS NULL, r.start_time DESC, r.run_uuid LIMIT {self.MAX_RESULTS}"
+        order = (
+            f"ORDER BY r.start_time IS NULL, r.start_time DESC, r.run_uuid LIMIT {self.MAX_RESULTS}"
+        )
         return self._runs(where, (experiment,), order)
 
 
@@ -147,7 +174,9 @@ def _local_path(artifact_uri: str | None) -> Path | None:
         return None
     parts = urlsplit(artifact_uri)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and not parts.query:
-        from urllib.request import url2pathname  # imported here: it brings http.client and email, `lakehouse runs` needs neither
+        from urllib.request import (
+            url2pathname,
+        )  # imported here: it brings http.client and email, `lakehouse runs` needs neither
 
         return Path(url2pathname(parts.path))
     if not parts.scheme and artifact_uri.startswith("/"):
@@ -196,15 +225,29 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
     for t in lineage.inputs:
         try:
             version = table_version(t.uri)
-        except Exception as exc:  # deltalake raises several types for a store it cannot reach or read
-            raise ReproductionError(f"input table {t.name} cannot be read at {t.uri}, where the run read it: {exc}") from exc
+        except (
+            Exception
+        ) as exc:  # deltalake raises several types for a store it cannot reach or read
+            raise ReproductionError(
+                f"input table {t.name} cannot be read at {t.uri}, where the run read it: {exc}"
+            ) from exc
         if version is None:
-            raise ReproductionError(f"input table {t.name} is gone: no Delta table at {t.uri}, where the run read it")
+            raise ReproductionError(
+                f"input table {t.name} is gone: no Delta table at {t.uri}, where the run read it"
+            )
         try:
             dataset = read_dataset(t.uri, t.version)
-        except Exception as exc:  # deltalake raises several types for a version whose log entries are gone
-            raise ReproductionError(f"input table {t.name} version {t.version} is no longer in its Delta log at {t.uri}: {exc}") from exc
-        missing = [f.path for f in dataset.filesystem.get_file_info(dataset.files) if f.type == pafs.FileType.NotFound]
+        except (
+            Exception
+        ) as exc:  # deltalake raises several types for a version whose log entries are gone
+            raise ReproductionError(
+                f"input table {t.name} version {t.version} is no longer in its Delta log at {t.uri}: {exc}"
+            ) from exc
+        missing = [
+            f.path
+            for f in dataset.filesystem.get_file_info(dataset.files)
+            if f.type == pafs.FileType.NotFound
+        ]
         if missing:
             raise ReproductionError(
                 f"input table {t.name} version {t.version} is gone: {len(missing)} of its {len(dataset.files)} data files were "
@@ -213,7 +256,9 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
             )
         rows = dataset.count_rows()
         if rows != t.rows:
-            raise ReproductionError(f"input table {t.name} version {t.version} has {rows} rows, the run logged {t.rows}")
+            raise ReproductionError(
+                f"input table {t.name} version {t.version} has {rows} rows, the run logged {t.rows}"
+            )
 
 
 def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
@@ -226,7 +271,9 @@ def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
         try:
             return pd.read_parquet(path)
         except OSError as exc:
-            raise ReproductionError(f"run {run.run_id} has no training-set snapshot ({SNAPSHOT_ARTIFACT}): {exc}; try --rebuild") from exc
+            raise ReproductionError(
+                f"run {run.run_id} has no training-set snapshot ({SNAPSHOT_ARTIFACT}): {exc}; try --rebuild"
+            ) from exc
     # imported here: mlflow costs seconds to import and a local artifact store does not need it
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -235,7 +282,9 @@ def _snapshot(run: _StoredRun, tracking_uri: str) -> pd.DataFrame:
         try:
             path = MlflowClient(tracking_uri).download_artifacts(run.run_id, SNAPSHOT_ARTIFACT, tmp)
         except (MlflowException, OSError) as exc:
-            raise ReproductionError(f"run {run.run_id} has no training-set snapshot ({SNAPSHOT_ARTIFACT}): {exc}; try --rebuild") from exc
+            raise ReproductionError(
+                f"run {run.run_id} has no training-set snapshot ({SNAPSHOT_ARTIFACT}): {exc}; try --rebuild"
+            ) from exc
         return pd.read_parquet(path)
 
 
@@ -264,12 +313,16 @@ def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFr
     return build_training_set(store, lineage.inputs, lineage.feature_service).frame
 
 
-def training_set_of(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> pd.DataFrame:
+def training_set_of(
+    run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool = False
+) -> pd.DataFrame:
     """The run's training set, verified against the SHA-256 (in the run's hash form) and row count it logged."""
     return _verified_training_set(run_id, tracking_uri, data_dir, rebuild)[0]
 
 
-def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool) -> tuple[pd.DataFrame, TrainingLineage]:
+def _verified_training_set(
+    run_id: str, tracking_uri: str, data_dir: Path, rebuild: bool
+) -> tuple[pd.DataFrame, TrainingLineage]:
     run = _stored_run(tracking_uri, run_id)
     lineage = _lineage_of(run)
     form = lineage.training_set_hash_form
@@ -289,12 +342,21 @@ def _verified_training_set(run_id: str, tracking_uri: str, data_dir: Path, rebui
     return frame, lineage
 
 
-def reproduce(run_id: str, out: Path, tracking_uri: str, data_dir: Path, rebuild: bool = False) -> Reproduction:
+def reproduce(
+    run_id: str, out: Path, tracking_uri: str, data_dir: Path, rebuild: bool = False
+) -> Reproduction:
     """Write the run's verified training set to `out` (parquet); nothing is written if it cannot be verified."""
     frame, lineage = _verified_training_set(run_id, tracking_uri, data_dir, rebuild)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
-    return Reproduction(run_id, lineage.training_set_sha256, lineage.training_set_hash_form, len(frame), out, rebuild)
+    return Reproduction(
+        run_id,
+        lineage.training_set_sha256,
+        lineage.training_set_hash_form,
+        len(frame),
+        out,
+        rebuild,
+    )
 
 
 def _finished_runs(tracking_uri: str) -> list[_StoredRun]:
@@ -312,7 +374,14 @@ def _finished_runs(tracking_uri: str) -> list[_StoredRun]:
     if experiment is None:
         return []
     finished = "attributes.status = 'FINISHED'"
-    return [_StoredRun.of(run) for run in client.search_runs([experiment.experiment_id], filter_string=finished, order_by=["attributes.start_time DESC"])]
+    return [
+        _StoredRun.of(run)
+        for run in client.search_runs(
+            [experiment.experiment_id],
+            filter_string=finished,
+            order_by=["attributes.start_time DESC"],
+        )
+    ]
 
 
 def training_runs(tracking_uri: str) -> list[dict]:

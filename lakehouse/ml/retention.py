@@ -74,7 +74,9 @@ def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> li
     (cleaned_events, raw_events: see lakehouse.ml.lineage.upstream_of), so the run stays
     traceable, and rebuildable, down to the raw lines.
     """
-    from mlflow.tracking import MlflowClient  # here: every Dagster process imports this module, few call it
+    from mlflow.tracking import (
+        MlflowClient,
+    )  # here: every Dagster process imports this module, few call it
 
     client = MlflowClient(tracking_uri)
     pins: list[Pin] = []
@@ -93,7 +95,9 @@ def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> li
     try:
         # Ordered by what never changes, so that a version updated mid-listing keeps its place in the pages.
         order = ["creation_timestamp ASC", "name ASC", "version_number ASC"]
-        for mv in every_result(client.search_model_versions, order_by=order):  # every version of every registered model
+        for mv in every_result(
+            client.search_model_versions, order_by=order
+        ):  # every version of every registered model
             if mv.run_id:
                 pin_run(mv.run_id, f"model {mv.name} v{mv.version}")
         experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -128,7 +132,11 @@ def delta_tables(root: str) -> list[str]:
     entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     folders = [e for e in entries if e.type == pafs.FileType.Directory]
     logs = fs.get_file_info([f"{e.path}/_delta_log" for e in folders])
-    return sorted(f"{root.rstrip('/')}/{e.base_name}" for e, log in zip(folders, logs) if log.type == pafs.FileType.Directory)
+    return sorted(
+        f"{root.rstrip('/')}/{e.base_name}"
+        for e, log in zip(folders, logs)
+        if log.type == pafs.FileType.Directory
+    )
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,13 @@ class TableMaintenance:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def maintain_table(uri: str, pins: list[Pin], retention_hours: int, *, min_retention_hours: int = MIN_RETENTION_HOURS) -> TableMaintenance:
+def maintain_table(
+    uri: str,
+    pins: list[Pin],
+    retention_hours: int,
+    *,
+    min_retention_hours: int = MIN_RETENTION_HOURS,
+) -> TableMaintenance:
     """Compact, then vacuum files older than `retention_hours` that no kept version references.
 
     A retention shorter than the longest write in flight could delete files an uncommitted writer
@@ -161,17 +175,41 @@ def maintain_table(uri: str, pins: list[Pin], retention_hours: int, *, min_reten
     table = DeltaTable(uri)
     before = table.version()
     if table.metadata().configuration.get(LOG_CLEANUP) != "false":
-        with_commit_retries(lambda: DeltaTable(uri).alter.set_table_properties({LOG_CLEANUP: "false"}))
+        with_commit_retries(
+            lambda: DeltaTable(uri).alter.set_table_properties({LOG_CLEANUP: "false"})
+        )
     compacted = with_commit_retries(lambda: DeltaTable(uri).optimize.compact())["numFilesRemoved"]
     table = DeltaTable(uri)
     kept = tuple(sorted({p.version for p in pins if p.version <= table.version()}))
     # Delta's own check would refuse anything under the table's 7-day default; the floor above replaces it.
     # full=True also removes files no commit ever referenced (a writer killed mid-write).
-    vacuumed = table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True, keep_versions=list(kept))
+    vacuumed = table.vacuum(
+        retention_hours=retention_hours,
+        dry_run=False,
+        enforce_retention_duration=False,
+        full=True,
+        keep_versions=list(kept),
+    )
     pinned_by = tuple(sorted({f"v{p.version}: {p.reason}" for p in pins}))
-    return TableMaintenance(uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept, pinned_by)
+    return TableMaintenance(
+        uri, before, DeltaTable(uri).version(), int(compacted), len(vacuumed), kept, pinned_by
+    )
 
 
-def maintain_lake(root: str, pins: list[Pin], retention_hours: int, *, min_retention_hours: int = MIN_RETENTION_HOURS) -> list[TableMaintenance]:
+def maintain_lake(
+    root: str,
+    pins: list[Pin],
+    retention_hours: int,
+    *,
+    min_retention_hours: int = MIN_RETENTION_HOURS,
+) -> list[TableMaintenance]:
     by_table = pins_by_table(pins)
-    return [maintain_table(uri, by_table.get(table_key(uri), []), retention_hours, min_retention_hours=min_retention_hours) for uri in delta_tables(root)]
+    return [
+        maintain_table(
+            uri,
+            by_table.get(table_key(uri), []),
+            retention_hours,
+            min_retention_hours=min_retention_hours,
+        )
+        for uri in delta_tables(root)
+    ]

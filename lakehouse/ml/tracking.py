@@ -27,7 +27,9 @@ from lakehouse.ml.training import TEST_SHARE, TrainedModel
 # HistGradientBoostingClassifier's tree nodes, which skops must be told to load.
 _SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 # What loading the model needs, at the versions uv.lock pins (MLflow would otherwise infer them, slowly).
-_MODEL_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "scipy", "pandas", "skops")]
+_MODEL_REQUIREMENTS = [
+    f"{name}=={version(name)}" for name in ("scikit-learn", "numpy", "scipy", "pandas", "skops")
+]
 # The registry alias of the version that serves; see `promote`.
 CHAMPION = "champion"
 # MLflow shows this run tag as the run's description.
@@ -55,7 +57,9 @@ def training_params(trained: TrainedModel, training_set: pd.DataFrame) -> dict[s
     }
 
 
-def run_description(run_id: str, trained: TrainedModel, training_set: pd.DataFrame, lineage: TrainingLineage) -> str:
+def run_description(
+    run_id: str, trained: TrainedModel, training_set: pd.DataFrame, lineage: TrainingLineage
+) -> str:
     """Markdown for the run and its model version: what it predicts, on which window and features, how to get its data back."""
     params = training_params(trained, training_set)
     auc = trained.metrics.get("test_auc", math.nan)
@@ -121,7 +125,9 @@ def log_training_run(
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     client.update_model_version(REGISTERED_MODEL, version, description=description)
-    client.update_registered_model(REGISTERED_MODEL, description=registered_model_description(lineage.feature_service))
+    client.update_registered_model(
+        REGISTERED_MODEL, description=registered_model_description(lineage.feature_service)
+    )
     return LoggedRun(run.info.run_id, version)
 
 

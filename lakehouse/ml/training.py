@@ -29,14 +29,20 @@ class TrainedModel:
     importance: dict[str, float]  # mean drop in test AUC when the feature is shuffled
 
 
-def temporal_split(df: pd.DataFrame, test_share: float = TEST_SHARE) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+def temporal_split(
+    df: pd.DataFrame, test_share: float = TEST_SHARE
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Train on the earlier prediction times, test on the later ones (never a random split)."""
     times = np.sort(df["event_timestamp"].unique())
     if len(times) < 2:
         raise ValueError("need at least two prediction times for a temporal split")
     split_index = min(len(times) - 1, max(1, int(round(len(times) * (1 - test_share)))))
     split_time = pd.Timestamp(times[split_index])
-    return df[df["event_timestamp"] < split_time], df[df["event_timestamp"] >= split_time], split_time
+    return (
+        df[df["event_timestamp"] < split_time],
+        df[df["event_timestamp"] >= split_time],
+        split_time,
+    )
 
 
 def train_purchase_model(training_set: pd.DataFrame, feature_names: list[str]) -> TrainedModel:
@@ -45,6 +51,14 @@ def train_purchase_model(training_set: pd.DataFrame, feature_names: list[str]) -
     model.fit(train[feature_names], train[LABEL])
     labels = test[LABEL].to_numpy()
     scores = model.predict_proba(test[feature_names])[:, 1]
-    metrics = {"train_rows": float(len(train)), "test_rows": float(len(test)), "test_positive_rate": float(labels.mean())} | evaluate(labels, scores)
-    importance = permutation_importance_by_auc(model, test[feature_names], labels) if len(np.unique(labels)) == 2 else {}
+    metrics = {
+        "train_rows": float(len(train)),
+        "test_rows": float(len(test)),
+        "test_positive_rate": float(labels.mean()),
+    } | evaluate(labels, scores)
+    importance = (
+        permutation_importance_by_auc(model, test[feature_names], labels)
+        if len(np.unique(labels)) == 2
+        else {}
+    )
     return TrainedModel(model, feature_names, metrics, split_time, labels, scores, importance)

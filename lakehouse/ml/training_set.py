@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lakehouse.features.feature_store import FEATURE_SERVICE, SourcePin, feature_names, feature_refs, historical_features, service_sources
+from lakehouse.features.feature_store import (
+    FEATURE_SERVICE,
+    SourcePin,
+    feature_names,
+    feature_refs,
+    historical_features,
+    service_sources,
+)
 from lakehouse.ml.fingerprint import CURRENT_FORM, canonical_training_set, content_sha256
 from lakehouse.ml.leakage import leakage_violations
 from lakehouse.ml.lineage import InputTable, TrainingLineage, computed_from
@@ -28,7 +35,9 @@ class MixedInputVersionsError(ValueError):
     """The training tables were not all computed from one cleaned_events version: nothing is trained."""
 
 
-def current_inputs(delta: DeltaStore, feast_store, service_name: str = FEATURE_SERVICE) -> tuple[InputTable, ...]:
+def current_inputs(
+    delta: DeltaStore, feast_store, service_name: str = FEATURE_SERVICE
+) -> tuple[InputTable, ...]:
     """The labels table and every feature view's source table, each at its current version, all computed
     from one cleaned_events version (else MixedInputVersionsError)."""
     labels_uri = delta.uri(TRAINING_LABELS.name)
@@ -40,7 +49,9 @@ def current_inputs(delta: DeltaStore, feast_store, service_name: str = FEATURE_S
     return tuple(inputs)
 
 
-def shared_cleaned_events_version(inputs: tuple[InputTable, ...], storage_options: dict[str, str] | None = None) -> int:
+def shared_cleaned_events_version(
+    inputs: tuple[InputTable, ...], storage_options: dict[str, str] | None = None
+) -> int:
     """The one cleaned_events version every input table at its version was computed from.
 
     Raises MixedInputVersionsError, one line naming each table and its cleaned_events version, when
@@ -49,10 +60,16 @@ def shared_cleaned_events_version(inputs: tuple[InputTable, ...], storage_option
     taken to agree: rematerializing it with the others records the version. Compaction and other
     commits that change no row do not count (see lakehouse.ml.lineage.computed_from).
     """
-    versions = {t: (computed_from(t.uri, t.version, storage_options) or {}).get(CLEANED_EVENTS) for t in inputs}
+    versions = {
+        t: (computed_from(t.uri, t.version, storage_options) or {}).get(CLEANED_EVENTS)
+        for t in inputs
+    }
     if len(set(versions.values())) == 1 and None not in versions.values():
         return next(iter(versions.values()))
-    described = ", ".join(f"{t.name} v{t.version} from {CLEANED_EVENTS} {'unknown (none recorded)' if v is None else f'v{v}'}" for t, v in versions.items())
+    described = ", ".join(
+        f"{t.name} v{t.version} from {CLEANED_EVENTS} {'unknown (none recorded)' if v is None else f'v{v}'}"
+        for t, v in versions.items()
+    )
     raise MixedInputVersionsError(
         f"training refused: its tables do not come from one {CLEANED_EVENTS} version ({described}); "
         f"rematerialize {', '.join(t.name for t in inputs)} together"
@@ -63,26 +80,44 @@ def _input(role: str, name: str, uri: str) -> InputTable:
     version = table_version(uri)
     if version is None:
         raise FileNotFoundError(f"input table {name} does not exist at {uri}")
-    return InputTable(role=role, name=name, uri=uri, version=version, rows=table_row_count(uri, version))
+    return InputTable(
+        role=role, name=name, uri=uri, version=version, rows=table_row_count(uri, version)
+    )
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    frame: pd.DataFrame  # canonical form: entity columns, label, features (see canonical_training_set)
-    leakage: dict[str, dict[str, int]]  # per feature view, rows that saw a future or stale feature row
+    frame: (
+        pd.DataFrame
+    )  # canonical form: entity columns, label, features (see canonical_training_set)
+    leakage: dict[
+        str, dict[str, int]
+    ]  # per feature view, rows that saw a future or stale feature row
 
 
-def build_training_set(feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingSet:
+def build_training_set(
+    feast_store, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE
+) -> TrainingSet:
     """Labels at their pinned version, joined point-in-time to the service's features at theirs, and audited."""
     labels = next(t for t in inputs if t.role == LABELS_ROLE)
-    entity_df = read_table(labels.uri, labels.version, list(TRAINING_LABELS.column_names)).to_pandas()  # + the join keys of other entities
+    entity_df = read_table(
+        labels.uri, labels.version, list(TRAINING_LABELS.column_names)
+    ).to_pandas()  # + the join keys of other entities
     pins = [SourcePin(t.role, t.uri, t.version) for t in inputs if t.role != LABELS_ROLE]
     joined = historical_features(feast_store, entity_df, pins, service_name)
     ttls = {fv.name: fv.ttl for fv in service_sources(feast_store, service_name)}
-    return TrainingSet(canonical_training_set(joined, feature_names(feast_store, service_name)), leakage_violations(joined, ttls))
+    return TrainingSet(
+        canonical_training_set(joined, feature_names(feast_store, service_name)),
+        leakage_violations(joined, ttls),
+    )
 
 
-def lineage_of(feast_store, training_set: pd.DataFrame, inputs: tuple[InputTable, ...], service_name: str = FEATURE_SERVICE) -> TrainingLineage:
+def lineage_of(
+    feast_store,
+    training_set: pd.DataFrame,
+    inputs: tuple[InputTable, ...],
+    service_name: str = FEATURE_SERVICE,
+) -> TrainingLineage:
     return TrainingLineage(
         inputs=inputs,
         training_set_sha256=content_sha256(training_set, CURRENT_FORM),

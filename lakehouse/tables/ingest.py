@@ -36,7 +36,11 @@ LINK = "a symbolic link: links are not followed"
 def day_of_folder(folder: Path) -> date | None:
     """The day a landing folder named date=YYYY-MM-DD holds; None for any other name."""
     try:
-        return date.fromisoformat(folder.name.removeprefix("date=")) if folder.name.startswith("date=") else None
+        return (
+            date.fromisoformat(folder.name.removeprefix("date="))
+            if folder.name.startswith("date=")
+            else None
+        )
     except ValueError:
         return None
 
@@ -56,7 +60,9 @@ def landed_days(landing: Path) -> dict[date, str]:
     for folder in sorted(landing.glob("date=*")):
         if _is_day_folder(folder) and (day := day_of_folder(folder)) is not None:
             files = sorted(f for f in folder.iterdir() if _is_landed_file(f))
-            days[day] = ";".join(f"{f.name}:{f.lstat().st_size}:{f.lstat().st_mtime_ns}" for f in files)
+            days[day] = ";".join(
+                f"{f.name}:{f.lstat().st_size}:{f.lstat().st_mtime_ns}" for f in files
+            )
     return days
 
 
@@ -97,7 +103,9 @@ def _file_bytes(folder: Path, name: str) -> bytes | None:
     try:
         folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd
+            )
         finally:
             os.close(folder_fd)
     except OSError:
@@ -136,7 +144,9 @@ def landed_lines(landing: Path, day: date) -> pa.Table:
     numbers: list[int] = []
     lines: list[str] = []
     undecodable: list[bytes | None] = []
-    for path in sorted(f for f in folder.iterdir() if _is_landed_file(f)) if _is_day_folder(folder) else []:
+    for path in (
+        sorted(f for f in folder.iterdir() if _is_landed_file(f)) if _is_day_folder(folder) else []
+    ):
         data = _file_bytes(folder, path.name)
         if data is None:
             continue  # reported by unreadable_entries
@@ -144,7 +154,9 @@ def landed_lines(landing: Path, day: date) -> pa.Table:
         if file_lines[-1] == b"":
             file_lines.pop()  # the newline that ends the last line does not start a new one
         try:
-            decoded: list[tuple[str, bytes | None]] = [(text, None) for text in data.decode("utf-8").split("\n")[: len(file_lines)]]
+            decoded: list[tuple[str, bytes | None]] = [
+                (text, None) for text in data.decode("utf-8").split("\n")[: len(file_lines)]
+            ]
         except UnicodeDecodeError:
             decoded = [_decoded(line) for line in file_lines]
         rel = str(path.relative_to(landing))
@@ -169,11 +181,15 @@ def ingested_rows(store: DeltaStore, version: int | None, days: list[date]) -> p
     if version is None:
         return RAW_EVENTS.arrow().empty_table()
     first, last = (pa.scalar(day, pa.date32()) for day in (days[0], days[-1]))
-    held = store.dataset(RAW_EVENTS.name, version).to_table(filter=(pc.field("ingest_date") >= first) & (pc.field("ingest_date") <= last))
+    held = store.dataset(RAW_EVENTS.name, version).to_table(
+        filter=(pc.field("ingest_date") >= first) & (pc.field("ingest_date") <= last)
+    )
     return held.select(list(RAW_EVENTS.column_names)).cast(RAW_EVENTS.arrow())
 
 
-def raw_partitions(landing: Path, days: list[date], ingested: pa.Table) -> tuple[dict[date, pa.Table], dict[str, str]]:
+def raw_partitions(
+    landing: Path, days: list[date], ingested: pa.Table
+) -> tuple[dict[date, pa.Table], dict[str, str]]:
     """Each day's raw_events rows under the landing contract (`appended_rows`), and the files that broke it.
 
     A day folder that is gone keeps the rows ingested from it; one that never landed is an error.
@@ -205,17 +221,25 @@ def appended_rows(ingested: pa.Table, landed: pa.Table) -> tuple[pa.Table, dict[
     rows = pa.concat_tables([ingested, landed.filter(pc.is_null(position))])
     gone = ingested.filter(pc.invert(pc.is_in(ingested_keys, value_set=landed_keys)))
     again = landed.filter(pc.is_valid(position))
-    changed = again.filter(pc.not_equal(_landed_bytes(again), _landed_bytes(ingested.take(position.drop_null()))))
-    return rows.sort_by([("source_file", "ascending"), ("line_number", "ascending")]), _broken_files(gone, changed, landed)
+    changed = again.filter(
+        pc.not_equal(_landed_bytes(again), _landed_bytes(ingested.take(position.drop_null())))
+    )
+    return rows.sort_by(
+        [("source_file", "ascending"), ("line_number", "ascending")]
+    ), _broken_files(gone, changed, landed)
 
 
 def _line_keys(rows: pa.Table) -> pa.ChunkedArray:
     # A file name holds no NUL.
-    return pc.binary_join_element_wise(rows["source_file"], pc.cast(rows["line_number"], pa.string()), "\x00")
+    return pc.binary_join_element_wise(
+        rows["source_file"], pc.cast(rows["line_number"], pa.string()), "\x00"
+    )
 
 
 def _landed_bytes(rows: pa.Table) -> pa.ChunkedArray:
-    return pc.if_else(pc.is_null(rows["raw_bytes"]), pc.cast(rows["raw_line"], pa.binary()), rows["raw_bytes"])
+    return pc.if_else(
+        pc.is_null(rows["raw_bytes"]), pc.cast(rows["raw_line"], pa.binary()), rows["raw_bytes"]
+    )
 
 
 def _broken_files(gone: pa.Table, changed: pa.Table, landed: pa.Table) -> dict[str, str]:
@@ -230,7 +254,9 @@ def _broken_files(gone: pa.Table, changed: pa.Table, landed: pa.Table) -> dict[s
         if "gone" in kinds and file in still_landed:
             how.append(f"{_lines(kinds['gone'])} gone")
         elif "gone" in kinds:
-            how.append(f"gone or empty ({len(kinds['gone'])} ingested line{'s' * (len(kinds['gone']) > 1)})")
+            how.append(
+                f"gone or empty ({len(kinds['gone'])} ingested line{'s' * (len(kinds['gone']) > 1)})"
+            )
         if "changed" in kinds:
             how.append(f"{_lines(kinds['changed'])} changed")
         broken[file] = ", ".join(how) + ": raw_events keeps the lines as ingested"

@@ -33,7 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
-from lakehouse.tables.storage import INPUTS_KEY, DateRange, DeltaStore, StaleInputError, TableMovedError, fault_point, recorded_scope
+from lakehouse.tables.storage import (
+    INPUTS_KEY,
+    DateRange,
+    DeltaStore,
+    StaleInputError,
+    TableMovedError,
+    fault_point,
+    recorded_scope,
+)
 
 if TYPE_CHECKING:
     from lakehouse.engines.batch import Batch
@@ -58,18 +66,31 @@ def batch_began(batch_id: str) -> datetime | None:
 
 def publication(batch_id: str, start: date, end: date) -> dict[str, str]:
     """What the cleaned_events commit of a batch records (step 2)."""
-    return {BATCH_KEY: json.dumps({"id": batch_id, "start": start.isoformat(), "end": end.isoformat()})}
+    return {
+        BATCH_KEY: json.dumps({"id": batch_id, "start": start.isoformat(), "end": end.isoformat()})
+    }
 
 
-def _publications(store: DeltaStore, version: int | None = None) -> Iterator[tuple[str, date, date, dict[str, int]]]:
+def _publications(
+    store: DeltaStore, version: int | None = None
+) -> Iterator[tuple[str, date, date, dict[str, int]]]:
     """Every publication in cleaned_events' log up to `version`, newest first: (batch id, start, end, input versions)."""
     for info in store.history(CLEANED_EVENTS.name, version):
         batch = json.loads(info.get(BATCH_KEY) or "null")
-        if batch is not None:  # else not a publication (compaction, or a table written before batches existed)
-            yield batch["id"], date.fromisoformat(batch["start"]), date.fromisoformat(batch["end"]), json.loads(info.get(INPUTS_KEY) or "{}")
+        if (
+            batch is not None
+        ):  # else not a publication (compaction, or a table written before batches existed)
+            yield (
+                batch["id"],
+                date.fromisoformat(batch["start"]),
+                date.fromisoformat(batch["end"]),
+                json.loads(info.get(INPUTS_KEY) or "{}"),
+            )
 
 
-def published_batches(store: DeltaStore, days: list[date], version: int | None = None) -> dict[date, str]:
+def published_batches(
+    store: DeltaStore, days: list[date], version: int | None = None
+) -> dict[date, str]:
     """For each of `days`, the batch whose cleaned_events commit last covered it, as of `version`."""
     wanted, found = set(days), {}
     for batch, start, end, _ in _publications(store, version):
@@ -85,52 +106,94 @@ def _days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _quarantine_rows(store: DeltaStore, start: date, end: date, version: int | None, columns: list[str] | None) -> pa.Table:
+def _quarantine_rows(
+    store: DeltaStore, start: date, end: date, version: int | None, columns: list[str] | None
+) -> pa.Table:
     """The quarantine's physical rows of event dates [start, end], with event_date and batch_id whatever `columns` asks."""
     dataset = store.dataset(QUARANTINE.name, version)
-    in_range = (pc.field("event_date") >= pa.scalar(start)) & (pc.field("event_date") <= pa.scalar(end))
+    in_range = (pc.field("event_date") >= pa.scalar(start)) & (
+        pc.field("event_date") <= pa.scalar(end)
+    )
     wanted = sorted({*(columns or QUARANTINE.column_names), "event_date", "batch_id"})
-    rows = dataset.to_table(filter=in_range, columns=[c for c in wanted if c in dataset.schema.names])
-    for name in [c for c in wanted if c not in rows.column_names]:  # a table written before the column existed
-        rows = rows.append_column(QUARANTINE.arrow().field(name).with_nullable(True), pa.nulls(rows.num_rows, QUARANTINE.arrow().field(name).type))
+    rows = dataset.to_table(
+        filter=in_range, columns=[c for c in wanted if c in dataset.schema.names]
+    )
+    for name in [
+        c for c in wanted if c not in rows.column_names
+    ]:  # a table written before the column existed
+        rows = rows.append_column(
+            QUARANTINE.arrow().field(name).with_nullable(True),
+            pa.nulls(rows.num_rows, QUARANTINE.arrow().field(name).type),
+        )
     return rows
 
 
 def _visible(rows: pa.Table, batches: dict[date, str]) -> pa.ChunkedArray:
     """Which rows readers see: their date's published batch, or legacy rows of a date no publication covers."""
-    published = pa.array([batches.get(d) for d in rows.column("event_date").to_pylist()], pa.string())
+    published = pa.array(
+        [batches.get(d) for d in rows.column("event_date").to_pylist()], pa.string()
+    )
     legacy = pc.and_(pc.is_null(published), pc.is_null(rows.column("batch_id")))
     return pc.or_(pc.fill_null(pc.equal(rows.column("batch_id"), published), False), legacy)
 
 
-def published_quarantine(store: DeltaStore, start: date, end: date, cleaned_version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+def published_quarantine(
+    store: DeltaStore,
+    start: date,
+    end: date,
+    cleaned_version: int | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
     """The quarantine rows of event dates [start, end] that belong to the published pair."""
     if store.version(QUARANTINE.name) is None:
-        return QUARANTINE.arrow().empty_table() if columns is None else QUARANTINE.arrow().empty_table().select(columns)
+        return (
+            QUARANTINE.arrow().empty_table()
+            if columns is None
+            else QUARANTINE.arrow().empty_table().select(columns)
+        )
     rows = _quarantine_rows(store, start, end, None, columns)
     kept = rows.filter(_visible(rows, published_batches(store, _days(start, end), cleaned_version)))
     return kept.select(columns or list(QUARANTINE.column_names))
 
 
-def publish_pair(store: DeltaStore, cleaned: Batch, quarantined: Batch, replace: DateRange, inputs: dict[str, int], batch_id: str) -> tuple[int, int]:
+def publish_pair(
+    store: DeltaStore,
+    cleaned: Batch,
+    quarantined: Batch,
+    replace: DateRange,
+    inputs: dict[str, int],
+    batch_id: str,
+) -> tuple[int, int]:
     """Publish a run's pair in the three steps above; the cleaned_events and quarantine versions they leave.
 
     Raises StaleInputError, having committed nothing visible, when a newer raw_events version
     already produced part of the range: the caller computes again from it.
     """
-    store.refuse_stale(CLEANED_EVENTS, replace, inputs)  # before step 1, which a refusal would leave behind
+    store.refuse_stale(
+        CLEANED_EVENTS, replace, inputs
+    )  # before step 1, which a refusal would leave behind
     quarantine_version = quarantined.commit(store, QUARANTINE, inputs=inputs, append=True)
     fault_point("between_quarantine_and_cleaned_commits")
     try:
-        cleaned_version = cleaned.commit(store, CLEANED_EVENTS, replace, inputs, properties=publication(batch_id, replace.start, replace.end))
+        cleaned_version = cleaned.commit(
+            store,
+            CLEANED_EVENTS,
+            replace,
+            inputs,
+            properties=publication(batch_id, replace.start, replace.end),
+        )
     except StaleInputError:
         discard_batch(store, batch_id, replace.start, replace.end)
         raise
     fault_point("between_cleaned_commit_and_settling")
-    return cleaned_version, settle_quarantine(store, replace.start, replace.end) or quarantine_version
+    return cleaned_version, settle_quarantine(
+        store, replace.start, replace.end
+    ) or quarantine_version
 
 
-def settle_quarantine(store: DeltaStore, start: date, end: date, now: datetime | None = None) -> int | None:
+def settle_quarantine(
+    store: DeltaStore, start: date, end: date, now: datetime | None = None
+) -> int | None:
     """Step 3 for event dates [start, end]: the new quarantine version, if anything was removed.
 
     A read-modify-write of the range: when another run changes the range in between, it is read again.
@@ -144,16 +207,24 @@ def settle_quarantine(store: DeltaStore, start: date, end: date, now: datetime |
         ever_published = {batch for batch, *_ in _publications(store)}
         visible = _visible(rows, published).to_pylist()
         kept = [
-            seen or (batch is not None and batch not in ever_published and not _abandoned(batch, now))
+            seen
+            or (batch is not None and batch not in ever_published and not _abandoned(batch, now))
             for seen, batch in zip(visible, rows.column("batch_id").to_pylist())
         ]
         if all(kept):
             return None
         try:
-            return store.write_arrow(QUARANTINE, rows.filter(pa.array(kept)), DateRange("event_date", start, end), read_version=version)
+            return store.write_arrow(
+                QUARANTINE,
+                rows.filter(pa.array(kept)),
+                DateRange("event_date", start, end),
+                read_version=version,
+            )
         except TableMovedError:
             continue  # another run appended or settled in the range meanwhile: settle what is there now
-    raise TableMovedError(f"{QUARANTINE.name}: {start}..{end} kept changing while it was settled ({SETTLE_ATTEMPTS} attempts); the next run settles it")
+    raise TableMovedError(
+        f"{QUARANTINE.name}: {start}..{end} kept changing while it was settled ({SETTLE_ATTEMPTS} attempts); the next run settles it"
+    )
 
 
 def _abandoned(batch_id: str, now: datetime) -> bool:
@@ -171,13 +242,20 @@ def discard_batch(store: DeltaStore, batch_id: str, start: date, end: date) -> N
         if not pc.any(mine).as_py():
             return
         try:
-            store.write_arrow(QUARANTINE, rows.filter(pc.invert(mine)), DateRange("event_date", start, end), read_version=version)
+            store.write_arrow(
+                QUARANTINE,
+                rows.filter(pc.invert(mine)),
+                DateRange("event_date", start, end),
+                read_version=version,
+            )
             return
         except TableMovedError:
             continue
 
 
-def unpublished_lines(store: DeltaStore, lines: dict[tuple[date, date], int], raw_version: int) -> dict[date, int]:
+def unpublished_lines(
+    store: DeltaStore, lines: dict[tuple[date, date], int], raw_version: int
+) -> dict[date, int]:
     """Of raw lines counted by (event date, ingest date), how many per event date no publication holds yet.
 
     A line of ingest date I is published on event date E when E's newest publication was computed
@@ -198,13 +276,19 @@ def unpublished_lines(store: DeltaStore, lines: dict[tuple[date, date], int], ra
         scope = recorded_scope(info)
         if scope is None:
             continue  # an append, or a commit from before scopes were recorded: when it wrote a date is not known
-        for day in [d for d in wanted_ingests if not isinstance(scope, DateRange) or scope.start <= d <= scope.end]:
+        for day in [
+            d
+            for d in wanted_ingests
+            if not isinstance(scope, DateRange) or scope.start <= d <= scope.end
+        ]:
             written_at[day] = info["version"]
             wanted_ingests.discard(day)
         if not wanted_ingests:
             break
     behind: dict[date, int] = {}
     for (event_date, ingest_date), count in lines.items():
-        if event_date not in published_from or published_from[event_date] < written_at.get(ingest_date, 0):
+        if event_date not in published_from or published_from[event_date] < written_at.get(
+            ingest_date, 0
+        ):
             behind[event_date] = behind.get(event_date, 0) + count
     return dict(sorted(behind.items()))

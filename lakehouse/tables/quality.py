@@ -22,20 +22,33 @@ def volume_drops(
     known = history | batch
     failures = []
     for day in sorted(batch):
-        trailing = [known[d] for d in (day - timedelta(days=i) for i in range(1, window_days + 1)) if d in known]
+        trailing = [
+            known[d]
+            for d in (day - timedelta(days=i) for i in range(1, window_days + 1))
+            if d in known
+        ]
         if len(trailing) < min_days:
             continue
         mean = sum(trailing) / len(trailing)
         if mean >= min_mean_rows and batch[day] <= threshold * mean:
-            failures.append(f"{day}: {batch[day]} rows, {batch[day] / mean:.0%} of the trailing {len(trailing)}-day mean {mean:.0f}")
+            failures.append(
+                f"{day}: {batch[day]} rows, {batch[day] / mean:.0%} of the trailing {len(trailing)}-day mean {mean:.0f}"
+            )
     return failures
 
 
-def unbalanced_days(days: list[date], attributed: dict[date, int], cleaned: dict[date, int], quarantined: dict[date, int]) -> list[str]:
+def unbalanced_days(
+    days: list[date],
+    attributed: dict[date, int],
+    cleaned: dict[date, int],
+    quarantined: dict[date, int],
+) -> list[str]:
     """Days of the batch whose raw rows attributed to them are not exactly the rows cleaned + quarantined for them."""
     gaps = []
     for day in days:
         kept = cleaned.get(day, 0) + quarantined.get(day, 0)
         if kept != attributed.get(day, 0):
-            gaps.append(f"{day}: {attributed.get(day, 0)} raw rows attributed, {kept} in cleaned + quarantine")
+            gaps.append(
+                f"{day}: {attributed.get(day, 0)} raw rows attributed, {kept} in cleaned + quarantine"
+            )
     return gaps

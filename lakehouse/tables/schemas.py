@@ -14,7 +14,6 @@ import pyarrow as pa
 from lakehouse.events.vocabulary import CATEGORIES, EVENT_NAMES, PLATFORMS, VARIANTS
 
 
-
 @dataclass(frozen=True)
 class Check:
     """A column rule, made a pandera Check only when a batch is validated: importing pandera takes
@@ -42,7 +41,9 @@ class Check:
     def pandera(self):
         from pandera.api.checks import Check as PanderaCheck
 
-        return getattr(PanderaCheck, self.name)(*(list(a) if isinstance(a, tuple) else a for a in self.args))
+        return getattr(PanderaCheck, self.name)(
+            *(list(a) if isinstance(a, tuple) else a for a in self.args)
+        )
 
 
 IDENTITIES = ("logged_in", "stitched", "anonymous")
@@ -99,7 +100,9 @@ class TableSchema:
         object.__setattr__(self, "column_names", tuple(c.name for c in self.columns))
 
     def arrow(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, _ARROW_TYPES[c.dtype], nullable=c.nullable) for c in self.columns])
+        return pa.schema(
+            [pa.field(c.name, _ARROW_TYPES[c.dtype], nullable=c.nullable) for c in self.columns]
+        )
 
     def spark(self):
         from pyspark.sql import types as T
@@ -113,7 +116,9 @@ class TableSchema:
             "timestamp": T.TimestampType(),
             "binary": T.BinaryType(),
         }
-        return T.StructType([T.StructField(c.name, spark_types[c.dtype], c.nullable) for c in self.columns])
+        return T.StructType(
+            [T.StructField(c.name, spark_types[c.dtype], c.nullable) for c in self.columns]
+        )
 
     def pandera_pyspark(self):
         import pandera.pyspark as pas
@@ -122,7 +127,9 @@ class TableSchema:
         return pas.DataFrameSchema(
             name=self.name,
             columns={
-                c.name: pas.Column(f.dataType, checks=[check.pandera() for check in c.checks], nullable=c.nullable)
+                c.name: pas.Column(
+                    f.dataType, checks=[check.pandera() for check in c.checks], nullable=c.nullable
+                )
                 for c, f in zip(self.columns, fields)
             },
             unique=list(self.unique) or None,
@@ -145,7 +152,11 @@ class TableSchema:
         return pap.DataFrameSchema(
             name=self.name,
             columns={
-                c.name: pap.Column(polars_types[c.dtype], checks=[check.pandera() for check in c.checks], nullable=c.nullable)
+                c.name: pap.Column(
+                    polars_types[c.dtype],
+                    checks=[check.pandera() for check in c.checks],
+                    nullable=c.nullable,
+                )
                 for c in self.columns
             },
             unique=list(self.unique) or None,
@@ -162,9 +173,19 @@ RAW_EVENTS = TableSchema(
     columns=(
         Col("ingest_date", "date", "Day folder of the landing area the line was read from."),
         Col("source_file", "string", "Landing file, relative to the landing root."),
-        Col("line_number", "long", "1-based line number within the source file.", checks=(Check.ge(1),)),
+        Col(
+            "line_number",
+            "long",
+            "1-based line number within the source file.",
+            checks=(Check.ge(1),),
+        ),
         Col("raw_line", "string", "The line as landed (without its newline), decoded as UTF-8."),
-        Col("raw_bytes", "binary", "The line's bytes, only when they are not valid UTF-8 (raw_line then shows U+FFFD for each invalid sequence); null when raw_line encoded as UTF-8 is exactly what landed.", nullable=True),
+        Col(
+            "raw_bytes",
+            "binary",
+            "The line's bytes, only when they are not valid UTF-8 (raw_line then shows U+FFFD for each invalid sequence); null when raw_line encoded as UTF-8 is exactly what landed.",
+            nullable=True,
+        ),
     ),
     unique=("source_file", "line_number"),
     partition_by=("ingest_date",),
@@ -176,23 +197,68 @@ CLEANED_EVENTS = TableSchema(
     columns=(
         Col("event_id", "string", "Unique event identifier (first delivery wins)."),
         Col("event_name", "string", "What happened.", checks=(Check.isin(list(EVENT_NAMES)),)),
-        Col("event_ts", "timestamp", "When it happened, UTC: received_at - (sent_at - device timestamp), which removes device clock skew."),
+        Col(
+            "event_ts",
+            "timestamp",
+            "When it happened, UTC: received_at - (sent_at - device timestamp), which removes device clock skew.",
+        ),
         Col("event_date", "date", "UTC date of event_ts; the partition column."),
         Col("device_ts", "timestamp", "The device's own timestamp, as sent (may be skewed)."),
         Col("received_at", "timestamp", "When the server received the event."),
-        Col("user_id", "string", "The user: the logged-in id, else the id the device's anonymous_id logged in as, else the anonymous_id."),
+        Col(
+            "user_id",
+            "string",
+            "The user: the logged-in id, else the id the device's anonymous_id logged in as, else the anonymous_id.",
+        ),
         Col("anonymous_id", "string", "Device-scoped id sent with every event.", nullable=True),
-        Col("identity", "string", "How user_id was resolved.", checks=(Check.isin(list(IDENTITIES)),)),
-        Col("session_id", "string", "App session the event belongs to (missing on some events).", nullable=True),
-        Col("platform", "string", "Client platform; 'unknown' when the event did not say.", checks=(Check.isin([*PLATFORMS, "unknown"]),)),
+        Col(
+            "identity",
+            "string",
+            "How user_id was resolved.",
+            checks=(Check.isin(list(IDENTITIES)),),
+        ),
+        Col(
+            "session_id",
+            "string",
+            "App session the event belongs to (missing on some events).",
+            nullable=True,
+        ),
+        Col(
+            "platform",
+            "string",
+            "Client platform; 'unknown' when the event did not say.",
+            checks=(Check.isin([*PLATFORMS, "unknown"]),),
+        ),
         Col("item_id", "string", "Product, for view and cart events.", nullable=True),
-        Col("item_category", "string", "Product category, for view and cart events.", nullable=True),
-        Col("price_usd", "double", "Unit price in USD (from price_usd, or price in cents with currency USD after the drift).", nullable=True, checks=_FINITE_NON_NEGATIVE),
-        Col("quantity", "int", "Units added, for cart events.", nullable=True, checks=(Check.ge(1),)),
+        Col(
+            "item_category", "string", "Product category, for view and cart events.", nullable=True
+        ),
+        Col(
+            "price_usd",
+            "double",
+            "Unit price in USD (from price_usd, or price in cents with currency USD after the drift).",
+            nullable=True,
+            checks=_FINITE_NON_NEGATIVE,
+        ),
+        Col(
+            "quantity", "int", "Units added, for cart events.", nullable=True, checks=(Check.ge(1),)
+        ),
         Col("order_id", "string", "Order, for purchases.", nullable=True),
-        Col("revenue_usd", "double", "Order value in USD, for purchases.", nullable=True, checks=_FINITE_NON_NEGATIVE),
+        Col(
+            "revenue_usd",
+            "double",
+            "Order value in USD, for purchases.",
+            nullable=True,
+            checks=_FINITE_NON_NEGATIVE,
+        ),
         Col("source_page", "string", "Page the product was seen on.", nullable=True),
-        Col("experiment_variant", "string", "Experiment arm of the user.", nullable=True, checks=(Check.isin(list(VARIANTS)),)),
+        Col(
+            "experiment_variant",
+            "string",
+            "Experiment arm of the user.",
+            nullable=True,
+            checks=(Check.isin(list(VARIANTS)),),
+        ),
         Col("ingest_date", "date", "raw_events partition of the delivery kept."),
         Col("source_file", "string", "Landing file of the delivery kept."),
         Col("line_number", "long", "Line of the delivery kept.", checks=(Check.ge(1),)),
@@ -205,15 +271,33 @@ QUARANTINE = TableSchema(
     name="quarantined_events",
     description="Raw lines that did not become a cleaned event, each with the reason; with cleaned_events it accounts for every raw line.",
     columns=(
-        Col("event_date", "date", "Event date the line is attributed to (its ingest date when it has no readable time); the partition column."),
+        Col(
+            "event_date",
+            "date",
+            "Event date the line is attributed to (its ingest date when it has no readable time); the partition column.",
+        ),
         Col("ingest_date", "date", "raw_events partition of the line."),
         Col("source_file", "string", "Landing file of the line."),
         Col("line_number", "long", "Line within the file.", checks=(Check.ge(1),)),
         Col("raw_line", "string", "The line as landed, decoded as UTF-8."),
-        Col("raw_bytes", "binary", "The line's bytes when they are not valid UTF-8 (see raw_events).", nullable=True),
-        Col("reason", "string", "Why the line was not kept.", checks=(Check.isin(list(QUARANTINE_REASONS)),)),
+        Col(
+            "raw_bytes",
+            "binary",
+            "The line's bytes when they are not valid UTF-8 (see raw_events).",
+            nullable=True,
+        ),
+        Col(
+            "reason",
+            "string",
+            "Why the line was not kept.",
+            checks=(Check.isin(list(QUARANTINE_REASONS)),),
+        ),
         Col("event_id", "string", "The event id, when the line had one.", nullable=True),
-        Col("batch_id", "string", "The cleaning run that wrote the row; a date's rows are those of the batch cleaned_events published for it (lakehouse/tables/publication.py)."),
+        Col(
+            "batch_id",
+            "string",
+            "The cleaning run that wrote the row; a date's rows are those of the batch cleaned_events published for it (lakehouse/tables/publication.py).",
+        ),
     ),
     unique=("source_file", "line_number"),
     partition_by=("event_date",),
@@ -227,25 +311,103 @@ USER_FEATURES = TableSchema(
     ),
     columns=(
         Col("user_id", "string", "The user (Feast entity `user`)."),
-        Col("feature_ts", "timestamp", "As-of time (a UTC midnight): windows cover days strictly before it."),
+        Col(
+            "feature_ts",
+            "timestamp",
+            "As-of time (a UTC midnight): windows cover days strictly before it.",
+        ),
         Col("events_7d", "long", "Events in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("sessions_7d", "long", "Sessions started in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("views_7d", "long", "Product views in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("carts_7d", "long", "Cart adds in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("purchases_7d", "long", "Purchases in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("purchases_30d", "long", "Purchases in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("revenue_30d", "double", "Purchase revenue (USD) in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("days_since_last_event", "int", "Whole days from the user's last active day to feature_ts (>= 1).", checks=(Check.ge(1),)),
+        Col(
+            "sessions_7d",
+            "long",
+            "Sessions started in the 7 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "views_7d",
+            "long",
+            "Product views in the 7 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "carts_7d", "long", "Cart adds in the 7 days before feature_ts.", checks=(Check.ge(0),)
+        ),
+        Col(
+            "purchases_7d",
+            "long",
+            "Purchases in the 7 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "purchases_30d",
+            "long",
+            "Purchases in the 30 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "revenue_30d",
+            "double",
+            "Purchase revenue (USD) in the 30 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "days_since_last_event",
+            "int",
+            "Whole days from the user's last active day to feature_ts (>= 1).",
+            checks=(Check.ge(1),),
+        ),
         Col("events_1d", "long", "Events on the day before feature_ts.", checks=(Check.ge(0),)),
-        Col("sessions_1d", "long", "Sessions started on the day before feature_ts.", checks=(Check.ge(0),)),
-        Col("purchases_1d", "long", "Purchases on the day before feature_ts.", checks=(Check.ge(0),)),
-        Col("events_30d", "long", "Events in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("sessions_30d", "long", "Sessions started in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("views_30d", "long", "Product views in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("carts_30d", "long", "Cart adds in the 30 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("cart_abandonment_rate_30d", "double", "Of the sessions started in the 30 days before feature_ts that added to cart, the share that bought nothing; null without such sessions.", nullable=True, checks=(Check.in_range(0, 1),)),
-        Col("favourite_category_30d", "string", "Category the user viewed most in the 30 days before feature_ts (ties: alphabetical); null without views.", nullable=True, checks=(Check.isin(list(CATEGORIES)),)),
-        Col("favourite_category_share_30d", "double", "Share of those views in the favourite category; null without views.", nullable=True, checks=(Check.in_range(0, 1),)),
+        Col(
+            "sessions_1d",
+            "long",
+            "Sessions started on the day before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "purchases_1d", "long", "Purchases on the day before feature_ts.", checks=(Check.ge(0),)
+        ),
+        Col(
+            "events_30d", "long", "Events in the 30 days before feature_ts.", checks=(Check.ge(0),)
+        ),
+        Col(
+            "sessions_30d",
+            "long",
+            "Sessions started in the 30 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "views_30d",
+            "long",
+            "Product views in the 30 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "carts_30d",
+            "long",
+            "Cart adds in the 30 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "cart_abandonment_rate_30d",
+            "double",
+            "Of the sessions started in the 30 days before feature_ts that added to cart, the share that bought nothing; null without such sessions.",
+            nullable=True,
+            checks=(Check.in_range(0, 1),),
+        ),
+        Col(
+            "favourite_category_30d",
+            "string",
+            "Category the user viewed most in the 30 days before feature_ts (ties: alphabetical); null without views.",
+            nullable=True,
+            checks=(Check.isin(list(CATEGORIES)),),
+        ),
+        Col(
+            "favourite_category_share_30d",
+            "double",
+            "Share of those views in the favourite category; null without views.",
+            nullable=True,
+            checks=(Check.in_range(0, 1),),
+        ),
     ),
     unique=("user_id", "feature_ts"),
 )
@@ -258,10 +420,30 @@ CATEGORY_FEATURES = TableSchema(
     ),
     columns=(
         Col("item_category", "string", "The category (Feast entity `item_category`)."),
-        Col("feature_ts", "timestamp", "As-of time (a UTC midnight): windows cover days strictly before it."),
-        Col("category_views_7d", "long", "Product views in the category in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("category_carts_7d", "long", "Cart adds in the category in the 7 days before feature_ts.", checks=(Check.ge(0),)),
-        Col("category_cart_rate_7d", "double", "category_carts_7d / category_views_7d; null without views.", nullable=True, checks=(Check.ge(0),)),
+        Col(
+            "feature_ts",
+            "timestamp",
+            "As-of time (a UTC midnight): windows cover days strictly before it.",
+        ),
+        Col(
+            "category_views_7d",
+            "long",
+            "Product views in the category in the 7 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "category_carts_7d",
+            "long",
+            "Cart adds in the category in the 7 days before feature_ts.",
+            checks=(Check.ge(0),),
+        ),
+        Col(
+            "category_cart_rate_7d",
+            "double",
+            "category_carts_7d / category_views_7d; null without views.",
+            nullable=True,
+            checks=(Check.ge(0),),
+        ),
     ),
     unique=("item_category", "feature_ts"),
 )
@@ -275,8 +457,18 @@ TRAINING_LABELS = TableSchema(
     columns=(
         Col("user_id", "string", "The user (Feast entity `user`)."),
         Col("event_timestamp", "timestamp", "Prediction time (a UTC midnight)."),
-        Col("label", "int", "1 if a purchase happened in [event_timestamp, event_timestamp + 7 days).", checks=(Check.isin([0, 1]),)),
-        Col("favourite_category", "string", "The user's favourite category as of event_timestamp (see user_features); the key of the category features.", nullable=True),
+        Col(
+            "label",
+            "int",
+            "1 if a purchase happened in [event_timestamp, event_timestamp + 7 days).",
+            checks=(Check.isin([0, 1]),),
+        ),
+        Col(
+            "favourite_category",
+            "string",
+            "The user's favourite category as of event_timestamp (see user_features); the key of the category features.",
+            nullable=True,
+        ),
     ),
     unique=("user_id", "event_timestamp"),
 )

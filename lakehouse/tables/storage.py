@@ -116,21 +116,31 @@ class DateRange:
 
     def partition_filters(self, schema: TableSchema) -> list[tuple[str, str, str]]:
         self._check(schema)
-        return [(self.column, ">=", self.start.isoformat()), (self.column, "<=", self.end.isoformat())]
+        return [
+            (self.column, ">=", self.start.isoformat()),
+            (self.column, "<=", self.end.isoformat()),
+        ]
 
     def days(self) -> list[date]:
-        return [date.fromordinal(n) for n in range(self.start.toordinal(), self.end.toordinal() + 1)]
+        return [
+            date.fromordinal(n) for n in range(self.start.toordinal(), self.end.toordinal() + 1)
+        ]
 
     def recorded(self) -> str:
         """What a commit records of the range it replaced (RANGE_KEY)."""
-        return json.dumps({"column": self.column, "start": self.start.isoformat(), "end": self.end.isoformat()})
+        return json.dumps(
+            {"column": self.column, "start": self.start.isoformat(), "end": self.end.isoformat()}
+        )
 
     def _check(self, schema: TableSchema | None) -> None:
         if not self.column.isidentifier():
             raise ValueError(f"{self.column!r} is not a column name")
         if schema is not None and self.column not in schema.partition_by:
             raise ValueError(f"{self.column!r} is not a partition column of {schema.name}")
-        if not (isinstance(self.start, date) and isinstance(self.end, date)) or self.start > self.end:
+        if (
+            not (isinstance(self.start, date) and isinstance(self.end, date))
+            or self.start > self.end
+        ):
             raise ValueError(f"invalid date range {self.start!r}..{self.end!r}")
 
 
@@ -153,20 +163,35 @@ def table_version(uri: str, storage_options: dict[str, str] | None = None) -> in
         return None
 
 
-def table_row_count(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> int:
+def table_row_count(
+    uri: str, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> int:
     """Rows in the table at `version`, from the Delta log's file statistics (no data scan)."""
-    adds = pa.table(DeltaTable(uri, version=version, storage_options=storage_options).get_add_actions(flatten=True))
+    adds = pa.table(
+        DeltaTable(uri, version=version, storage_options=storage_options).get_add_actions(
+            flatten=True
+        )
+    )
     return int(pc.sum(adds.column("num_records")).as_py() or 0)
 
 
-def read_dataset(uri: str, version: int | None = None, storage_options: dict[str, str] | None = None) -> ds.Dataset:
+def read_dataset(
+    uri: str, version: int | None = None, storage_options: dict[str, str] | None = None
+) -> ds.Dataset:
     """The table at `uri` as of `version`, as a lazy pyarrow dataset over exactly that version's files."""
     return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_dataset()
 
 
-def read_table(uri: str, version: int | None = None, columns: list[str] | None = None, storage_options: dict[str, str] | None = None) -> pa.Table:
+def read_table(
+    uri: str,
+    version: int | None = None,
+    columns: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> pa.Table:
     """The table at `uri` as of `version` (latest if None)."""
-    return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_table(columns=columns)
+    return DeltaTable(uri, version=version, storage_options=storage_options).to_pyarrow_table(
+        columns=columns
+    )
 
 
 class DeltaStore:
@@ -205,24 +230,39 @@ class DeltaStore:
             raise ValueError(f"{table} has no rows")
         return max(days)
 
-    def read_arrow(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
+    def read_arrow(
+        self, table: str, version: int | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         return read_table(self.uri(table), version, columns, self.storage_options)
 
     def dataset(self, table: str, version: int | None = None) -> ds.Dataset:
         return read_dataset(self.uri(table), version, self.storage_options)
 
-    def history(self, table: str, version: int | None = None, limit: int | None = None) -> list[dict]:
+    def history(
+        self, table: str, version: int | None = None, limit: int | None = None
+    ) -> list[dict]:
         """What each commit recorded, newest first, from `version` (the latest if None) down."""
         latest = self.version(table)
         if latest is None:
             return []
         start = latest if version is None else version
         depth = None if limit is None else latest - start + limit
-        return [info for info in commit_history(self.table(table), depth) if info.get("version", -1) <= start]
+        return [
+            info
+            for info in commit_history(self.table(table), depth)
+            if info.get("version", -1) <= start
+        ]
 
     def commit_info(self, table: str, version: int) -> dict:
         """What the commit that made `version` recorded; {} if it is gone from the log."""
-        return next((info for info in self.history(table, version, limit=1) if info.get("version") == version), {})
+        return next(
+            (
+                info
+                for info in self.history(table, version, limit=1)
+                if info.get("version") == version
+            ),
+            {},
+        )
 
     def commit_inputs(self, table: str, version: int) -> dict[str, int]:
         """The input tables and versions the commit of `version` was computed from."""
@@ -237,8 +277,14 @@ class DeltaStore:
         raise LookupError(f"the commit {write_id} to {table} is not in its log")
 
     def write_arrow(
-        self, schema: TableSchema, data: pa.Table, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
-        append: bool = False, properties: dict[str, str] | None = None, read_version: int | None = None,
+        self,
+        schema: TableSchema,
+        data: pa.Table,
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
+        read_version: int | None = None,
     ) -> int:
         """Commit `data` to `schema`'s table: appended, or replacing the partitions in `replace`, or the whole table.
 
@@ -255,64 +301,143 @@ class DeltaStore:
 
         def attempt(base: DeltaTable | None) -> None:
             # A column added to the schema reaches a table written before it (schema_mode="merge").
-            if base is None:  # the table is created, or the write fails: never a replacement of another writer's new table
-                write_deltalake(self.uri(schema.name), data, mode="error", partition_by=partition_by, configuration=TABLE_PROPERTIES,
-                                storage_options=self.storage_options, commit_properties=options)
+            if (
+                base is None
+            ):  # the table is created, or the write fails: never a replacement of another writer's new table
+                write_deltalake(
+                    self.uri(schema.name),
+                    data,
+                    mode="error",
+                    partition_by=partition_by,
+                    configuration=TABLE_PROPERTIES,
+                    storage_options=self.storage_options,
+                    commit_properties=options,
+                )
             elif append:
-                write_deltalake(base, data, mode="append", partition_by=partition_by, schema_mode="merge", commit_properties=options)
+                write_deltalake(
+                    base,
+                    data,
+                    mode="append",
+                    partition_by=partition_by,
+                    schema_mode="merge",
+                    commit_properties=options,
+                )
             else:
                 predicate = replace.predicate(schema) if replace else None
-                write_deltalake(base, data, mode="overwrite", predicate=predicate, partition_by=partition_by, schema_mode="merge", commit_properties=options)
+                write_deltalake(
+                    base,
+                    data,
+                    mode="overwrite",
+                    predicate=predicate,
+                    partition_by=partition_by,
+                    schema_mode="merge",
+                    commit_properties=options,
+                )
 
         self._commit(schema, attempt, replace, inputs, append, read_version)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
 
     def commit_files(
-        self, schema: TableSchema, files: list[DataFile], replace: DateRange | None = None, inputs: dict[str, int] | None = None,
-        append: bool = False, properties: dict[str, str] | None = None, read_version: int | None = None,
+        self,
+        schema: TableSchema,
+        files: list[DataFile],
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
+        read_version: int | None = None,
     ) -> int:
         """Commit data files already written under the table's folder, with `write_arrow`'s modes and
         recording rules. Returns the version committed."""
         if replace is not None and not append:
-            outside = sorted({f.partition_values.get(replace.column) for f in files} - {d.isoformat() for d in replace.days()}, key=str)
+            outside = sorted(
+                {f.partition_values.get(replace.column) for f in files}
+                - {d.isoformat() for d in replace.days()},
+                key=str,
+            )
             if outside:  # as delta-rs refuses rows outside a predicate: they would sit beside the rows they should replace
-                raise ValueError(f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace")
+                raise ValueError(
+                    f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace"
+                )
         info = commit_metadata(inputs, properties, None if append else replace or ALL)
-        actions = [AddAction(f.path, f.size, f.partition_values, f.modified_ms, True, json.dumps({"numRecords": f.rows})) for f in files]
-        changes: list[AddAction | RemoveAction] = [*actions]  # a write transaction may also remove files
+        actions = [
+            AddAction(
+                f.path,
+                f.size,
+                f.partition_values,
+                f.modified_ms,
+                True,
+                json.dumps({"numRecords": f.rows}),
+            )
+            for f in files
+        ]
+        changes: list[AddAction | RemoveAction] = [
+            *actions
+        ]  # a write transaction may also remove files
         options = CommitProperties(custom_metadata=info, max_commit_retries=0)
         partition_by = list(schema.partition_by) or None
         delta_schema = DeltaSchema.from_arrow(schema.arrow())
 
         def attempt(base: DeltaTable | None) -> None:
             if base is None:
-                create_table_with_add_actions(self.uri(schema.name), delta_schema, actions, mode="error", partition_by=partition_by,
-                                              configuration=TABLE_PROPERTIES, storage_options=self.storage_options, commit_properties=options)
+                create_table_with_add_actions(
+                    self.uri(schema.name),
+                    delta_schema,
+                    actions,
+                    mode="error",
+                    partition_by=partition_by,
+                    configuration=TABLE_PROPERTIES,
+                    storage_options=self.storage_options,
+                    commit_properties=options,
+                )
             else:
                 base.create_write_transaction(
-                    changes, mode="append" if append else "overwrite", schema=delta_schema, partition_by=partition_by,
-                    partition_filters=replace.partition_filters(schema) if (replace and not append) else None, commit_properties=options,
+                    changes,
+                    mode="append" if append else "overwrite",
+                    schema=delta_schema,
+                    partition_by=partition_by,
+                    partition_filters=replace.partition_filters(schema)
+                    if (replace and not append)
+                    else None,
+                    commit_properties=options,
                 )
 
         self._commit(schema, attempt, replace, inputs, append, read_version)
         return self._version_written(schema.name, info[WRITE_ID_KEY])
 
-    def refuse_stale(self, schema: TableSchema, replace: DateRange | None, inputs: dict[str, int]) -> None:
+    def refuse_stale(
+        self, schema: TableSchema, replace: DateRange | None, inputs: dict[str, int]
+    ) -> None:
         """Raise StaleInputError now if a replacement computed from `inputs` would be refused at its commit:
         for work that a refusal would waste or leave behind."""
         if self.version(schema.name) is not None:
             _refuse_stale(self.uri(schema.name), self.table(schema.name), replace or ALL, inputs)
 
-    def _commit(self, schema: TableSchema, attempt: Callable[[DeltaTable | None], None], replace: DateRange | None,
-                inputs: dict[str, int] | None, append: bool, read_version: int | None) -> None:
+    def _commit(
+        self,
+        schema: TableSchema,
+        attempt: Callable[[DeltaTable | None], None],
+        replace: DateRange | None,
+        inputs: dict[str, int] | None,
+        append: bool,
+        read_version: int | None,
+    ) -> None:
         """Make `attempt(base)` commit on top of `base`, the table's version that was checked (None: no table yet)."""
         if read_version is None:
-            read_version = (inputs or {}).get(schema.name)  # computed from the table itself: a read-modify-write
+            read_version = (inputs or {}).get(
+                schema.name
+            )  # computed from the table itself: a read-modify-write
         if schema.name not in self._properties_set and self.version(schema.name) is not None:
             set_table_properties(self.table(schema.name))
         self._properties_set.add(schema.name)
-        commit_with_checks(self.uri(schema.name), self.storage_options, attempt, None if append else replace or ALL, inputs, read_version)
-
+        commit_with_checks(
+            self.uri(schema.name),
+            self.storage_options,
+            attempt,
+            None if append else replace or ALL,
+            inputs,
+            read_version,
+        )
 
     def read_spark(self, spark, table: str, version: int | None = None):
         """The table as of `version` (the latest if None), as a Spark DataFrame.
@@ -328,18 +453,32 @@ class DeltaStore:
         log = self.table(table, version)
         folders = _files_by_folder(log, self.uri(table))
         if folders is None:
-            return spark.read.format("delta").option("versionAsOf", log.version()).load(self.uri(table))
+            return (
+                spark.read.format("delta")
+                .option("versionAsOf", log.version())
+                .load(self.uri(table))
+            )
         schema = StructType.fromJson(json.loads(log.schema().to_json()))
         if not folders:
             return spark.createDataFrame([], schema)
         # One read per folder: Spark takes the partition values from the directories under basePath,
         # and refuses files whose directories hang from different folders in one read.
-        reads = [spark.read.schema(schema).option("basePath", f"{self.uri(table)}/{folder}".rstrip("/")).parquet(*files) for folder, files in folders.items()]
+        reads = [
+            spark.read.schema(schema)
+            .option("basePath", f"{self.uri(table)}/{folder}".rstrip("/"))
+            .parquet(*files)
+            for folder, files in folders.items()
+        ]
         return functools.reduce(lambda a, b: a.unionByName(b), reads).select(*schema.fieldNames())
 
     def write_spark(
-        self, schema: TableSchema, df, replace: DateRange | None = None, inputs: dict[str, int] | None = None,
-        append: bool = False, properties: dict[str, str] | None = None,
+        self,
+        schema: TableSchema,
+        df,
+        replace: DateRange | None = None,
+        inputs: dict[str, int] | None = None,
+        append: bool = False,
+        properties: dict[str, str] | None = None,
     ) -> int:
         """Commit a Spark DataFrame, with the same modes and recording rules as `write_arrow`.
 
@@ -349,10 +488,21 @@ class DeltaStore:
         """
         from pyspark.sql import functions as F
 
-        df = df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields])
+        df = df.select(
+            [F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.spark().fields]
+        )
         folder = f"spark-{uuid.uuid4().hex}"
-        df.write.mode("errorifexists").partitionBy(*schema.partition_by).parquet(f"{self.uri(schema.name)}/{folder}")
-        return self.commit_files(schema, _files_written(df.sparkSession, self.uri(schema.name), folder), replace, inputs, append, properties)
+        df.write.mode("errorifexists").partitionBy(*schema.partition_by).parquet(
+            f"{self.uri(schema.name)}/{folder}"
+        )
+        return self.commit_files(
+            schema,
+            _files_written(df.sparkSession, self.uri(schema.name), folder),
+            replace,
+            inputs,
+            append,
+            properties,
+        )
 
 
 def _files_by_folder(log: DeltaTable, root: str) -> dict[str, list[str]] | None:
@@ -362,15 +512,22 @@ def _files_by_folder(log: DeltaTable, root: str) -> dict[str, list[str]] | None:
     if log.protocol().min_reader_version > 1:
         return None
     columns = log.metadata().partition_columns
-    adds = pa.table(log.get_add_actions(flatten=True)).select(["path", *(f"partition.{c}" for c in columns)]).to_pylist()
+    adds = (
+        pa.table(log.get_add_actions(flatten=True))
+        .select(["path", *(f"partition.{c}" for c in columns)])
+        .to_pylist()
+    )
     folders: dict[str, list[str]] = {}
     for add in adds:
         path = unquote(add["path"])
         if "://" in path or path.startswith("/") or any(ch in path for ch in "*?[]{}\\"):
             return None  # absolute (a shallow clone's), or a glob Spark would expand
         *dirs, _ = path.split("/")
-        folder, named = dirs[: len(dirs) - len(columns)], dirs[len(dirs) - len(columns):]
-        spelled = [f"{c}={_HIVE_NULL if add[f'partition.{c}'] is None else add[f'partition.{c}']}" for c in columns]
+        folder, named = dirs[: len(dirs) - len(columns)], dirs[len(dirs) - len(columns) :]
+        spelled = [
+            f"{c}={_HIVE_NULL if add[f'partition.{c}'] is None else add[f'partition.{c}']}"
+            for c in columns
+        ]
         if named != spelled or any("=" in part for part in folder):
             return None
         folders.setdefault("/".join(folder), []).append(f"{root}/{path}")
@@ -385,7 +542,9 @@ def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
     root = jvm.org.apache.hadoop.fs.Path(f"{table_uri}/{folder}")
     fs = root.getFileSystem(conf)
     if fs.getScheme() == "file":
-        fs = fs.getRaw()  # which lists the checksum files Hadoop writes beside local ones, to delete them
+        fs = (
+            fs.getRaw()
+        )  # which lists the checksum files Hadoop writes beside local ones, to delete them
     prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
     files = []
     listing = fs.listFiles(root, True)
@@ -395,9 +554,13 @@ def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
         if relative.endswith(".crc"):
             fs.delete(status.getPath(), False)  # hidden: vacuum would never delete it
             continue
-        if not relative.endswith(".parquet") or any(part.startswith(("_", ".")) for part in relative.split("/")):
+        if not relative.endswith(".parquet") or any(
+            part.startswith(("_", ".")) for part in relative.split("/")
+        ):
             continue
-        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, conf))
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+            jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, conf)
+        )
         try:
             rows = reader.getRecordCount()
         finally:
@@ -407,7 +570,15 @@ def _files_written(spark, table_uri: str, folder: str) -> list[DataFile]:
             key, value = part.split("=", 1)
             value = unquote(value)
             partition_values[key] = None if value == _HIVE_NULL else value
-        files.append(DataFile(f"{folder}/{relative}", status.getLen(), rows, status.getModificationTime(), partition_values))
+        files.append(
+            DataFile(
+                f"{folder}/{relative}",
+                status.getLen(),
+                rows,
+                status.getModificationTime(),
+                partition_values,
+            )
+        )
     return files
 
 
@@ -419,12 +590,31 @@ class WholeTable:
 
 
 ALL = WholeTable()
-Scope = DateRange | WholeTable | None  # what a commit replaces: a date range, ALL, or nothing (an append)
+Scope = (
+    DateRange | WholeTable | None
+)  # what a commit replaces: a date range, ALL, or nothing (an append)
 
 
-def commit_metadata(inputs: dict[str, int] | None, properties: dict[str, str] | None, scope: Scope) -> dict[str, str]:
-    recorded = {} if scope is None else {RANGE_KEY: scope.recorded() if isinstance(scope, DateRange) else json.dumps({"all": True})}
-    return (properties or {}) | recorded | {WRITE_ID_KEY: uuid.uuid4().hex, INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items())))}
+def commit_metadata(
+    inputs: dict[str, int] | None, properties: dict[str, str] | None, scope: Scope
+) -> dict[str, str]:
+    recorded = (
+        {}
+        if scope is None
+        else {
+            RANGE_KEY: scope.recorded()
+            if isinstance(scope, DateRange)
+            else json.dumps({"all": True})
+        }
+    )
+    return (
+        (properties or {})
+        | recorded
+        | {
+            WRITE_ID_KEY: uuid.uuid4().hex,
+            INPUTS_KEY: json.dumps(dict(sorted((inputs or {}).items()))),
+        }
+    )
 
 
 def recorded_scope(info: dict) -> Scope:
@@ -434,14 +624,21 @@ def recorded_scope(info: dict) -> Scope:
         return None
     if recorded.get("all"):
         return ALL
-    return DateRange(recorded["column"], date.fromisoformat(recorded["start"]), date.fromisoformat(recorded["end"]))
+    return DateRange(
+        recorded["column"],
+        date.fromisoformat(recorded["start"]),
+        date.fromisoformat(recorded["end"]),
+    )
 
 
 def commit_history(table: DeltaTable, limit: int | None = None) -> list[dict]:
     """What each commit recorded, newest first, of a table loaded at its latest version (delta-rs numbers
     the history of a table loaded at an older version wrongly; `DeltaStore.history` reads those).
     Commits delta-spark made (before Spark's writes were committed by delta-rs) hold the keys as a JSON string."""
-    return [entry | json.loads(entry.get("userMetadata") or "{}") for entry in table.history(limit=limit)]
+    return [
+        entry | json.loads(entry.get("userMetadata") or "{}")
+        for entry in table.history(limit=limit)
+    ]
 
 
 def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list[str]:
@@ -459,18 +656,29 @@ def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list
             recorded = recorded_scope(info)
             if recorded is None:
                 continue
-            if remaining is None or not isinstance(recorded, DateRange) or not isinstance(scope, DateRange):
-                covered = "the table" if remaining is None else f"{min(remaining)}..{max(remaining)}"
+            if (
+                remaining is None
+                or not isinstance(recorded, DateRange)
+                or not isinstance(scope, DateRange)
+            ):
+                covered = (
+                    "the table" if remaining is None else f"{min(remaining)}..{max(remaining)}"
+                )
                 remaining = set()
             else:
-                days = remaining & set(recorded.days()) if recorded.column == scope.column else set()
+                days = (
+                    remaining & set(recorded.days()) if recorded.column == scope.column else set()
+                )
                 if not days:
                     continue
                 remaining -= days
                 covered = f"{min(days)}..{max(days)}"
             theirs = json.loads(info.get(INPUTS_KEY) or "{}")
-            found += [f"{covered} holds rows computed from {name} v{theirs[name]} (commit v{info['version']}), newer than v{version}"
-                      for name, version in sorted(inputs.items()) if theirs.get(name) is not None and theirs[name] > version]
+            found += [
+                f"{covered} holds rows computed from {name} v{theirs[name]} (commit v{info['version']}), newer than v{version}"
+                for name, version in sorted(inputs.items())
+                if theirs.get(name) is not None and theirs[name] > version
+            ]
             if not remaining:
                 return found
         if limit is None or len(history) < limit:
@@ -480,14 +688,23 @@ def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list
 
 def _refuse_stale(uri: str, base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> None:
     if stale := stale_inputs(base, scope, inputs):
-        raise StaleInputError(f"{uri.rsplit('/', 1)[-1]}: not committed, a newer computation is already there: {'; '.join(stale)}")
+        raise StaleInputError(
+            f"{uri.rsplit('/', 1)[-1]}: not committed, a newer computation is already there: {'; '.join(stale)}"
+        )
 
 
 def _files(table: DeltaTable, column: str | None) -> dict[str, str | None]:
     """Each data file of the table's version, with its value of partition `column` as text."""
     adds = pa.table(table.get_add_actions(flatten=True))
-    values = adds.column(f"partition.{column}").to_pylist() if column and f"partition.{column}" in adds.column_names else [None] * adds.num_rows
-    return {path: None if value is None else str(value)[:10] for path, value in zip(adds.column("path").to_pylist(), values)}
+    values = (
+        adds.column(f"partition.{column}").to_pylist()
+        if column and f"partition.{column}" in adds.column_names
+        else [None] * adds.num_rows
+    )
+    return {
+        path: None if value is None else str(value)[:10]
+        for path, value in zip(adds.column("path").to_pylist(), values)
+    }
 
 
 def moved_partitions(then: DeltaTable, now: DeltaTable, scope: Scope) -> list[str]:
@@ -503,14 +720,20 @@ def moved_partitions(then: DeltaTable, now: DeltaTable, scope: Scope) -> list[st
 
 def set_table_properties(table: DeltaTable) -> None:
     """Give a table written before TABLE_PROPERTIES existed those properties (one commit, once)."""
-    missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.metadata().configuration.get(k) != v}
+    missing = {
+        k: v for k, v in TABLE_PROPERTIES.items() if table.metadata().configuration.get(k) != v
+    }
     if missing:
         with_commit_retries(lambda: table.alter.set_table_properties(missing))
 
 
 def commit_with_checks(
-    uri: str, storage_options: dict[str, str] | None, attempt: Callable[[DeltaTable | None], None],
-    scope: Scope, inputs: dict[str, int] | None, read_version: int | None = None,
+    uri: str,
+    storage_options: dict[str, str] | None,
+    attempt: Callable[[DeltaTable | None], None],
+    scope: Scope,
+    inputs: dict[str, int] | None,
+    read_version: int | None = None,
 ) -> None:
     """Run `attempt(base)`, which commits on top of exactly `base` (None: creates the table), where
     `base` is the table's latest version and passed the checks; a race lost to another writer's
@@ -519,6 +742,7 @@ def commit_with_checks(
     Checks: `stale_inputs` (StaleInputError), and with `read_version` (the version of this table the
     data was computed from) no change to `scope` since then (TableMovedError).
     """
+
     def latest() -> DeltaTable | None:
         try:
             return DeltaTable(uri, storage_options=storage_options)
@@ -532,9 +756,13 @@ def commit_with_checks(
             if read_version is not None and read_version != base.version():
                 then = DeltaTable(uri, version=read_version, storage_options=storage_options)
                 if moved := moved_partitions(then, base, scope):
-                    raise TableMovedError(f"{uri.rsplit('/', 1)[-1]}: not committed, {', '.join(moved)} changed after v{read_version}, which the data was computed from")
+                    raise TableMovedError(
+                        f"{uri.rsplit('/', 1)[-1]}: not committed, {', '.join(moved)} changed after v{read_version}, which the data was computed from"
+                    )
         elif read_version is not None:
-            raise TableMovedError(f"{uri.rsplit('/', 1)[-1]}: not committed, the table read at v{read_version} is gone")
+            raise TableMovedError(
+                f"{uri.rsplit('/', 1)[-1]}: not committed, the table read at v{read_version} is gone"
+            )
         try:
             attempt(base)
             return

@@ -26,7 +26,9 @@ class BatchValidationError(Exception):
     def __init__(self, report: ValidationReport):
         self.report = report
         listed = "\n  ".join(report.failures[:20])
-        super().__init__(f"{report.table}: batch of {report.rows} rows fails its schema, nothing was committed:\n  {listed}")
+        super().__init__(
+            f"{report.table}: batch of {report.rows} rows fails its schema, nothing was committed:\n  {listed}"
+        )
 
 
 # pandera's pyspark checks, as the condition each value must meet; a null meets them all, as in pandera.
@@ -35,8 +37,10 @@ _CONDITIONS = {
     "greater_than": lambda c, s: c > s["min_value"],
     "less_than_or_equal_to": lambda c, s: c <= s["max_value"],
     "less_than": lambda c, s: c < s["max_value"],
-    "in_range": lambda c, s: (c >= s["min_value"] if s.get("include_min", True) else c > s["min_value"])
-    & (c <= s["max_value"] if s.get("include_max", True) else c < s["max_value"]),
+    "in_range": lambda c, s: (
+        (c >= s["min_value"] if s.get("include_min", True) else c > s["min_value"])
+        & (c <= s["max_value"] if s.get("include_max", True) else c < s["max_value"])
+    ),
     "isin": lambda c, s: c.isin(list(s["allowed_values"])),
     "notin": lambda c, s: ~c.isin(list(s["forbidden_values"])),
     "equal_to": lambda c, s: c == s["value"],
@@ -58,7 +62,9 @@ def validate_spark(schema: TableSchema, df) -> ValidationReport:
 
     pandera_schema = schema.pandera_pyspark()
     # No rows, and every column declared non-null, so that pandera looks for no null either: the aggregate counts them.
-    structure = df.sparkSession.createDataFrame([], T.StructType([T.StructField(f.name, f.dataType, False) for f in df.schema]))
+    structure = df.sparkSession.createDataFrame(
+        [], T.StructType([T.StructField(f.name, f.dataType, False) for f in df.schema])
+    )
     with pandera.config.config_context(validation_depth=pandera.config.ValidationDepth.SCHEMA_ONLY):
         misshapen = bool(_pandera_failures(pandera_schema, structure))
     counts = None if misshapen else broken_rules(pandera_schema, df)
@@ -85,10 +91,18 @@ def broken_rules(pandera_schema, df) -> dict[str, int] | None:
         for check in column.checks:
             if check.name not in _CONDITIONS:
                 return None
-            rules[f"column {name}: {check.error}"] = F.count(F.when(~_CONDITIONS[check.name](value, check.statistics), 1))
+            rules[f"column {name}: {check.error}"] = F.count(
+                F.when(~_CONDITIONS[check.name](value, check.statistics), 1)
+            )
     if pandera_schema.unique:
-        unique = [pandera_schema.unique] if isinstance(pandera_schema.unique, str) else list(pandera_schema.unique)
-        rules[f"unique {unique}: duplicates"] = F.count(F.lit(1)) - F.count_distinct(F.struct(*unique))
+        unique = (
+            [pandera_schema.unique]
+            if isinstance(pandera_schema.unique, str)
+            else list(pandera_schema.unique)
+        )
+        rules[f"unique {unique}: duplicates"] = F.count(F.lit(1)) - F.count_distinct(
+            F.struct(*unique)
+        )
     found = df.agg(*[rule.alias(str(i)) for i, rule in enumerate(rules.values())]).first()
     return dict(zip(rules, found))
 
@@ -117,6 +131,8 @@ def validate_arrow(schema: TableSchema, table) -> ValidationReport:
         cases = exc.failure_cases
         failures = [
             f"{row['column']}: {row['check']}: {row['failure_case']!r}"
-            for row in cases.unique(subset=["column", "check"], keep="first", maintain_order=True).iter_rows(named=True)
+            for row in cases.unique(
+                subset=["column", "check"], keep="first", maintain_order=True
+            ).iter_rows(named=True)
         ]
     return ValidationReport(schema.name, frame.height, failures)

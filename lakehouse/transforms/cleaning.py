@@ -66,9 +66,33 @@ from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-WIRE_FIELDS = ("event_id", "event_name", "timestamp", "sent_at", "received_at", "user_id", "anonymous_id", "session_id", "platform")
-NUMERIC_PROPERTIES = {"price_usd": "double", "price": "double", "quantity": "int", "revenue_usd": "double", "item_count": "int"}
-PROPERTIES = ("item_id", "item_category", "currency", "order_id", "source_page", "experiment_variant", *NUMERIC_PROPERTIES)
+WIRE_FIELDS = (
+    "event_id",
+    "event_name",
+    "timestamp",
+    "sent_at",
+    "received_at",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "platform",
+)
+NUMERIC_PROPERTIES = {
+    "price_usd": "double",
+    "price": "double",
+    "quantity": "int",
+    "revenue_usd": "double",
+    "item_count": "int",
+}
+PROPERTIES = (
+    "item_id",
+    "item_category",
+    "currency",
+    "order_id",
+    "source_page",
+    "experiment_variant",
+    *NUMERIC_PROPERTIES,
+)
 # Text fields must be JSON strings: any other value is seen (wrong_type), not rendered as text. Times
 # and numeric properties are read as the text of any value: a number sent as a string counts, and
 # a value of the wrong type is seen (bad_timestamp, wrong_type), not silently nulled. Properties not
@@ -76,7 +100,10 @@ PROPERTIES = ("item_id", "item_category", "currency", "order_id", "source_page",
 TIME_FIELDS = ("timestamp", "sent_at", "received_at")
 WIRE_JSON = {
     **{name: "text" if name in TIME_FIELDS else "string" for name in WIRE_FIELDS},
-    "properties": {**dict.fromkeys((p for p in PROPERTIES if p not in NUMERIC_PROPERTIES), "string"), **dict.fromkeys(NUMERIC_PROPERTIES, "text")},
+    "properties": {
+        **dict.fromkeys((p for p in PROPERTIES if p not in NUMERIC_PROPERTIES), "string"),
+        **dict.fromkeys(NUMERIC_PROPERTIES, "text"),
+    },
 }
 OUTCOMES = ("cleaned", "quarantined", "outside_range")
 LINE_KEY = ("ingest_date", "source_file", "line_number")  # identifies a raw line
@@ -104,7 +131,9 @@ class CleaningResult:
 
     classified: DataFrame
     parsed: DataFrame
-    batch_id: str  # the publication the quarantined rows belong to (lakehouse/tables/publication.py)
+    batch_id: (
+        str  # the publication the quarantined rows belong to (lakehouse/tables/publication.py)
+    )
 
     @transformation
     def _with(self, outcome: str) -> DataFrame:
@@ -145,18 +174,27 @@ class CleaningResult:
 
     def cleaned_by_event_date(self) -> dict[date, int]:
         """Cleaned rows per event date of the range."""
-        return self._sum(lambda outcome, event_date, _: event_date if outcome == "cleaned" else None)
+        return self._sum(
+            lambda outcome, event_date, _: event_date if outcome == "cleaned" else None
+        )
 
     @transformation
     def outside_range_by_dates(self) -> dict[tuple[date, date], int]:
         """Raw rows attributed to dates outside the range, by (event date, ingest date): lines that
         other partitions' runs publish."""
-        rows = self.classified.filter(F.col("outcome") == "outside_range").groupBy("event_date", "ingest_date").count().collect()
+        rows = (
+            self.classified.filter(F.col("outcome") == "outside_range")
+            .groupBy("event_date", "ingest_date")
+            .count()
+            .collect()
+        )
         return {(row["event_date"], row["ingest_date"]): row["count"] for row in rows}
 
     def rows_by_event_date(self) -> dict[date, int]:
         """Raw rows attributed to each event date of the range (cleaned + quarantined)."""
-        return self._sum(lambda outcome, event_date, _: event_date if outcome != "outside_range" else None)
+        return self._sum(
+            lambda outcome, event_date, _: event_date if outcome != "outside_range" else None
+        )
 
 
 # ISO-8601 with a zone; Spark alone would also read "1115" as the year 1115.
@@ -200,13 +238,19 @@ def parse_events(raw: DataFrame) -> DataFrame:
     lines = raw.select(*raw_columns, F.regexp_replace("raw_line", "^\ufeff", "").alias("_line"))
     parsed = compat.json_objects(lines, "_line", WIRE_JSON)
     # A line over the container limit is no object, on either engine, and shows none of its fields.
-    structured = F.col("_is_object") & (F.length("_line") - F.length(F.translate("_line", "{[", "")) <= MAX_CONTAINERS)
-    wire = parsed.withColumn("_is_object", structured).withColumn("_json", F.when(structured, F.col("_json")))
+    structured = F.col("_is_object") & (
+        F.length("_line") - F.length(F.translate("_line", "{[", "")) <= MAX_CONTAINERS
+    )
+    wire = parsed.withColumn("_is_object", structured).withColumn(
+        "_json", F.when(structured, F.col("_json"))
+    )
     e, props = F.col("_json"), F.col("_json")["properties"]
     typed = {name: _typed(props[name], kind) for name, kind in NUMERIC_PROPERTIES.items()}
     wrong_type = F.lit(False)
     for name in NUMERIC_PROPERTIES:
-        wrong_type = wrong_type | (props[name].isNotNull() & (typed[name].isNull() | _not_finite(typed[name])))
+        wrong_type = wrong_type | (
+            props[name].isNotNull() & (typed[name].isNull() | _not_finite(typed[name]))
+        )
     fields = wire.select(
         *raw_columns,
         F.col("raw_bytes").isNotNull().alias("_undecodable"),
@@ -214,14 +258,24 @@ def parse_events(raw: DataFrame) -> DataFrame:
         "_is_object",
         "_not_string",
         e["event_name"].alias("event_name"),
-        *[_present(e[name]).alias(name) for name in ("event_id", "user_id", "anonymous_id", "session_id")],
+        *[
+            _present(e[name]).alias(name)
+            for name in ("event_id", "user_id", "anonymous_id", "session_id")
+        ],
         F.coalesce(e["platform"], F.lit("unknown")).alias("platform"),
         _utc(e["timestamp"]).alias("device_ts"),
         _utc(e["sent_at"]).alias("_sent_at"),
         _utc(e["received_at"]).alias("received_at"),
         _present(props["item_id"]).alias("item_id"),
         props["item_category"].alias("item_category"),
-        _unsigned_zero(F.round(F.coalesce(typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100)), 2)).alias("price_usd"),
+        _unsigned_zero(
+            F.round(
+                F.coalesce(
+                    typed["price_usd"], F.when(props["currency"] == "USD", typed["price"] / 100)
+                ),
+                2,
+            )
+        ).alias("price_usd"),
         typed["quantity"].alias("quantity"),
         _present(props["order_id"]).alias("order_id"),
         _unsigned_zero(typed["revenue_usd"]).alias("revenue_usd"),
@@ -229,14 +283,23 @@ def parse_events(raw: DataFrame) -> DataFrame:
         props["experiment_variant"].alias("experiment_variant"),
         wrong_type.alias("_wrong_type"),
         (props["currency"].isNotNull() & (props["currency"] != "USD")).alias("_foreign_currency"),
-        (props["price_usd"].isNull() & props["price"].isNotNull() & props["currency"].isNull()).alias("_no_currency"),
+        (
+            props["price_usd"].isNull() & props["price"].isNotNull() & props["currency"].isNull()
+        ).alias("_no_currency"),
     )
     micros = F.unix_micros
-    corrected = fields.withColumn("_corrected", compat.timestamp_from_micros(micros("received_at") - (micros("_sent_at") - micros("device_ts"))))
+    corrected = fields.withColumn(
+        "_corrected",
+        compat.timestamp_from_micros(
+            micros("received_at") - (micros("_sent_at") - micros("device_ts"))
+        ),
+    )
     # An event dates from its ingest day or the MAX_LATENESS days before; any other time is not
     # believable, and would attribute the line to a partition that never reads it.
     corrected_date = F.to_date("_corrected")
-    believable = (corrected_date >= F.date_sub("ingest_date", MAX_LATENESS.days)) & (corrected_date <= F.col("ingest_date"))
+    believable = (corrected_date >= F.date_sub("ingest_date", MAX_LATENESS.days)) & (
+        corrected_date <= F.col("ingest_date")
+    )
     timed = corrected.withColumn("event_ts", F.when(believable, F.col("_corrected")))
     return timed.withColumn("_event_date", F.to_date("event_ts")).drop("_sent_at", "_corrected")
 
@@ -249,11 +312,16 @@ def _reason() -> Column:
         .when(~c("_is_object"), F.lit("malformed_json"))
         .when(c("_not_string"), F.lit("wrong_type"))
         .when(c("event_id").isNull(), F.lit("missing_event_id"))
-        .when(~c("event_name").isin(*EVENT_NAMES) | c("event_name").isNull(), F.lit("unknown_event_name"))
+        .when(
+            ~c("event_name").isin(*EVENT_NAMES) | c("event_name").isNull(),
+            F.lit("unknown_event_name"),
+        )
         .when(c("event_ts").isNull(), F.lit("bad_timestamp"))
         .when(c("_wrong_type"), F.lit("wrong_type"))
         .when((c("price_usd") < 0) | (c("revenue_usd") < 0), F.lit("negative_price"))
-        .when((c("quantity") < 1) | ~c("experiment_variant").isin(*VARIANTS), F.lit("invalid_value"))
+        .when(
+            (c("quantity") < 1) | ~c("experiment_variant").isin(*VARIANTS), F.lit("invalid_value")
+        )
         .when(c("_foreign_currency"), F.lit("unsupported_currency"))
         .when(c("_no_currency"), F.lit("missing_currency"))
         .when(~c("platform").isin(*PLATFORMS, "unknown"), F.lit("unknown_platform"))
@@ -263,25 +331,37 @@ def _reason() -> Column:
 
 def _stitched(valid: DataFrame, ties: DataFrame) -> DataFrame:
     """user_id resolved through the anonymous_id -> user_id ties seen near each event's date."""
-    near = (F.col("t.tie_ingest_date") >= F.date_sub(F.col("e.event_date"), IDENTITY_LOOKBACK.days)) & (
-        F.col("t.tie_ingest_date") <= F.date_add(F.col("e.event_date"), MAX_LATENESS.days)
+    near = (
+        F.col("t.tie_ingest_date") >= F.date_sub(F.col("e.event_date"), IDENTITY_LOOKBACK.days)
+    ) & (F.col("t.tie_ingest_date") <= F.date_add(F.col("e.event_date"), MAX_LATENESS.days))
+    anonymous = (
+        valid.filter(F.col("user_id").isNull())
+        .select("source_file", "line_number", "anonymous_id", "event_date")
+        .alias("e")
     )
-    anonymous = valid.filter(F.col("user_id").isNull()).select("source_file", "line_number", "anonymous_id", "event_date").alias("e")
     linked = (
-        anonymous.join(ties.alias("t"), (F.col("e.anonymous_id") == F.col("t.tie_anonymous_id")) & near)
+        anonymous.join(
+            ties.alias("t"), (F.col("e.anonymous_id") == F.col("t.tie_anonymous_id")) & near
+        )
         .groupBy("e.source_file", "e.line_number")
         .agg(F.min("t.tie_user_id").alias("_linked_user"))
     )
     resolved = compat.settled(valid.join(linked, ["source_file", "line_number"], "left"))
     return resolved.withColumn(
         "identity",
-        F.when(F.col("user_id").isNotNull(), F.lit("logged_in")).when(F.col("_linked_user").isNotNull(), F.lit("stitched")).otherwise(F.lit("anonymous")),
+        F.when(F.col("user_id").isNotNull(), F.lit("logged_in"))
+        .when(F.col("_linked_user").isNotNull(), F.lit("stitched"))
+        .otherwise(F.lit("anonymous")),
     ).withColumn("user_id", F.coalesce("user_id", "_linked_user", "anonymous_id"))
 
 
 @transformation
 def clean_events(
-    raw: DataFrame, start: date, end: date, persist: Callable[[DataFrame], DataFrame] = lambda df: df, batch_id: str = "unpublished"
+    raw: DataFrame,
+    start: date,
+    end: date,
+    persist: Callable[[DataFrame], DataFrame] = lambda df: df,
+    batch_id: str = "unpublished",
 ) -> CleaningResult:
     """Classify raw rows; the cleaned and quarantined ones are those attributed to [start, end].
 
@@ -293,25 +373,50 @@ def clean_events(
     for the tables, counts and checks that read them.
     """
     first_ingest, last_ingest = ingest_window(start, end)
-    window = raw.filter((F.col("ingest_date") >= F.lit(first_ingest)) & (F.col("ingest_date") <= F.lit(last_ingest)))
-    parsed_all = persist(parse_events(window).withColumn("reason", _reason()).withColumn("event_date", F.coalesce("_event_date", "ingest_date")))
+    window = raw.filter(
+        (F.col("ingest_date") >= F.lit(first_ingest)) & (F.col("ingest_date") <= F.lit(last_ingest))
+    )
+    parsed_all = persist(
+        parse_events(window)
+        .withColumn("reason", _reason())
+        .withColumn("event_date", F.coalesce("_event_date", "ingest_date"))
+    )
     ties = (
-        parsed_all.filter(F.col("reason").isNull() & F.col("user_id").isNotNull() & F.col("anonymous_id").isNotNull())
-        .select(F.col("anonymous_id").alias("tie_anonymous_id"), F.col("user_id").alias("tie_user_id"), F.col("ingest_date").alias("tie_ingest_date"))
+        parsed_all.filter(
+            F.col("reason").isNull()
+            & F.col("user_id").isNotNull()
+            & F.col("anonymous_id").isNotNull()
+        )
+        .select(
+            F.col("anonymous_id").alias("tie_anonymous_id"),
+            F.col("user_id").alias("tie_user_id"),
+            F.col("ingest_date").alias("tie_ingest_date"),
+        )
         .distinct()
     )
     # Duplicates are ranked among valid rows only: a broken delivery never displaces a good one. They
     # are ranked over the whole ingest window, the 30 days before the range included: a retry ingested
     # in the range whose first delivery landed before it (and dates from before it) is a duplicate
     # whichever range the run builds, so building dates one at a time or together gives one table.
-    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("ingest_date", "source_file", "line_number")
+    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy(
+        "ingest_date", "source_file", "line_number"
+    )
     ranked = parsed_all.drop("raw_line", "raw_bytes").withColumn(
-        "reason", F.when(F.col("reason").isNull() & (F.row_number().over(first_seen) > 1), F.lit("duplicate")).otherwise(F.col("reason"))
+        "reason",
+        F.when(
+            F.col("reason").isNull() & (F.row_number().over(first_seen) > 1), F.lit("duplicate")
+        ).otherwise(F.col("reason")),
     )
     parsed = ranked.filter(F.col("ingest_date") >= F.lit(start))
     valid = _stitched(parsed.filter(F.col("reason").isNull()), ties)
-    invalid = parsed.filter(F.col("reason").isNotNull()).withColumn("identity", F.lit(None).cast("string"))
+    invalid = parsed.filter(F.col("reason").isNotNull()).withColumn(
+        "identity", F.lit(None).cast("string")
+    )
     classified = valid.unionByName(invalid.withColumn("_linked_user", F.lit(None).cast("string")))
     in_range = (F.col("event_date") >= F.lit(start)) & (F.col("event_date") <= F.lit(end))
-    outcome = F.when(~in_range, F.lit("outside_range")).when(F.col("reason").isNull(), F.lit("cleaned")).otherwise(F.lit("quarantined"))
+    outcome = (
+        F.when(~in_range, F.lit("outside_range"))
+        .when(F.col("reason").isNull(), F.lit("cleaned"))
+        .otherwise(F.lit("quarantined"))
+    )
     return CleaningResult(persist(classified.withColumn("outcome", outcome)), parsed_all, batch_id)
