@@ -1,4 +1,5 @@
-"""`lakehouse` command line: land synthetic events and print the landed window, list training runs, reproduce a training set, keep a run rebuildable."""
+"""`lakehouse` command line: land synthetic events and print the landed window, list training runs,
+reproduce a training set, keep a run rebuildable."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _tracking_uri() -> str:
         "MLFLOW_TRACKING_URI"
     ):
         raise SystemExit(
-            'error: LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
+            "error: LAKEHOUSE_PROFILE=cluster needs MLFLOW_TRACKING_URI (for the servers of "
+            '`make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
         )
     return lakehouse_paths().mlflow_tracking_uri
 
@@ -97,7 +99,8 @@ def _runs(args: argparse.Namespace) -> int:
         )
         inputs = " ".join(f"{name}@v{version}" for name, version in r["inputs"].items())
         print(
-            f"{r['run_id']}  {started}  rows={r['training_set_rows']}  sha256={r['training_set_sha256'][:16]}…  {inputs}"
+            f"{r['run_id']}  {started}  rows={r['training_set_rows']}  "
+            f"sha256={r['training_set_sha256'][:16]}…  {inputs}"
         )
     return 0
 
@@ -119,7 +122,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         else "from the run's snapshot"
     )
     print(
-        f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} (form {result.hash_form}) matches run {result.run_id}"
+        f"wrote {result.rows} rows to {result.out} ({how}); sha256 {result.sha256} "
+        f"(form {result.hash_form}) matches run {result.run_id}"
     )
     return 0
 
@@ -201,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     gen.add_argument(
         "--drift-from",
-        help="first day with the drifted price fields (YYYY-MM-DD, or 'never'; default: the middle day of the first window landed in the folder)",
+        help=(
+            "first day with the drifted price fields (YYYY-MM-DD, or 'never'; default: the middle day "
+            "of the first window landed in the folder)"
+        ),
     )
     gen.add_argument(
         "--clean", action="store_true", help="land events without any of the data problems"
@@ -241,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument(
         "--rebuild",
         action="store_true",
-        help="recompute it through Feast from the tables and Delta versions the run recorded instead of reading the run's snapshot",
+        help=(
+            "recompute it through Feast from the tables and Delta versions the run recorded instead of "
+            "reading the run's snapshot"
+        ),
     )
     rep.set_defaults(func=_reproduce)
 

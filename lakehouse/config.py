@@ -54,7 +54,8 @@ def postgres_server(url: str) -> SplitResult:
         or not (server.username and server.hostname)
     ):
         raise ValueError(
-            "LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); the password is LAKEHOUSE_PG_PASSWORD"
+            "LAKEHOUSE_PG_URL names the server and user only (postgresql://user@host:port); "
+            "the password is LAKEHOUSE_PG_PASSWORD"
         )
     return server
 

@@ -137,19 +137,18 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
             )
             logged_in = rng.random() >= config.anonymous_rate
             login_after = int(rng.integers(1, 4)) if not logged_in and rng.random() < 0.6 else None
+            # Each event carries whether the user was logged in when it was emitted (a login mid-session
+            # changes it for the events after it).
             session: list[tuple[str, datetime, bool, dict]] = []
 
-            def emit(name: str, ts: datetime, properties: dict) -> None:
-                session.append((name, ts, logged_in, properties))
-
             ts = midnight + timedelta(seconds=float(rng.uniform(0, 86400 - 3600)))
-            emit("session_started", ts, {"experiment_variant": variant})
+            session.append(("session_started", ts, logged_in, {"experiment_variant": variant}))
             cart: list[tuple[float, int]] = []
             for view in range(1 + rng.poisson(3)):
                 if login_after is not None and view == login_after:
                     ts += timedelta(seconds=float(rng.exponential(30)) + 1)
                     logged_in = True
-                    emit("user_logged_in", ts, {})
+                    session.append(("user_logged_in", ts, logged_in, {}))
                 ts += timedelta(seconds=float(rng.exponential(45)) + 1)
                 if rng.random() < 0.6:
                     candidates = pop.items_by_category[pop.favourite_category[user]]
@@ -169,23 +168,28 @@ def _day_events(pop: _Population, config: GeneratorConfig, day: date) -> list[_W
                     "source_page": SOURCE_PAGES[int(rng.integers(0, len(SOURCE_PAGES)))],
                     "experiment_variant": variant,
                 }
-                emit("product_viewed", ts, common)
+                session.append(("product_viewed", ts, logged_in, common))
                 if rng.random() < 0.25:
                     quantity = 1 + int(rng.poisson(0.3))
                     ts += timedelta(seconds=float(rng.exponential(20)) + 1)
-                    emit("cart_item_added", ts, {**common, "quantity": quantity})
+                    session.append(
+                        ("cart_item_added", ts, logged_in, {**common, "quantity": quantity})
+                    )
                     cart.append((price, quantity))
             if cart and logged_in and rng.random() < pop.purchase_propensity[user] * 2.5:
                 ts += timedelta(seconds=float(rng.exponential(60)) + 1)
-                emit(
-                    "purchase_completed",
-                    ts,
-                    {
-                        "order_id": f"ord_{rng.bytes(6).hex()}",
-                        "revenue_usd": round(sum(p * q for p, q in cart), 2),
-                        "item_count": sum(q for _, q in cart),
-                        "experiment_variant": variant,
-                    },
+                session.append(
+                    (
+                        "purchase_completed",
+                        ts,
+                        logged_in,
+                        {
+                            "order_id": f"ord_{rng.bytes(6).hex()}",
+                            "revenue_usd": round(sum(p * q for p, q in cart), 2),
+                            "item_count": sum(q for _, q in cart),
+                            "experiment_variant": variant,
+                        },
+                    )
                 )
 
             session_start, session_end = session[0][1], session[-1][1]

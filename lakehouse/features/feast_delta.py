@@ -37,12 +37,10 @@ import copy
 import json
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -74,8 +72,8 @@ from feast.protos.feast.core.FeatureService_pb2 import LoggingConfig as LoggingC
 from feast.protos.feast.core.SavedDataset_pb2 import SavedDatasetStorage as SavedDatasetStorageProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.saved_dataset import SavedDatasetStorage
-from feast.utils import compute_non_entity_date_range
 from feast.type_map import pa_to_feast_value_type
+from feast.utils import compute_non_entity_date_range
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
@@ -202,7 +200,8 @@ class DeltaSource(DataSource):
             column = stored_column(self, name)
             if column not in schema.names:
                 raise DeltaSourceError(
-                    f"source {self.name!r}: {role} {column!r} is not a column of {self.path} (columns: {', '.join(schema.names)})"
+                    f"source {self.name!r}: {role} {column!r} is not a column of {self.path} "
+                    f"(columns: {', '.join(schema.names)})"
                 )
             if not pa.types.is_timestamp(schema.field(column).type):
                 raise DeltaSourceError(
@@ -476,7 +475,8 @@ class DeltaRetrievalJob(RetrievalJob):
             )
         else:
             raise DeltaSourceError(
-                f"the Delta offline store persists to SavedDatasetDeltaStorage (or Feast's SavedDatasetFileStorage), not {type(storage).__name__}"
+                "the Delta offline store persists to SavedDatasetDeltaStorage "
+                f"(or Feast's SavedDatasetFileStorage), not {type(storage).__name__}"
             )
         exists = table_version(uri) is not None if delta else Path(uri).exists()
         if exists and not allow_overwrite:
@@ -532,7 +532,8 @@ class DeltaOfflineStore(OfflineStore):
         `filter_by_created_timestamp=True` ignores feature rows created after the entity timestamp."""
         if entity_df is not None and not isinstance(entity_df, pd.DataFrame):
             raise DeltaSourceError(
-                "the Delta offline store takes entity rows as a pandas DataFrame, or none with start_date/end_date (SQL entity queries are not supported)"
+                "the Delta offline store takes entity rows as a pandas DataFrame, or none with "
+                "start_date/end_date (SQL entity queries are not supported)"
             )
         requested: dict[str, list[str]] = {}
         for ref in feature_refs:
@@ -660,14 +661,16 @@ class DeltaOfflineStore(OfflineStore):
         if isinstance(source, DeltaSource):
             if source.version is not None:
                 raise DeltaSourceError(
-                    f"feature view {feature_view.name!r}: its source is pinned to version {source.version}, a past state that cannot be written to"
+                    f"feature view {feature_view.name!r}: its source is pinned to version "
+                    f"{source.version}, a past state that cannot be written to"
                 )
             uri = source.path
         elif isinstance(source, FileSource) and isinstance(source.file_format, DeltaFormat):
             uri = _file_uri(config, source.path)
         else:
             raise DeltaSourceError(
-                f"feature view {feature_view.name!r}: the Delta offline store writes to Delta tables (DeltaSource, or a FileSource in DeltaFormat), not {type(source).__name__}"
+                f"feature view {feature_view.name!r}: the Delta offline store writes to Delta tables "
+                f"(DeltaSource, or a FileSource in DeltaFormat), not {type(source).__name__}"
             )
         schema = pa.schema(DeltaTable(uri).schema().to_arrow())
         missing, extra = (
@@ -676,7 +679,8 @@ class DeltaOfflineStore(OfflineStore):
         )
         if missing or extra:
             raise DeltaSourceError(
-                f"feature view {feature_view.name!r}: the batch's columns do not match {uri}: missing {missing}, unexpected {extra}"
+                f"feature view {feature_view.name!r}: the batch's columns do not match {uri}: "
+                f"missing {missing}, unexpected {extra}"
             )
         rows = pa.table(
             [_cast(table.column(f.name), f, feature_view.name) for f in schema], schema=schema
@@ -715,7 +719,8 @@ class DeltaOfflineStore(OfflineStore):
             return
         if not isinstance(destination, DeltaLoggingDestination):
             raise DeltaSourceError(
-                f"the Delta offline store logs features to a DeltaLoggingDestination (or Feast's FileLoggingDestination), not {type(destination).__name__}"
+                "the Delta offline store logs features to a DeltaLoggingDestination "
+                f"(or Feast's FileLoggingDestination), not {type(destination).__name__}"
             )
         schema = _delta_compatible(source.get_schema(registry))
         missing = sorted(set(schema.names) - set(data.column_names))
@@ -803,7 +808,8 @@ def _check_types(read: ViewRead, features: list[str], view: FeatureView, schema:
         stored = schema.field(column).type
         if name in declared and type_mismatch(declared[name], stored):
             raise DeltaSourceError(
-                f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} but column {column!r} of {where} is {stored}"
+                f"feature view {view.name!r}: feature {name!r} is declared {declared[name].name} "
+                f"but column {column!r} of {where} is {stored}"
             )
 
 

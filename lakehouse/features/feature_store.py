@@ -13,15 +13,14 @@ call with them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import math
 
 import pyarrow.compute as pc
 
@@ -157,8 +156,9 @@ def materialize_incremental(
     except Exception as exc:
         # Feast records a view as loaded only after its rows are written: the next load starts here again.
         raise OnlineLoadError(
-            f"loading features of {start:%Y-%m-%d %H:%M:%S}..{end:%Y-%m-%d %H:%M:%S} into the online store ({store.config.online_store.type}) failed: "
-            f"{type(exc).__name__}: {exc}. The offline tables are unchanged, and the next load starts again at {start:%Y-%m-%d %H:%M:%S}."
+            f"loading features of {start:%Y-%m-%d %H:%M:%S}..{end:%Y-%m-%d %H:%M:%S} into the online store "
+            f"({store.config.online_store.type}) failed: {type(exc).__name__}: {exc}. "
+            f"The offline tables are unchanged, and the next load starts again at {start:%Y-%m-%d %H:%M:%S}."
         ) from exc
     return start, end
 

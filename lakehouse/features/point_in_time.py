@@ -144,8 +144,14 @@ def _view_rows(i: int, read: ViewRead, latest_created_only: bool) -> str:
     if latest_created_only and read.created:
         # Of rows with the same keys and event time, the latest created one (ASOF takes one row per time).
         partition = ", ".join([quoted(k) for k in read.join_keys] + [quoted(read.timestamp)])
-        qualify = f" QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {quoted(read.created)} DESC NULLS LAST) = 1"
-    return f"view_{i} AS (SELECT {', '.join(columns)} FROM __view_{i} WHERE {quoted(read.timestamp)} <= $newest{qualify})"
+        qualify = (
+            f" QUALIFY row_number() OVER (PARTITION BY {partition}"
+            f" ORDER BY {quoted(read.created)} DESC NULLS LAST) = 1"
+        )
+    return (
+        f"view_{i} AS (SELECT {', '.join(columns)} FROM __view_{i}"
+        f" WHERE {quoted(read.timestamp)} <= $newest{qualify})"
+    )
 
 
 def _matched(read: ViewRead, alias: str) -> list[tuple[str, str]]:
@@ -168,7 +174,8 @@ def _asof_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]:
         values = [f"{value} AS {quoted(out)}" for value, out in _matched(read, "v")]
     return [
         _view_rows(i, read, latest_created_only=True),
-        f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})",
+        f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s"
+        f" ASOF LEFT JOIN view_{i} v ON {' AND '.join(on)})",
     ]
 
 
@@ -185,7 +192,8 @@ def _known_rows_join(i: int, read: ViewRead, timestamp_column: str) -> list[str]
         _view_rows(i, read, latest_created_only=False),
         f"match_{i} AS (SELECT s.{ROW_ID}, v.* FROM step_{i} s JOIN view_{i} v ON {' AND '.join(on)}"
         f" QUALIFY row_number() OVER (PARTITION BY s.{ROW_ID} ORDER BY v.__ts DESC, v.__created DESC) = 1)",
-        f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s LEFT JOIN match_{i} m ON s.{ROW_ID} = m.{ROW_ID})",
+        f"step_{i + 1} AS (SELECT s.*, {', '.join(values)} FROM step_{i} s"
+        f" LEFT JOIN match_{i} m ON s.{ROW_ID} = m.{ROW_ID})",
     ]
 
 
@@ -197,7 +205,8 @@ def entity_rows_between(
     keys = {frozenset(read.entity_keys) for read in reads}
     if len(keys) > 1:
         raise PointInTimeError(
-            f"a retrieval without entity rows needs views with the same entity keys, got {sorted(sorted(k) for k in keys)}"
+            "a retrieval without entity rows needs views with the same entity keys, "
+            f"got {sorted(sorted(k) for k in keys)}"
         )
     entity_keys = list(reads[0].entity_keys) if reads else []
     with utc_duckdb() as con:

@@ -160,7 +160,8 @@ def _logical_type(name: str, column: pd.Series) -> str:
 
 
 def _encoded_rows(df: pd.DataFrame, types: list[str]) -> list[bytes]:
-    """Each row's encoding. Runs of fixed-width columns are encoded as one numpy block; strings once per distinct value."""
+    """Each row's encoding. Runs of fixed-width columns are encoded as one numpy block; strings once per
+    distinct value."""
     import numpy as np
 
     n = len(df)

@@ -167,7 +167,8 @@ def input_dataset(table: InputTable):
 
 
 def _arrow_schema(table: InputTable):
-    """The table's columns: its TableSchema (lakehouse.tables.schemas) by name, else the Delta log's at the pinned version."""
+    """The table's columns: its TableSchema (lakehouse.tables.schemas) by name, else the Delta log's at the
+    pinned version."""
     from lakehouse.tables import schemas
 
     known = {s.name: s for s in vars(schemas).values() if isinstance(s, schemas.TableSchema)}
@@ -201,7 +202,8 @@ def _mlflow_type(arrow_type) -> str:
 
 @functools.cache
 def _dataset_classes():
-    """The MLflow dataset source and dataset of an input table, defined on first use: mlflow is not imported with this module."""
+    """The MLflow dataset source and dataset of an input table, defined on first use: mlflow is not imported
+    with this module."""
     from mlflow.data.dataset_source import DatasetSource
     from mlflow.data.meta_dataset import MetaDataset
 

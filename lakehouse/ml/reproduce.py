@@ -125,11 +125,13 @@ class _LocalStore:
                     params,
                 ).fetchall()
                 tag_rows = conn.execute(
-                    f"SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid WHERE {where}",
+                    "SELECT t.run_uuid, t.key, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                    f"WHERE {where}",
                     params,
                 ).fetchall()
                 metric_rows = conn.execute(
-                    f"SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m JOIN runs r ON r.run_uuid = m.run_uuid WHERE {where}",
+                    "SELECT m.run_uuid, m.key, m.value, m.is_nan FROM latest_metrics m "
+                    f"JOIN runs r ON r.run_uuid = m.run_uuid WHERE {where}",
                     params,
                 ).fetchall()
             finally:
@@ -160,7 +162,10 @@ class _LocalStore:
         """search_runs(filter "status = 'FINISHED'", active runs only, order "start_time DESC"), first page."""
         if not self.db.exists():
             return []  # MlflowClient would create an empty store here first; nothing to list either way
-        where = "r.experiment_id IN (SELECT experiment_id FROM experiments WHERE name = ?) AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+        where = (
+            "r.experiment_id IN (SELECT experiment_id FROM experiments WHERE name = ?) "
+            "AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+        )
         # MLflow sorts nulls last and breaks ties by run id.
         order = (
             f"ORDER BY r.start_time IS NULL, r.start_time DESC, r.run_uuid LIMIT {self.MAX_RESULTS}"
@@ -250,8 +255,9 @@ def _check_inputs_readable(lineage: TrainingLineage) -> None:
         ]
         if missing:
             raise ReproductionError(
-                f"input table {t.name} version {t.version} is gone: {len(missing)} of its {len(dataset.files)} data files were "
-                f"vacuumed (only versions pinned by a registered model or a kept run survive table maintenance); "
+                f"input table {t.name} version {t.version} is gone: {len(missing)} of its "
+                f"{len(dataset.files)} data files were vacuumed (only versions pinned by a registered model or "
+                "a kept run survive table maintenance); "
                 f"the run's snapshot can still be returned without --rebuild"
             )
         rows = dataset.count_rows()
@@ -302,8 +308,9 @@ def _rebuild(run_id: str, lineage: TrainingLineage, data_dir: Path) -> pd.DataFr
         current = tuple(feature_refs(store, lineage.feature_service))
     except FeatureServiceNotFoundException as exc:
         raise ReproductionError(
-            f"run {run_id}: feature service {lineage.feature_service} is not in the Feast registry of project {store.project} "
-            f"under {data_dir} (the run used project {lineage.feast_project}); apply the feature repo there to rebuild"
+            f"run {run_id}: feature service {lineage.feature_service} is not in the Feast registry of project "
+            f"{store.project} under {data_dir} (the run used project {lineage.feast_project}); "
+            "apply the feature repo there to rebuild"
         ) from exc
     if lineage.feature_refs and current != lineage.feature_refs:
         raise ReproductionError(
@@ -337,7 +344,8 @@ def _verified_training_set(
         source = "rebuilt" if rebuild else "snapshot"
         raise ReproductionError(
             f"run {run_id}: {source} training set differs from the logged one "
-            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs {lineage.training_set_rows}; hash form {form})"
+            f"(sha256 {sha256} vs {lineage.training_set_sha256}, rows {len(frame)} vs "
+            f"{lineage.training_set_rows}; hash form {form})"
         )
     return frame, lineage
 

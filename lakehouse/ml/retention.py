@@ -108,7 +108,8 @@ def pinned_versions(tracking_uri: str, keep_runs_days: int, now: datetime) -> li
                     pin_run(run.info.run_id, f"kept run {run.info.run_id}")
     except Exception as exc:  # whatever the cause, an incomplete list must not reach vacuum
         raise PinListingError(
-            f"cannot list every pinned Delta version from MLflow at {public_uri(tracking_uri)}, and a vacuum without one would delete data a model needs: "
+            f"cannot list every pinned Delta version from MLflow at {public_uri(tracking_uri)}, "
+            "and a vacuum without one would delete data a model needs: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
     return pins

@@ -212,7 +212,8 @@ def measure_skew(feast_store, delta: DeltaStore, tracking_uri: str) -> SkewRepor
         served = feast_store.get_online_features(features=service, entity_rows=entity_rows).to_df()
     if missing := [n for n in names if n not in served.columns]:
         raise ValueError(
-            f"feature service {lineage.feature_service} no longer serves {missing}, which model run {run_id} was trained on"
+            f"feature service {lineage.feature_service} no longer serves {missing}, "
+            f"which model run {run_id} was trained on"
         )
     keys = {
         name: key for name, key in keyed_features(feast_store, service).items() if name in names

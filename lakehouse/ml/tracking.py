@@ -1,4 +1,5 @@
-"""One training run in MLflow: lineage, hyperparameters, metrics, plots, the training-set snapshot, the registered model.
+"""One training run in MLflow: lineage, hyperparameters, metrics, plots, the training-set snapshot, the
+registered model.
 
 The snapshot (the canonical training set as parquet, an artifact of the run) is what `lakehouse
 reproduce` returns by default; the lineage tags are what `--rebuild` recomputes it from. The model
@@ -60,32 +61,38 @@ def training_params(trained: TrainedModel, training_set: pd.DataFrame) -> dict[s
 def run_description(
     run_id: str, trained: TrainedModel, training_set: pd.DataFrame, lineage: TrainingLineage
 ) -> str:
-    """Markdown for the run and its model version: what it predicts, on which window and features, how to get its data back."""
+    """Markdown for the run and its model version: what it predicts, on which window and features, how to
+    get its data back."""
     params = training_params(trained, training_set)
     auc = trained.metrics.get("test_auc", math.nan)
     inputs = ", ".join(f"`{t.name}@v{t.version}`" for t in lineage.inputs)
     return (
-        f"Predicts {PREDICTS}: a {params['model']} trained by the Dagster asset `purchase_propensity_model`.\n\n"
-        f"- **Training window**: prediction times {params['window_start']} to {params['window_end']}; trained on those before "
-        f"{params['split_time']}, tested on the rest (temporal split, latest {TEST_SHARE:.0%} of prediction times held out). Test AUC {auc:.3f}.\n"
-        f"- **Features**: Feast feature service `{lineage.feature_service}` ({len(lineage.feature_refs)} features, project `{lineage.feast_project}`).\n"
-        f"- **Inputs**: {inputs}; training set {lineage.training_set_rows:,} rows, SHA-256 `{lineage.training_set_sha256}` "
-        f"(over its `{lineage.training_set_hash_form}` form).\n"
-        f"- **Reproduce**: `lakehouse reproduce {run_id} --out training_set.parquet` returns this training set, hash-checked "
-        f"(`--rebuild` recomputes it from the recorded Delta tables at their versions); `lakehouse lineage {run_id}` lists every table version behind it.\n"
+        f"Predicts {PREDICTS}: a {params['model']} trained by the Dagster asset "
+        "`purchase_propensity_model`.\n\n"
+        f"- **Training window**: prediction times {params['window_start']} to {params['window_end']}; "
+        f"trained on those before {params['split_time']}, tested on the rest (temporal split, latest "
+        f"{TEST_SHARE:.0%} of prediction times held out). Test AUC {auc:.3f}.\n"
+        f"- **Features**: Feast feature service `{lineage.feature_service}` "
+        f"({len(lineage.feature_refs)} features, project `{lineage.feast_project}`).\n"
+        f"- **Inputs**: {inputs}; training set {lineage.training_set_rows:,} rows, "
+        f"SHA-256 `{lineage.training_set_sha256}` (over its `{lineage.training_set_hash_form}` form).\n"
+        f"- **Reproduce**: `lakehouse reproduce {run_id} --out training_set.parquet` returns this training "
+        "set, hash-checked (`--rebuild` recomputes it from the recorded Delta tables at their versions); "
+        f"`lakehouse lineage {run_id}` lists every table version behind it.\n"
     )
 
 
 def registered_model_description(feature_service: str) -> str:
     return (
         f"Purchase propensity: {PREDICTS}, from the user's activity and their favourite category's activity "
-        f"(Feast feature service `{feature_service}` in the newest version). Trained by the Dagster asset `purchase_propensity_model` "
-        f"on the earlier prediction times and tested on the later ones.\n\n"
-        f"Each version's description gives its training window and feature service; its tags (`lakehouse.*`) the Delta version of "
-        f"every input table. The alias `{CHAMPION}` marks the version that serves: the newest version, set when it is registered, "
-        f"which happens only after its training set passed the point-in-time check.\n\n"
-        f"To get a version's training set: `lakehouse reproduce RUN_ID --out training_set.parquet` with the version's run id "
-        f"(`--rebuild` recomputes it from the pinned Delta versions)."
+        f"(Feast feature service `{feature_service}` in the newest version). Trained by the Dagster asset "
+        f"`purchase_propensity_model` on the earlier prediction times and tested on the later ones.\n\n"
+        f"Each version's description gives its training window and feature service; its tags "
+        f"(`lakehouse.*`) the Delta version of every input table. The alias `{CHAMPION}` marks the "
+        f"version that serves: the newest version, set when it is registered, which happens only after "
+        f"its training set passed the point-in-time check.\n\n"
+        f"To get a version's training set: `lakehouse reproduce RUN_ID --out training_set.parquet` with "
+        f"the version's run id (`--rebuild` recomputes it from the pinned Delta versions)."
     )
 
 

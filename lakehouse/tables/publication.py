@@ -74,7 +74,8 @@ def publication(batch_id: str, start: date, end: date) -> dict[str, str]:
 def _publications(
     store: DeltaStore, version: int | None = None
 ) -> Iterator[tuple[str, date, date, dict[str, int]]]:
-    """Every publication in cleaned_events' log up to `version`, newest first: (batch id, start, end, input versions)."""
+    """Every publication in cleaned_events' log up to `version`, newest first: (batch id, start, end,
+    input versions)."""
     for info in store.history(CLEANED_EVENTS.name, version):
         batch = json.loads(info.get(BATCH_KEY) or "null")
         if (
@@ -109,7 +110,8 @@ def _days(start: date, end: date) -> list[date]:
 def _quarantine_rows(
     store: DeltaStore, start: date, end: date, version: int | None, columns: list[str] | None
 ) -> pa.Table:
-    """The quarantine's physical rows of event dates [start, end], with event_date and batch_id whatever `columns` asks."""
+    """The quarantine's physical rows of event dates [start, end], with event_date and batch_id whatever
+    `columns` asks."""
     dataset = store.dataset(QUARANTINE.name, version)
     in_range = (pc.field("event_date") >= pa.scalar(start)) & (
         pc.field("event_date") <= pa.scalar(end)
@@ -223,7 +225,8 @@ def settle_quarantine(
         except TableMovedError:
             continue  # another run appended or settled in the range meanwhile: settle what is there now
     raise TableMovedError(
-        f"{QUARANTINE.name}: {start}..{end} kept changing while it was settled ({SETTLE_ATTEMPTS} attempts); the next run settles it"
+        f"{QUARANTINE.name}: {start}..{end} kept changing while it was settled "
+        f"({SETTLE_ATTEMPTS} attempts); the next run settles it"
     )
 
 

@@ -183,7 +183,8 @@ RAW_EVENTS = TableSchema(
         Col(
             "raw_bytes",
             "binary",
-            "The line's bytes, only when they are not valid UTF-8 (raw_line then shows U+FFFD for each invalid sequence); null when raw_line encoded as UTF-8 is exactly what landed.",
+            "The line's bytes, only when they are not valid UTF-8 (raw_line then shows U+FFFD for each "
+            "invalid sequence); null when raw_line encoded as UTF-8 is exactly what landed.",
             nullable=True,
         ),
     ),
@@ -193,7 +194,10 @@ RAW_EVENTS = TableSchema(
 
 CLEANED_EVENTS = TableSchema(
     name="cleaned_events",
-    description="One row per event_id in the canonical event schema, event times corrected to UTC server time, user ids stitched.",
+    description=(
+        "One row per event_id in the canonical event schema, event times corrected to UTC server time, "
+        "user ids stitched."
+    ),
     columns=(
         Col("event_id", "string", "Unique event identifier (first delivery wins)."),
         Col("event_name", "string", "What happened.", checks=(Check.isin(list(EVENT_NAMES)),)),
@@ -269,12 +273,16 @@ CLEANED_EVENTS = TableSchema(
 
 QUARANTINE = TableSchema(
     name="quarantined_events",
-    description="Raw lines that did not become a cleaned event, each with the reason; with cleaned_events it accounts for every raw line.",
+    description=(
+        "Raw lines that did not become a cleaned event, each with the reason; with cleaned_events it "
+        "accounts for every raw line."
+    ),
     columns=(
         Col(
             "event_date",
             "date",
-            "Event date the line is attributed to (its ingest date when it has no readable time); the partition column.",
+            "Event date the line is attributed to (its ingest date when it has no readable time); "
+            "the partition column.",
         ),
         Col("ingest_date", "date", "raw_events partition of the line."),
         Col("source_file", "string", "Landing file of the line."),
@@ -296,7 +304,8 @@ QUARANTINE = TableSchema(
         Col(
             "batch_id",
             "string",
-            "The cleaning run that wrote the row; a date's rows are those of the batch cleaned_events published for it (lakehouse/tables/publication.py).",
+            "The cleaning run that wrote the row; a date's rows are those of the batch cleaned_events "
+            "published for it (lakehouse/tables/publication.py).",
         ),
     ),
     unique=("source_file", "line_number"),
@@ -390,7 +399,8 @@ USER_FEATURES = TableSchema(
         Col(
             "cart_abandonment_rate_30d",
             "double",
-            "Of the sessions started in the 30 days before feature_ts that added to cart, the share that bought nothing; null without such sessions.",
+            "Of the sessions started in the 30 days before feature_ts that added to cart, the share that "
+            "bought nothing; null without such sessions.",
             nullable=True,
             checks=(Check.in_range(0, 1),),
         ),
@@ -466,7 +476,8 @@ TRAINING_LABELS = TableSchema(
         Col(
             "favourite_category",
             "string",
-            "The user's favourite category as of event_timestamp (see user_features); the key of the category features.",
+            "The user's favourite category as of event_timestamp (see user_features); "
+            "the key of the category features.",
             nullable=True,
         ),
     ),

@@ -355,9 +355,11 @@ class DeltaStore:
                 - {d.isoformat() for d in replace.days()},
                 key=str,
             )
-            if outside:  # as delta-rs refuses rows outside a predicate: they would sit beside the rows they should replace
+            # as delta-rs refuses rows outside a predicate: they would sit beside the rows they should replace
+            if outside:
                 raise ValueError(
-                    f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside the range {replace.start}..{replace.end} they replace"
+                    f"{schema.name}: rows for {replace.column} {', '.join(map(str, outside))} are outside "
+                    f"the range {replace.start}..{replace.end} they replace"
                 )
         info = commit_metadata(inputs, properties, None if append else replace or ALL)
         actions = [
@@ -675,7 +677,8 @@ def stale_inputs(base: DeltaTable, scope: Scope, inputs: dict[str, int]) -> list
                 covered = f"{min(days)}..{max(days)}"
             theirs = json.loads(info.get(INPUTS_KEY) or "{}")
             found += [
-                f"{covered} holds rows computed from {name} v{theirs[name]} (commit v{info['version']}), newer than v{version}"
+                f"{covered} holds rows computed from {name} v{theirs[name]} "
+                f"(commit v{info['version']}), newer than v{version}"
                 for name, version in sorted(inputs.items())
                 if theirs.get(name) is not None and theirs[name] > version
             ]
@@ -757,7 +760,8 @@ def commit_with_checks(
                 then = DeltaTable(uri, version=read_version, storage_options=storage_options)
                 if moved := moved_partitions(then, base, scope):
                     raise TableMovedError(
-                        f"{uri.rsplit('/', 1)[-1]}: not committed, {', '.join(moved)} changed after v{read_version}, which the data was computed from"
+                        f"{uri.rsplit('/', 1)[-1]}: not committed, {', '.join(moved)} changed "
+                        f"after v{read_version}, which the data was computed from"
                     )
         elif read_version is not None:
             raise TableMovedError(

@@ -55,11 +55,9 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-
 from typing import TYPE_CHECKING
 
 from lakehouse.engines.api import F, Window, compat, conform, transformation
-
 from lakehouse.events.vocabulary import EVENT_NAMES, MAX_LATENESS, PLATFORMS, VARIANTS
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 

@@ -8,7 +8,6 @@ simply the 7 rows before D's row.
 from __future__ import annotations
 
 from datetime import date, timedelta
-
 from typing import TYPE_CHECKING
 
 from lakehouse.engines.api import F, Window, compat, conform, transformation
