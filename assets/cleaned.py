@@ -27,14 +27,14 @@ from assets.publish import (
     schema_check_result,
 )
 from lakehouse.events.vocabulary import MAX_LATENESS
-from lakehouse.tables.quality import unbalanced_days, volume_drops
-from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.tables.publication import (
     new_batch_id,
     publish_pair,
     published_quarantine,
     unpublished_lines,
 )
+from lakehouse.tables.quality import unbalanced_days, volume_drops
+from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE
 from lakehouse.tables.storage import DateRange, DeltaStore, StaleInputError
 from lakehouse.transforms.cleaning import clean_events
 from resources.delta import DeltaStorage
@@ -69,19 +69,28 @@ def _daily_spec(schema) -> AssetSpec:
             "cleaned_events_volume",
             asset="cleaned_events",
             blocking=True,
-            description="No event date of the batch falls to 50% or less of the trailing 7-day mean; otherwise nothing is committed.",
+            description=(
+                "No event date of the batch falls to 50% or less of the trailing 7-day mean; "
+                "otherwise nothing is committed."
+            ),
         ),
         AssetCheckSpec(
             "cleaned_events_unpublished_lines",
             asset="cleaned_events",
-            description="Warns when raw lines the run read belong to event dates whose published rows do not hold them yet "
-            "(late lines of dates before the run's range, lines of dates after it), and names those dates and the command that publishes them.",
+            description=(
+                "Warns when raw lines the run read belong to event dates whose published rows do not "
+                "hold them yet (late lines of dates before the run's range, lines of dates after it), "
+                "and names those dates and the command that publishes them."
+            ),
         ),
         AssetCheckSpec(
             "cleaned_events_accounting",
             asset="cleaned_events",
             blocking=True,
-            description="For every event date: raw lines attributed to it = cleaned rows + quarantined rows (duplicates included), read back after the commit.",
+            description=(
+                "For every event date: raw lines attributed to it = cleaned rows + quarantined rows "
+                "(duplicates included), read back after the commit."
+            ),
         ),
     ],
     backfill_policy=BackfillPolicy.single_run(),
@@ -173,7 +182,8 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
                 cleaned.release()
                 quarantined.release()
     raise StaleInputError(
-        f"cleaned_events {days[0]}..{days[-1]}: raw_events kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again"
+        f"cleaned_events {days[0]}..{days[-1]}: raw_events kept moving ahead of "
+        f"{RECOMPUTE_ATTEMPTS} computations; run it again"
     )
 
 
@@ -226,7 +236,8 @@ def _after_publication(
                 {str(d): n for d, n in outside.items()}
             ),
             "first_partition": MetadataValue.text(
-                f"{first_partition} (LAKEHOUSE_PARTITIONS_START, else the first landed day): dates before it have no partition"
+                f"{first_partition} (LAKEHOUSE_PARTITIONS_START, else the first landed day): "
+                "dates before it have no partition"
             ),
         },
     )

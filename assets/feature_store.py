@@ -3,6 +3,7 @@
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -17,8 +18,7 @@ from dagster import (
 
 from assets.automation import rebuilt_with_its_inputs
 from assets.publish import bounded
-import pyarrow.compute as pc
-
+from lakehouse.config import public_uri
 from lakehouse.features.feature_store import (
     FEATURE_REPO,
     apply_definitions,
@@ -26,7 +26,6 @@ from lakehouse.features.feature_store import (
     online_offline_mismatches,
 )
 from lakehouse.ml.drift import PSI_FAIL, PSI_WARN, worst_status
-from lakehouse.config import public_uri
 from resources.delta import DeltaStorage
 from resources.feast import FeastResource
 from resources.mlflow import MlflowTracking
@@ -41,7 +40,8 @@ FEATURE_TABLES = ("user_features", "category_features")  # what the online store
     kinds={"feast"},
 )
 def feast_registry(feast: FeastResource):
-    """The Feast registry: entities, feature views and feature services of feature_repo/, as `feast apply` registers them.
+    """The Feast registry: entities, feature views and feature services of feature_repo/, as \
+`feast apply` registers them.
 
     Applying validates that every source is a readable Delta table with its timestamp columns, and
     removes objects that were deleted from the repo.
@@ -65,7 +65,10 @@ def feast_registry(feast: FeastResource):
         AssetCheckSpec(
             "online_matches_offline",
             asset="feast_online_store",
-            description="Training-serving consistency: for a sample of entities, the online values equal the offline store's latest values.",
+            description=(
+                "Training-serving consistency: for a sample of entities, the online values equal "
+                "the offline store's latest values."
+            ),
         )
     ],
 )
@@ -119,7 +122,8 @@ def feast_online_store(context: AssetExecutionContext, feast: FeastResource, del
     description=(
         f"Training-serving skew: the newest registered model's training set against the online values of the "
         f"entities active on the newest feature day, and against the newest day of logged traffic (what the "
-        f"feature service actually served, `traffic_*`) once there is some. PSI per feature (KS too for continuous ones): "
+        f"feature service actually served, `traffic_*`) once there is some. "
+        f"PSI per feature (KS too for continuous ones): "
         f"warns at PSI >= {PSI_WARN}, fails at PSI >= {PSI_FAIL}. The chart of every feature's training and serving "
         f"distributions is an artifact of the model's MLflow run (serving_skew/): `chart` opens it in the MLflow UI "
         f"(`mlflow ui`, http://127.0.0.1:5000), `chart_file` is where the artifact store keeps it."
@@ -180,7 +184,9 @@ def serving_features_match_training(
 
 def _drift_table(features) -> str:
     rows = [
-        f"| {d.feature} | {d.psi:.3f} | {'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | {d.status} |"
+        f"| {d.feature} | {d.psi:.3f} | "
+        f"{'' if d.ks_statistic is None else f'{d.ks_statistic:.3f} (p={d.ks_pvalue:.2g})'} | "
+        f"{d.status} |"
         for d in features
     ]
     return "| feature | PSI | KS | status |\n|---|---|---|---|\n" + "\n".join(rows)

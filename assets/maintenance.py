@@ -22,7 +22,8 @@ class MaintenanceConfig(Config):
         168  # files younger than this stay: a writer in flight may not have committed them yet
     )
     keep_runs_days: int = 30  # unregistered training runs this recent stay rebuildable
-    min_retention_hours: int = MIN_RETENTION_HOURS  # a shorter retention_hours is refused; lower only where nothing else writes
+    # a shorter retention_hours is refused; lower only where nothing else writes
+    min_retention_hours: int = MIN_RETENTION_HOURS
 
 
 @asset(group_name="maintenance", kinds={"delta"})
@@ -48,7 +49,8 @@ def table_maintenance(
         delta.root, pins, config.retention_hours, min_retention_hours=config.min_retention_hours
     )
     rows = "\n".join(
-        f"| {r.table} | {r.version_before} | {r.version_after} | {r.files_compacted} | {r.files_vacuumed} | {', '.join(map(str, r.kept_versions)) or '-'} |"
+        f"| {r.table} | {r.version_before} | {r.version_after} | {r.files_compacted} "
+        f"| {r.files_vacuumed} | {', '.join(map(str, r.kept_versions)) or '-'} |"
         for r in results
     )
     return MaterializeResult(
@@ -57,8 +59,8 @@ def table_maintenance(
             "files_compacted": MetadataValue.int(sum(r.files_compacted for r in results)),
             "files_vacuumed": MetadataValue.int(sum(r.files_vacuumed for r in results)),
             "maintenance": MetadataValue.md(
-                "| table | version before | after | files compacted | files vacuumed | pinned versions kept |\n|---|---|---|---|---|---|\n"
-                + rows
+                "| table | version before | after | files compacted | files vacuumed "
+                "| pinned versions kept |\n|---|---|---|---|---|---|\n" + rows
             ),
             "pinned_by": MetadataValue.json({r.table: list(r.pinned_by) for r in results}),
         }

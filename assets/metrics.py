@@ -121,7 +121,8 @@ _TRANSLATOR = LakehouseDbtTranslator(
     backfill_policy=BackfillPolicy.single_run(),
 )
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
-    """Load the static reference tables (dbt/seeds/) into dbt's database and run their tests: not partitioned, they have no dates."""
+    """Load the static reference tables (dbt/seeds/) into dbt's database and run their tests: \
+not partitioned, they have no dates."""
     yield from dbt.cli(["build"], context=context).stream()
 
 
@@ -167,10 +168,10 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
 
 def column_lineage_markdown(lineage) -> str:
     """Each column of a model and the upstream columns it is derived from, as a table a person can read."""
-    rows = [
-        f"| {column} | {', '.join(f'{dep.asset_key.to_user_string()}.{dep.column_name}' for dep in deps) or '(computed, no input column)'} |"
-        for column, deps in lineage.deps_by_column.items()
-    ]
+    rows = []
+    for column, deps in lineage.deps_by_column.items():
+        inputs = ", ".join(f"{dep.asset_key.to_user_string()}.{dep.column_name}" for dep in deps)
+        rows.append(f"| {column} | {inputs or '(computed, no input column)'} |")
     return "| column | derived from |\n|---|---|\n" + "\n".join(rows)
 
 

@@ -31,7 +31,10 @@ from resources.mlflow import MlflowTracking
             "training_set_point_in_time",
             asset="purchase_propensity_model",
             blocking=True,
-            description="No training row got a feature row from after its prediction time or older than the feature view's TTL; otherwise nothing is trained or logged.",
+            description=(
+                "No training row got a feature row from after its prediction time or older than the "
+                "feature view's TTL; otherwise nothing is trained or logged."
+            ),
         )
     ],
 )
@@ -65,9 +68,9 @@ def purchase_propensity_model(
     # process imports the assets, and only this one trains.
     from lakehouse.ml.evaluation import evaluation_figures
     from lakehouse.ml.leakage import LeakageError
-    from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
     from lakehouse.ml.tracking import CHAMPION, log_training_run, promote
     from lakehouse.ml.training import train_purchase_model
+    from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
 
     feast_store = feast.store()
     inputs = current_inputs(delta.store(), feast_store)
@@ -93,7 +96,8 @@ def purchase_propensity_model(
     )
     promote(logged.model_version)  # registered, so it passed the point-in-time check: it serves now
     context.log.info(
-        f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version} ({CHAMPION}): test AUC {trained.metrics['test_auc']:.3f}"
+        f"MLflow run {logged.run_id}, model {REGISTERED_MODEL} v{logged.model_version} ({CHAMPION}): "
+        f"test AUC {trained.metrics['test_auc']:.3f}"
     )
     yield MaterializeResult(
         metadata={

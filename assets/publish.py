@@ -64,7 +64,10 @@ def schema_check(schema: LakehouseTableSchema) -> AssetCheckSpec:
         f"{schema.name}_schema",
         asset=schema.name,
         blocking=True,
-        description=f"Each batch passes the {schema.name} pandera schema (types, nullability, allowed values, unique {', '.join(schema.unique)}) before it is committed.",
+        description=(
+            f"Each batch passes the {schema.name} pandera schema (types, nullability, allowed values, "
+            f"unique {', '.join(schema.unique)}) before it is committed."
+        ),
     )
 
 
@@ -206,5 +209,6 @@ def publish(
             for batch in batches.values():
                 batch.release()
     raise StaleInputError(
-        f"{', '.join(schema.name for schema in batches)}: the inputs kept moving ahead of {RECOMPUTE_ATTEMPTS} computations; run it again"
+        f"{', '.join(schema.name for schema in batches)}: the inputs kept moving ahead of "
+        f"{RECOMPUTE_ATTEMPTS} computations; run it again"
     )

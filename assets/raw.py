@@ -39,17 +39,28 @@ from resources.landing import LandingArea
         AssetCheckSpec(
             "raw_events_volume",
             asset="raw_events",
-            description="Warns when an ingest date has 50% or fewer lines than the trailing 7-day mean (raw keeps them all regardless).",
+            description=(
+                "Warns when an ingest date has 50% or fewer lines than the trailing 7-day mean "
+                "(raw keeps them all regardless)."
+            ),
         ),
         AssetCheckSpec(
             "raw_events_unread_landing",
             asset="raw_events",
-            description="Warns about what the landing area holds and ingestion does not read: folders that are not date=YYYY-MM-DD, files that are not .jsonl or .jsonl.gz in the ingested day folders, gzip files that do not decompress, symbolic links (never followed).",
+            description=(
+                "Warns about what the landing area holds and ingestion does not read: folders that "
+                "are not date=YYYY-MM-DD, files that are not .jsonl or .jsonl.gz in the ingested day "
+                "folders, gzip files that do not decompress, symbolic links (never followed)."
+            ),
         ),
         AssetCheckSpec(
             "raw_events_landing_rewritten",
             asset="raw_events",
-            description="Warns about landed files that broke the landing contract (a file only grows, by appending lines): files that shrank, vanished or changed under lines already ingested, with those lines. raw_events keeps the lines as ingested.",
+            description=(
+                "Warns about landed files that broke the landing contract (a file only grows, by "
+                "appending lines): files that shrank, vanished or changed under lines already "
+                "ingested, with those lines. raw_events keeps the lines as ingested."
+            ),
         ),
     ],
 )
@@ -72,7 +83,8 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     found = {}
 
     def compute():
-        # Computed from this version of raw_events itself: the commit is refused if another run changed these dates since.
+        # Computed from this version of raw_events itself: the commit is refused if another run
+        # changed these dates since.
         version = store.version(RAW_EVENTS.name)
         held = store.daily_rows(RAW_EVENTS.name, "ingest_date", version)
         batches, found["rewritten"] = raw_partitions(
@@ -130,7 +142,10 @@ def raw_events(context: AssetExecutionContext, delta: DeltaStorage, landing: Lan
     target=[raw_events],
     default_status=DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=60,
-    description="Ingests a landing day folder into raw_events when it appears or its files change. Stopped by default: turn it on for continuous ingestion.",
+    description=(
+        "Ingests a landing day folder into raw_events when it appears or its files change. "
+        "Stopped by default: turn it on for continuous ingestion."
+    ),
 )
 def landing_sensor(context: SensorEvaluationContext, landing: LandingArea):
     """Ingest a landing day folder when it appears or its files change (new lines, late lines).

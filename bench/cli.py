@@ -94,7 +94,8 @@ def main() -> int:
         for name, run_once in commands.items():
             median = median_of(name, args.repeats, run_once)
             print(
-                f"{name}: {median:.2f} s median ({args.repeats} runs), {median / reference:.1f}x bare interpreter start ({reference:.2f} s)"
+                f"{name}: {median:.2f} s median ({args.repeats} runs), "
+                f"{median / reference:.1f}x bare interpreter start ({reference:.2f} s)"
             )
     return 0
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from materialize_demo import BIN, REPO, run_measured
+
 from resources.instance import write_instance_config
 
 # One application, cleaning the window's raw_events and committing the result: the transform of
@@ -111,12 +112,14 @@ def sizes(settings: dict, redis_before: tuple[int, int]) -> None:
         adds = pa.table(store.table(table).get_add_actions(flatten=True)).to_pydict()
         files, rows, size = len(adds["path"]), sum(adds["num_records"]), sum(adds["size_bytes"])
         print(
-            f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: {size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file"
+            f"{table:<15} {rows:9d} rows in {files:4d} files, {size / 2**20:7.1f} MiB: "
+            f"{size / rows:6.1f} bytes per row, {size / files / 2**20:6.2f} MiB per file"
         )
     used, keys = redis_memory(settings)
     users = len(set(store.read_arrow("user_features", columns=["user_id"])["user_id"].to_pylist()))
     print(
-        f"Redis: {keys - redis_before[1]} keys, {(used - redis_before[0]) / 2**20:.1f} MiB for the online features of {users} users and their categories"
+        f"Redis: {keys - redis_before[1]} keys, {(used - redis_before[0]) / 2**20:.1f} MiB "
+        f"for the online features of {users} users and their categories"
     )
 
 
@@ -175,7 +178,9 @@ def main() -> None:
             data, env = lake(landing, **extra)
             seconds[profile], peak = run_measured(materialize, env, data / "materialize.log")
             print(
-                f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  {lines / seconds[profile]:8.0f} events/s  (peak RSS of its process tree {peak:.0f} MiB)"
+                f"demo materialization on the {profile:<7} profile: {seconds[profile]:7.1f} s  "
+                f"{lines / seconds[profile]:8.0f} events/s  "
+                f"(peak RSS of its process tree {peak:.0f} MiB)"
             )
             steps = re.findall(
                 r'Finished execution of step "(\w+)" in ([\d.]+m?[\d.]*s)',
@@ -183,7 +188,8 @@ def main() -> None:
             )
             print("  steps: " + ", ".join(f"{step} {took}" for step, took in steps))
         print(
-            f"events landed: {lines} ({args.days} days, {args.users} users); cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x"
+            f"events landed: {lines} ({args.days} days, {args.users} users); "
+            f"cluster / local time: {seconds['cluster'] / seconds['local']:.2f}x"
         )
         sizes(settings, redis_before)
 
@@ -217,12 +223,15 @@ def main() -> None:
             ).stdout
             job[cores, last] = float(out.strip().splitlines()[-1])
             print(
-                f"cleaning job, {events} events, on {cores} worker{'s' if cores > 1 else ''} (1 core each): {job[cores, last]:6.1f} s  {events / job[cores, last] / cores:8.0f} events/s per core"
+                f"cleaning job, {events} events, on {cores} worker{'s' if cores > 1 else ''} "
+                f"(1 core each): {job[cores, last]:6.1f} s  "
+                f"{events / job[cores, last] / cores:8.0f} events/s per core"
             )
         print(f"speed-up with 2 workers: {job[1, end] / job[2, end]:.2f}x")
         marginal = (lines - half_lines) / (job[1, end] - job[1, half_end])
         print(
-            f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events took {job[1, end] - job[1, half_end]:.1f} s more)"
+            f"one core, marginal: {marginal:.0f} events/s ({lines - half_lines} more events "
+            f"took {job[1, end] - job[1, half_end]:.1f} s more)"
         )
 
         jit = {}

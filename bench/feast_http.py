@@ -138,7 +138,7 @@ def timed(name: str, fn):
 def bare_app(repo: Path, with_sdk: bool):
     """A plain ASGI callable: parse the request, read the entity's rows, answer Feast's JSON."""
     import sqlite3
-    from datetime import datetime, timezone
+    from datetime import timezone
 
     import feast.infra.online_stores.sqlite  # noqa: F401  registers Feast's sqlite3 "timestamp" converter
     import yaml
@@ -162,7 +162,10 @@ def bare_app(repo: Path, with_sdk: bool):
             detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES,
             check_same_thread=False,
         )
-        sql = 'SELECT entity_key, feature_name, value, event_ts FROM "bench_bench" WHERE entity_key IN (?) ORDER BY entity_key'
+        sql = (
+            'SELECT entity_key, feature_name, value, event_ts FROM "bench_bench" '
+            "WHERE entity_key IN (?) ORDER BY entity_key"
+        )
         epoch = "1970-01-01T00:00:00Z"
 
     def read(body: dict) -> dict:
@@ -455,7 +458,8 @@ def main() -> None:
         cwd=HERE.parent,
     )
     print(
-        f"{args.entities:,} entities x {args.times} times ({len(FEATURES)} features) built and materialized in {time.perf_counter() - began:.0f} s under {root}"
+        f"{args.entities:,} entities x {args.times} times ({len(FEATURES)} features) "
+        f"built and materialized in {time.perf_counter() - began:.0f} s under {root}"
     )
 
     feast = str(Path(sys.executable).parent / "feast")
@@ -545,8 +549,10 @@ def main() -> None:
         noise = []
 
         print(
-            f"\n{len(users):,} single-entity POST /get-online-features per server and client, keep-alive, 127.0.0.1"
-            f"{f', with {args.noise} busy process(es) alongside' if args.noise else ''}; ratios against (c) with the same client"
+            f"\n{len(users):,} single-entity POST /get-online-features per server and client, "
+            "keep-alive, 127.0.0.1"
+            f"{f', with {args.noise} busy process(es) alongside' if args.noise else ''}; "
+            "ratios against (c) with the same client"
         )
         for client_name in (RequestsClient.name, RawClient.name):
             floor = results[(client_name, "bare")]
@@ -555,7 +561,8 @@ def main() -> None:
                 samples = results[(client_name, s.name)]
                 print(
                     f"  {s.label:<50} p50 {ms(samples, 0.5):6.2f} ms ({ms(samples, 0.5) / ms(floor, 0.5):4.2f}x)"
-                    f"  p99 {ms(samples, 0.99):6.2f} ms ({ms(samples, 0.99) / ms(floor, 0.99):4.2f}x)  max {max(samples) * 1000:7.1f} ms"
+                    f"  p99 {ms(samples, 0.99):6.2f} ms ({ms(samples, 0.99) / ms(floor, 0.99):4.2f}x)"
+                    f"  max {max(samples) * 1000:7.1f} ms"
                 )
         print(
             "\nserver-side time (ASGI app entry -> last byte handed to uvicorn), http.client calls:"
@@ -586,7 +593,8 @@ def main() -> None:
             ms([r["asgi"] for r in timings["bare"]], 0.5),
         )
         print(
-            f"\n(d) where the time goes in Feast's app, {len(records):,} http.client calls, medians (p99); the share is of the client-measured median"
+            f"\n(d) where the time goes in Feast's app, {len(records):,} http.client calls, "
+            "medians (p99); the share is of the client-measured median"
         )
         rows = [
             ("client-measured total", total, ms(client, 0.99)),

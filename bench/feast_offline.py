@@ -95,7 +95,8 @@ def build(root: Path, entities: int, times: int, entity_rows: int) -> None:
     (repo / "feature_store.yaml").write_text(
         f"project: bench\nprovider: local\nregistry: {root / 'registry.db'}\n"
         f"online_store:\n  type: sqlite\n  path: {root / 'online.db'}\n"
-        "offline_store:\n  type: lakehouse.features.feast_delta.DeltaOfflineStore\nentity_key_serialization_version: 3\n"
+        "offline_store:\n  type: lakehouse.features.feast_delta.DeltaOfflineStore\n"
+        "entity_key_serialization_version: 3\n"
     )
     (repo / "bench_repo.py").write_text(REPO.format(features=FEATURES, path=str(root / "features")))
 
@@ -133,7 +134,8 @@ def measure(kind: str, root: Path) -> dict:
             for c in FEATURES
         )
         result = con.execute(
-            f"SELECT e.*, {columns} FROM entity e ASOF LEFT JOIN features f ON e.user_id = f.user_id AND e.event_timestamp >= f.ts"
+            f"SELECT e.*, {columns} FROM entity e ASOF LEFT JOIN features f "
+            "ON e.user_id = f.user_id AND e.event_timestamp >= f.ts"
         ).to_arrow_table()
     else:
         refs = [f"bench:{c}" for c in FEATURES]
@@ -272,7 +274,8 @@ def main() -> None:
     began = time.perf_counter()
     build(root, args.entities, args.times, args.entity_rows)
     print(
-        f"{args.entities * args.times:,} feature rows ({args.entities:,} entities x {args.times}, {len(FEATURES)} features), "
+        f"{args.entities * args.times:,} feature rows "
+        f"({args.entities:,} entities x {args.times}, {len(FEATURES)} features), "
         f"{args.entity_rows:,} entity rows; built in {time.perf_counter() - began:.0f} s under {root}"
     )
     from feast import FeatureStore
@@ -284,11 +287,14 @@ def main() -> None:
     reference = run_measure("duckdb_asof", root)
     ours = run_measure("delta_store", root)
     print(
-        f"historical retrieval, DuckDB ASOF LEFT JOIN (reference): {reference['seconds']:.1f} s, peak {reference['peak_mib']:.0f} MiB, {reference['rows']:,} rows"
+        f"historical retrieval, DuckDB ASOF LEFT JOIN (reference): {reference['seconds']:.1f} s, "
+        f"peak {reference['peak_mib']:.0f} MiB, {reference['rows']:,} rows"
     )
     print(
-        f"historical retrieval, Feast SDK on the Delta offline store: {ours['seconds']:.1f} s, peak {ours['peak_mib']:.0f} MiB, {ours['rows']:,} rows"
-        f"  -> {ours['seconds'] / reference['seconds']:.2f}x the time, {ours['peak_mib'] / reference['peak_mib']:.2f}x the memory"
+        f"historical retrieval, Feast SDK on the Delta offline store: {ours['seconds']:.1f} s, "
+        f"peak {ours['peak_mib']:.0f} MiB, {ours['rows']:,} rows"
+        f"  -> {ours['seconds'] / reference['seconds']:.2f}x the time, "
+        f"{ours['peak_mib'] / reference['peak_mib']:.2f}x the memory"
     )
     if not args.skip_file_store:
         file_store_repo(root)
@@ -304,7 +310,8 @@ def main() -> None:
             print(f"historical retrieval, Feast's file store: {exc}")
         else:
             print(
-                f"historical retrieval, Feast's file store (comparison): {theirs['seconds']:.1f} s, peak {theirs['peak_mib']:.0f} MiB, {theirs['rows']:,} rows"
+                f"historical retrieval, Feast's file store (comparison): {theirs['seconds']:.1f} s, "
+                f"peak {theirs['peak_mib']:.0f} MiB, {theirs['rows']:,} rows"
             )
     online(root, args.entities)
 

@@ -119,10 +119,12 @@ def main() -> None:
     print(f"events landed: {lines} lines ({args.days} days, {args.users} users)")
     for engine, (seconds, peak, _) in runs.items():
         print(
-            f"materialize on {engine:<7} {seconds:8.1f} s   {lines / seconds:10.0f} events/s   peak RSS of the process tree {peak:7.0f} MiB"
+            f"materialize on {engine:<7} {seconds:8.1f} s   {lines / seconds:10.0f} events/s   "
+            f"peak RSS of the process tree {peak:7.0f} MiB"
         )
     print(
-        f"local engine (duckdb) against spark: {runs['spark'][0] / runs['duckdb'][0]:.2f}x faster, {runs['duckdb'][1] / runs['spark'][1]:.2f}x the peak memory"
+        f"local engine (duckdb) against spark: {runs['spark'][0] / runs['duckdb'][0]:.2f}x faster, "
+        f"{runs['duckdb'][1] / runs['spark'][1]:.2f}x the peak memory"
     )
     for engine, (_, _, steps) in runs.items():
         print(f"{engine} steps: " + ", ".join(f"{step} {took}" for step, took in steps))

@@ -115,19 +115,24 @@ def throughput(events: int) -> None:
     validation = time.perf_counter() - began
     print(f"{lines:>9} lines ({users} users x {days} days; generated in {generated:.0f} s)")
     print(
-        f"  reference DuckDB SQL parse + dedupe: {reference:7.1f} s  {lines / reference:9.0f} lines/s ({reference_rows} events)"
+        f"  reference DuckDB SQL parse + dedupe: {reference:7.1f} s  {lines / reference:9.0f} lines/s "
+        f"({reference_rows} events)"
     )
     print(
         f"  raw_events materialization:          {raw_seconds:7.1f} s  {lines / raw_seconds:9.0f} lines/s"
     )
     print(
-        f"  clean_events transform alone:        {transform:7.1f} s  {lines / transform:9.0f} lines/s  ({reference / transform:.2f}x the reference's speed)"
+        f"  clean_events transform alone:        {transform:7.1f} s  {lines / transform:9.0f} lines/s  "
+        f"({reference / transform:.2f}x the reference's speed)"
     )
     print(
-        f"  cleaned_events materialization:      {cleaned_seconds:7.1f} s  {lines / cleaned_seconds:9.0f} lines/s  ({reference / cleaned_seconds:.2f}x the reference's speed)"
+        f"  cleaned_events materialization:      {cleaned_seconds:7.1f} s  "
+        f"{lines / cleaned_seconds:9.0f} lines/s  "
+        f"({reference / cleaned_seconds:.2f}x the reference's speed)"
     )
     print(
-        f"  pandera validation of cleaned_events ({cleaned.num_rows} rows): {validation:.2f} s, {validation / cleaned_seconds:.1%} of the cleaning time"
+        f"  pandera validation of cleaned_events ({cleaned.num_rows} rows): {validation:.2f} s, "
+        f"{validation / cleaned_seconds:.1%} of the cleaning time"
     )
 
 
@@ -150,11 +155,13 @@ def incremental() -> None:
         )
         seconds[history_days] = (raw_seconds, cleaned_seconds)
         print(
-            f"table holds {history_days:>2} days: one new day raw {raw_seconds:5.1f} s, cleaned {cleaned_seconds:5.1f} s"
+            f"table holds {history_days:>2} days: one new day raw {raw_seconds:5.1f} s, "
+            f"cleaned {cleaned_seconds:5.1f} s"
         )
     for a, b in ((7, 90), (37, 90)):
         print(
-            f"ratio {b}-day / {a}-day table: raw {seconds[b][0] / seconds[a][0]:.2f}, cleaned {seconds[b][1] / seconds[a][1]:.2f}"
+            f"ratio {b}-day / {a}-day table: raw {seconds[b][0] / seconds[a][0]:.2f}, "
+            f"cleaned {seconds[b][1] / seconds[a][1]:.2f}"
         )
 
 

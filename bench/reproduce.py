@@ -48,6 +48,8 @@ def main() -> int:
         tracking_uri = f"sqlite:///{data / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
+        from synthetic_features import land_feature_days
+
         from lakehouse.features.feature_store import apply_definitions, open_store
         from lakehouse.ml.evaluation import evaluation_figures
         from lakehouse.ml.fingerprint import FORMS, content_sha256
@@ -57,7 +59,6 @@ def main() -> int:
         from lakehouse.ml.training_set import build_training_set, current_inputs, lineage_of
         from lakehouse.tables.storage import DeltaStore
         from resources.mlflow import MlflowTracking
-        from synthetic_features import land_feature_days
 
         store = DeltaStore(str(data / "delta"))
         rng = np.random.default_rng(0)

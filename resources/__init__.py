@@ -64,7 +64,8 @@ def _resources_cluster() -> dict:
     missing = [name for name in CLUSTER_SETTINGS if not os.environ.get(name)]
     if missing:
         raise ValueError(
-            f'LAKEHOUSE_PROFILE=cluster needs {", ".join(missing)} (for the servers of `make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
+            f"LAKEHOUSE_PROFILE=cluster needs {', '.join(missing)} (for the servers of "
+            '`make cluster-up`: eval "$(.venv/bin/python scripts/cluster.py env)")'
         )
     return _resources_shared(lakehouse_paths()) | {
         "engine": EngineResource(kind="spark", spark_master=os.environ["LAKEHOUSE_SPARK_MASTER"]),

@@ -25,7 +25,10 @@ from resources import profile_name
 # The home of each profile (resources.PROFILES), under LAKEHOUSE_DATA_DIR.
 HOMES = {"local": "dagster_home", "cluster": "dagster_home_cluster"}
 
-GENERATED = "# Written by resources/instance.py for LAKEHOUSE_PROFILE={profile}; delete this line to keep your own edits."
+GENERATED = (
+    "# Written by resources/instance.py for LAKEHOUSE_PROFILE={profile}; "
+    "delete this line to keep your own edits."
+)
 # What earlier versions of `make dev` and the demo wrote, without the line: theirs too.
 _EARLIER = (
     "telemetry:\n  enabled: false\n",
@@ -77,7 +80,8 @@ def _default_home(environ: Mapping[str, str], profile: str) -> Path:
 
 
 def prepare_instance(environ: Mapping[str, str] = os.environ) -> Path:
-    """The profile's Dagster home, its dagster.yaml written for the profile: what every entry point runs Dagster with."""
+    """The profile's Dagster home, its dagster.yaml written for the profile: what every entry point
+    runs Dagster with."""
     home = dagster_home(environ)
     # Before the profiles had homes of their own, the cluster profile's dagster.yaml was written into
     # the local home (`make cluster-demo`), and the local profile then failed for want of

@@ -91,9 +91,11 @@ CREDENTIALS = {
     "MLFLOW_TRACKING_PASSWORD": lambda: secrets.token_urlsafe(24),
     # Spark's shared secret (spark.authenticate): the master, the workers, their executors and every driver.
     "LAKEHOUSE_SPARK_SECRET": lambda: secrets.token_urlsafe(32),
-    # The key that signs bearer tokens for the Spark web UIs (Spark's JWSFilter); hex is valid base64 and base64url alike.
+    # The key that signs bearer tokens for the Spark web UIs (Spark's JWSFilter); hex is valid
+    # base64 and base64url alike.
     "LAKEHOUSE_SPARK_UI_KEY": lambda: secrets.token_hex(32),
-    # SeaweedFS's JWT keys: volume writes and reads (signed by the master and filer), filer writes and reads (by the S3 gateway).
+    # SeaweedFS's JWT keys: volume writes and reads (signed by the master and filer), filer writes
+    # and reads (by the S3 gateway).
     "WEED_JWT_SIGNING_KEY": lambda: secrets.token_urlsafe(32),
     "WEED_JWT_SIGNING_READ_KEY": lambda: secrets.token_urlsafe(32),
     "WEED_JWT_FILER_SIGNING_KEY": lambda: secrets.token_urlsafe(32),
@@ -121,7 +123,8 @@ def _stack_dir(root: Path) -> None:
 
 
 def credentials(root: Path) -> dict[str, str]:
-    """The stack's credentials, generated once into credentials.env (0600); a name missing from an older file is added."""
+    """The stack's credentials, generated once into credentials.env (0600); a name missing from an
+    older file is added."""
     path = root / "credentials.env"
     values = (
         dict(line.strip().split("=", 1) for line in path.read_text().splitlines() if "=" in line)
@@ -333,7 +336,8 @@ def _weed_config(root: Path, creds: dict[str, str]) -> Path:
 [grpc]
 ca = "{tls["ca"]}"
 
-{grpc}# The volume servers' status pages stay off (they are whenever a signing key is set), and so does the filer's listing UI.
+{grpc}# The volume servers' status pages stay off (they are whenever a signing key is set), and so
+# does the filer's listing UI.
 [access]
 ui = false
 
@@ -767,7 +771,8 @@ def _wait(server: Server, timeout: float) -> None:
             )
         if time.monotonic() > deadline:
             raise SystemExit(
-                f"{server.name} was not ready after {timeout:.0f} s: see {cluster_dir() / 'logs' / (server.name + '.log')}"
+                f"{server.name} was not ready after {timeout:.0f} s: "
+                f"see {cluster_dir() / 'logs' / (server.name + '.log')}"
             )
         time.sleep(0.5)
 

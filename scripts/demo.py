@@ -94,7 +94,8 @@ def main(argv: list[str]) -> int:
     if runs:
         latest = runs[0]
         print(
-            f"  latest run {latest['run_id']}: test AUC {latest['test_auc']:.3f}, training set {latest['training_set_rows']} rows, sha256 {latest['training_set_sha256']}"
+            f"  latest run {latest['run_id']}: test AUC {latest['test_auc']:.3f}, "
+            f"training set {latest['training_set_rows']} rows, sha256 {latest['training_set_sha256']}"
         )
         print(
             f"  rebuild it:   .venv/bin/lakehouse reproduce {latest['run_id']} --out training_set.parquet"
@@ -104,7 +105,8 @@ def main(argv: list[str]) -> int:
         print("\nDagster UI:     make dev   (then open http://127.0.0.1:3000)")
         print("Serve features: cd feature_repo && ../.venv/bin/feast serve -h 127.0.0.1 -p 6566")
         print(
-            "                cd feature_repo && ../.venv/bin/feast get-online-features -e user_id=usr_0000001 -f user_activity:purchases_7d"
+            "                cd feature_repo && ../.venv/bin/feast get-online-features "
+            "-e user_id=usr_0000001 -f user_activity:purchases_7d"
         )
         return 0
     feast_config = config_file(paths.data_dir)
@@ -118,7 +120,8 @@ def main(argv: list[str]) -> int:
     )
     print("Dagster UI:     make dev   (instance in PostgreSQL; then open http://127.0.0.1:3000)")
     print(
-        f"Serve features: .venv/bin/feast -c feature_repo -f {feast_config} serve -h 127.0.0.1 -p 6566   (online store: Redis)"
+        f"Serve features: .venv/bin/feast -c feature_repo -f {feast_config} "
+        "serve -h 127.0.0.1 -p 6566   (online store: Redis)"
     )
     return 0
 
