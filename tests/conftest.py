@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from cluster_servers import cluster_stack  # noqa: F401  (a session fixture: the servers start once)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -133,7 +132,8 @@ def chromium_executable() -> str:
 
 
 def artifacts_dir() -> Path:
-    """Where tests leave what a person would look at (screenshots, server logs): $LAKEHOUSE_ARTIFACTS, else test-artifacts/."""
+    """Where tests leave what a person would look at (screenshots, server logs): $LAKEHOUSE_ARTIFACTS,
+    else test-artifacts/."""
     from lakehouse.config import REPO_ROOT
 
     path = Path(os.environ.get("LAKEHOUSE_ARTIFACTS") or REPO_ROOT / "test-artifacts")
@@ -145,9 +145,8 @@ def artifacts_dir() -> Path:
 def local_lake(tmp_path_factory):
     """The whole graph on the local profile over a 10-day window (tests/lakes.py), built once for the
     session: under xdist, by the first worker that asks, in the folder the workers' temp dirs share."""
-    from filelock import FileLock
-
     import lakes
+    from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:

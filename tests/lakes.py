@@ -54,7 +54,8 @@ def run_command(env, *args, check=True):
     result = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
-            f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"{' '.join(map(str, args))} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
 

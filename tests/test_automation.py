@@ -1,10 +1,9 @@
 """Sensors and declarative automation, evaluated in-process against an ephemeral instance."""
 
 import warnings
-
-import pytest
 from datetime import date, datetime, timezone
 
+import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -75,9 +74,9 @@ def test_a_new_ingest_day_rebuilds_every_event_date_of_its_late_window():
 
 def test_raw_and_cleaned_materialized_in_one_run_still_rebuild_the_late_window(tmp_path):
     """The day's own event date is rebuilt by the run; the three before it read that ingest day too."""
-    import definitions
     from dagster import Definitions
 
+    import definitions
     from assets.cleaned import cleaned_events
     from assets.raw import raw_events
     from resources.delta import DeltaStorage

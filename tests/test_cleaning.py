@@ -4,10 +4,10 @@ import json
 from datetime import date, datetime, timezone
 
 import pytest
+from conftest import frame, rows_of
 
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
-from conftest import frame, rows_of
 
 D1, D2, D4 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 4)
 

@@ -71,7 +71,10 @@ def test_lakehouse_runs_imports_nothing_heavy(tmp_path):
 
 def test_verifying_a_training_set_imports_no_model_libraries():
     """`reproduce` hashes the training set with lakehouse.ml.fingerprint, not the training module's scikit-learn."""
-    code = f"import lakehouse.ml.fingerprint, lakehouse.ml.reproduce, sys; print([m for m in {HEAVY!r} if m in sys.modules])"
+    code = (
+        "import lakehouse.ml.fingerprint, lakehouse.ml.reproduce, sys; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
     assert ast.literal_eval(_python(code)) == []
 
 
@@ -162,6 +165,7 @@ def test_loading_the_code_location_imports_no_library_that_only_runs_need():
     """`dagster dev` and every run worker import definitions first; on a busy machine each of these cost seconds."""
     code = (
         "import sys, warnings; warnings.simplefilter('ignore'); import definitions; "
-        "print(sorted(m for m in ('pandas', 'pandera', 'pyspark', 'polars', 'mlflow', 'feast', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+        "print(sorted(m for m in ('pandas', 'pandera', 'pyspark', 'polars', 'mlflow', 'feast', "
+        "'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
     )
     assert _python(code) == "[]"

@@ -30,9 +30,6 @@ import pytest
 import redis
 import requests
 from botocore.exceptions import ClientError
-from deltalake import DeltaTable, write_deltalake
-from mlflow.tracking import MlflowClient
-
 from cluster_servers import (
     cluster_script,
     free_block,
@@ -44,6 +41,9 @@ from cluster_servers import (
     stop_server,
     storage_options,
 )
+from deltalake import DeltaTable, write_deltalake
+from mlflow.tracking import MlflowClient
+
 from lakehouse.config import REPO_ROOT
 from lakehouse.tables.storage import DeltaStore
 
@@ -174,7 +174,8 @@ def test_every_server_listens_on_loopback_only(cluster_stack):
 # door too. Where a probe could fail for a reason other than the guard, a control with the credential
 # shows the same request gets through.
 
-# The stack's ports by offset from LAKEHOUSE_CLUSTER_PORT (README, the cluster profile): who owns each, and what speaks there.
+# The stack's ports by offset from LAKEHOUSE_CLUSTER_PORT (README, the cluster profile): who owns each,
+# and what speaks there.
 LISTED_PORTS = {
     0: ("seaweedfs-s3", "s3"),
     7: ("seaweedfs-s3", "weed-grpc"),
@@ -252,7 +253,11 @@ def rpc_env(secret):
     if secret:
         conf.set("spark.authenticate", "true").set("spark.authenticate.secret", secret)
     defaults = spark.SecurityManager
-    manager = spark.SecurityManager(conf, getattr(defaults, "$lessinit$greater$default$2")(), getattr(defaults, "$lessinit$greater$default$3")())
+    manager = spark.SecurityManager(
+        conf,
+        getattr(defaults, "$lessinit$greater$default$2")(),
+        getattr(defaults, "$lessinit$greater$default$3")(),
+    )
     return spark.rpc.RpcEnv.create("probe", "127.0.0.1", 0, conf, manager, True)
 
 
@@ -262,12 +267,17 @@ def outcome(call):
         return "answered"
     except Exception as exc:
         java = getattr(exc, "java_exception", None)
-        return jvm.org.apache.commons.lang3.exception.ExceptionUtils.getStackTrace(java) if java is not None else repr(exc)
+        if java is None:
+            return repr(exc)
+        return jvm.org.apache.commons.lang3.exception.ExceptionUtils.getStackTrace(java)
 
 
 def open_blocks(port, block):
-    transport = spark.network.util.TransportConf("shuffle", spark.network.util.MapConfigProvider(jvm.java.util.HashMap()))
-    client = spark.network.TransportContext(transport, spark.network.server.NoOpRpcHandler()).createClientFactory().createClient("127.0.0.1", port)
+    transport = spark.network.util.TransportConf(
+        "shuffle", spark.network.util.MapConfigProvider(jvm.java.util.HashMap())
+    )
+    context = spark.network.TransportContext(transport, spark.network.server.NoOpRpcHandler())
+    client = context.createClientFactory().createClient("127.0.0.1", port)
     ids = gateway.new_array(jvm.java.lang.String, 1)
     ids[0] = block
     client.sendRpcSync(spark.network.shuffle.protocol.OpenBlocks(asked["app"], "0", ids).toByteBuffer(), 10000)
@@ -278,7 +288,9 @@ outsider, insider = rpc_env(None), rpc_env(asked["secret"])
 for endpoint, port in asked["rpc"]:
     address = spark.rpc.RpcAddress("127.0.0.1", port)
     results[f"{endpoint} {port}"] = outcome(lambda: outsider.setupEndpointRef(address, endpoint))
-    results[f"{endpoint} {port} (control, with the secret)"] = outcome(lambda: insider.setupEndpointRef(address, endpoint))
+    results[f"{endpoint} {port} (control, with the secret)"] = outcome(
+        lambda: insider.setupEndpointRef(address, endpoint)
+    )
 for port in asked["executors"]:
     for block in asked["blocks"]:
         results[f"executor {port}, block {block}"] = outcome(lambda: open_blocks(port, block))
@@ -446,7 +458,8 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
             failed_controls.append(what)
         return passed
 
-    # Data to go after: an object on the store, an MLflow run with an artifact, a Redis key, all written with the credentials.
+    # Data to go after: an object on the store, an MLflow run with an artifact, a Redis key, all written
+    # with the credentials.
     s3 = boto3.client(
         "s3",
         endpoint_url=settings["AWS_ENDPOINT_URL"],
@@ -498,7 +511,8 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
         assert application, held.stderr.read()[-3000:]
         sockets = _listening_sockets(cluster_stack)
 
-        # Every socket is listed, or is an executor's block manager or its Python worker daemon, while the application runs.
+        # Every socket is listed, or is an executor's block manager or its Python worker daemon, while the
+        # application runs.
         kinds = {}
         for address, (server, process) in sockets.items():
             if isinstance(address, str):
@@ -520,7 +534,8 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
                 door(f"{server} ({process}) {address}", "a socket nobody listed")
             if listed is not None:
                 kinds[address] = listed[1]
-        # What the check would miss if the enumeration saw nothing: the published ports, executors and their Python workers.
+        # What the check would miss if the enumeration saw nothing: the published ports, executors and
+        # their Python workers.
         assert {base + offset for offset in LISTED_PORTS} <= set(sockets)
         assert {"spark-executor", "pyspark-daemon"} <= set(kinds.values())
 
@@ -698,7 +713,8 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
                 attempt()
                 door(f"redis {redis_port}", f"{command} without AUTH")
 
-        # Spark's web UIs: nothing without a bearer token signed with the UI key; the token gets the master's status (control).
+        # Spark's web UIs: nothing without a bearer token signed with the UI key; the token gets the
+        # master's status (control).
         app_id = application["app"]
         for port in (a for a, kind in kinds.items() if kind == "spark-ui"):
             door(
@@ -756,7 +772,8 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
             ):  # Spark's refusal of a client that does not authenticate
                 door(f"spark {what}", result.splitlines()[0][:200])
 
-        # MLflow: every route of the server's apps refuses an anonymous request and a wrong password, but the public few.
+        # MLflow: every route of the server's apps refuses an anonymous request and a wrong password, but
+        # the public few.
         for method, path in _mlflow_routes():
             try:
                 status, _ = _http(
@@ -771,7 +788,10 @@ def test_no_socket_of_the_stack_serves_or_takes_data_without_credentials(
                 status = "no answer within 10 s"
             if status not in (401, 403) and not path.startswith(MLFLOW_PUBLIC):
                 door(f"mlflow {base + 40}", f"{method} {path}: {status}")
-        artifact = f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/snapshot.txt"
+        artifact = (
+            f"/api/2.0/mlflow-artifacts/artifacts/{run.info.experiment_id}/{run.info.run_id}"
+            "/artifacts/snapshot.txt"
+        )
         door(
             f"mlflow {base + 40}",
             _through(
@@ -973,11 +993,18 @@ from lakehouse.engines.spark import get_spark
 from lakehouse.tables.schemas import Col, TableSchema
 from lakehouse.tables.storage import DeltaStore
 
-schema = TableSchema("slow", "rows a slow job wrote", (Col("id", "long", "a row"), Col("bucket", "long", "id % 4")), partition_by=("bucket",))
+schema = TableSchema(
+    "slow",
+    "rows a slow job wrote",
+    (Col("id", "long", "a row"), Col("bucket", "long", "id % 4")),
+    partition_by=("bucket",),
+)
 spark = get_spark()
 slow = F.udf(lambda i: time.sleep(0.1) or i, T.LongType())
 rows = spark.range(0, 240, numPartitions=8).select(slow("id").alias("id"), (F.col("id") % 4).alias("bucket"))
-version = DeltaStore(sys.argv[1]).write_spark(schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"})
+version = DeltaStore(sys.argv[1]).write_spark(
+    schema, rows, inputs={"upstream": 4}, properties={"lakehouse.batch_id": "b-1"}
+)
 print(json.dumps({"version": version, "master": spark.sparkContext.master}), flush=True)
 """
 

@@ -18,7 +18,6 @@ import boto3
 import pandas as pd
 import pytest
 import requests
-
 from cluster_servers import postgres, stack_credentials, storage_options
 from conftest import free_port, wait_for_http
 from lakes import (
@@ -28,16 +27,17 @@ from lakes import (
     PROBLEMS,
     START,
     USERS,
-    land_and_materialize,
     lake_env,
+    land_and_materialize,
     run_command,
 )
+from test_definitions import dbt_model_docs
+
 from lakehouse.config import REPO_ROOT
 from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.publication import BATCH_KEY
 from lakehouse.tables.storage import DeltaStore
-from test_definitions import dbt_model_docs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 # Written per run, so never equal across two runs: which cleaning batch published a quarantined line.
@@ -377,7 +377,8 @@ def _database_dump(settings: dict, database: str) -> bytes:
 
     with postgres(settings, database) as connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
         )
         dump = b""
         for (table,) in cursor.fetchall():

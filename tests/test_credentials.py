@@ -123,7 +123,11 @@ import os, sys
 from lakehouse.engines.spark import get_spark
 spark = get_spark("local[1]")
 print(spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.secret.key"))
-jvms = [pid for pid in os.listdir("/proc") if pid.isdigit() and open(f"/proc/{pid}/stat").read().split()[3] == str(os.getpid())]
+jvms = [
+    pid
+    for pid in os.listdir("/proc")
+    if pid.isdigit() and open(f"/proc/{pid}/stat").read().split()[3] == str(os.getpid())
+]
 print("\\0".join(open(f"/proc/{pid}/cmdline").read() for pid in jvms))
 """
 

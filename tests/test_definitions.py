@@ -8,7 +8,6 @@ from dagster import AssetKey
 from lakehouse.config import DEFAULT_DATA_DIR
 from lakehouse.features.feature_store import FEATURE_REPO, render_config
 
-
 METRICS = [
     "daily_active_users",
     "daily_active_users_by_platform",
@@ -190,7 +189,10 @@ def test_the_cluster_profile_names_what_it_is_missing_and_holds_no_credential_in
     monkeypatch.setenv("LAKEHOUSE_PROFILE", "cluster")
     with pytest.raises(
         ValueError,
-        match="needs LAKEHOUSE_DELTA_ROOT, LAKEHOUSE_SPARK_MASTER, MLFLOW_TRACKING_URI, LAKEHOUSE_REDIS, LAKEHOUSE_PG_URL",
+        match=(
+            "needs LAKEHOUSE_DELTA_ROOT, LAKEHOUSE_SPARK_MASTER, MLFLOW_TRACKING_URI, "
+            "LAKEHOUSE_REDIS, LAKEHOUSE_PG_URL"
+        ),
     ):
         resources_for()
 

@@ -11,16 +11,15 @@ import signal
 import subprocess
 import time
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import requests
-from deltalake import DeltaTable
-
 from conftest import artifacts_dir, chromium_executable, free_port, stop_servers, wait_for_http
+from deltalake import DeltaTable
 from lakes import BIN, DAYS, DRIFT_FROM, START, land_and_materialize, run_command
+
 from lakehouse.config import REPO_ROOT
 from lakehouse.ml.fingerprint import content_sha256
 from lakehouse.tables.schemas import CLEANED_EVENTS
@@ -521,7 +520,10 @@ def _graphql(url: str, query: str, **variables) -> dict:
 def _wait_for_code_location(url: str, server: subprocess.Popen, timeout: float) -> None:
     """The webserver answers before it has loaded definitions.py; wait until it has, and fail on a load error."""
     deadline = time.monotonic() + timeout
-    query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    query = (
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+        "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    )
     while True:
         entries = _graphql(url, query)["workspaceOrError"]["locationEntries"]
         if entries and all(e["loadStatus"] == "LOADED" for e in entries):
@@ -588,7 +590,8 @@ def uis(lake):
                         "--workers",
                         "1",
                     ],
-                    # Its background job runners (one process per job type) serve GenAI features this project does not use.
+                    # Its background job runners (one process per job type) serve GenAI features this
+                    # project does not use.
                     cwd=REPO_ROOT,
                     env=env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                     stdout=log,
@@ -655,7 +658,8 @@ def test_the_dagster_ui_shows_the_asset_graph_in_its_six_groups(uis, page):
 
 _TABLE_ROWS_JS = """header => [...document.querySelectorAll('table')]
     .filter(t => (t.querySelector('tr')?.innerText || '').trim().startsWith(header))
-    .flatMap(t => [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())))"""
+    .flatMap(t => [...t.querySelectorAll('tbody tr')]
+        .map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim())))"""
 
 
 def _table_rows(page, header: str, filled: bool = False) -> list[list[str]]:
@@ -666,7 +670,8 @@ def _table_rows(page, header: str, filled: bool = False) -> list[list[str]]:
     """
     if filled:
         page.wait_for_function(
-            f"header => {{ const rows = ({_TABLE_ROWS_JS})(header); return rows.length > 0 && rows.every(r => r.every(c => c !== '')); }}",
+            f"header => {{ const rows = ({_TABLE_ROWS_JS})(header); "
+            "return rows.length > 0 && rows.every(r => r.every(c => c !== '')); }",
             arg=header,
         )
     return page.evaluate(_TABLE_ROWS_JS, header)
@@ -736,7 +741,10 @@ def _latest_unpublished_lines(data):
         return record.event.dagster_event.event_specific_data
 
 
-LATEST_MATERIALIZATION = '{ assetOrError(assetKey: {path: ["feast_registry"]}) { ... on Asset { assetMaterializations(limit: 1) { runId } } } }'
+LATEST_MATERIALIZATION = (
+    '{ assetOrError(assetKey: {path: ["feast_registry"]}) { '
+    "... on Asset { assetMaterializations(limit: 1) { runId } } } }"
+)
 
 
 def test_a_materialization_launched_by_clicking_in_the_dagster_ui_succeeds(uis, page):

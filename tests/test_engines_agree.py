@@ -11,10 +11,13 @@ from datetime import date
 
 import pyarrow as pa
 import pytest
+from conftest import frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cleaning import D1, D2, RAW
+from test_properties import JSON_SHAPES, is_malformed_json, malformed_lines, raw_lines
+from test_user_activity import EVENTS, LAST_DAY, SESSIONS
 
-from conftest import frame
 from lakehouse.engines import engine_named
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
@@ -23,9 +26,6 @@ from lakehouse.transforms.user_activity import (
     purchase_labels,
     user_activity_features,
 )
-from test_cleaning import D1, D2, RAW
-from test_properties import JSON_SHAPES, is_malformed_json, malformed_lines, raw_lines
-from test_user_activity import EVENTS, LAST_DAY, SESSIONS
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
 from feast import FeatureService, FeatureView, Field, PushSource
 from feast.data_source import PushMode
 from feast.errors import SavedDatasetLocationAlreadyExists
@@ -320,9 +321,12 @@ def test_feature_logs_written_as_parquet_files_and_read_by_the_feast_cli(logging
 
     # A fresh process (the Feast CLI) decodes the destination from the registry.
     (tmp_path / "feature_store.yaml").write_text(
-        f"project: test\nprovider: lakehouse.features.served_features.LoggingProvider\nregistry: {tmp_path / 'registry.db'}\n"
+        "project: test\n"
+        "provider: lakehouse.features.served_features.LoggingProvider\n"
+        f"registry: {tmp_path / 'registry.db'}\n"
         f"online_store:\n  type: sqlite\n  path: {tmp_path / 'online.db'}\n"
-        "offline_store:\n  type: lakehouse.features.feast_delta.DeltaOfflineStore\nentity_key_serialization_version: 3\n"
+        "offline_store:\n  type: lakehouse.features.feast_delta.DeltaOfflineStore\n"
+        "entity_key_serialization_version: 3\n"
     )
     shown = subprocess.run(
         [
@@ -423,7 +427,7 @@ def test_a_failed_flush_keeps_the_served_reads_for_the_next_one(logging_store):
         features=store.get_feature_service("scoring"),
         entity_rows=[{"user_id": "u1"}, {"user_id": "u2"}],
     )
-    with pytest.raises(Exception):
+    with pytest.raises(DeltaError):
         flush_served_features(store)
     served.unlink()
     assert flush_served_features(store) == 2

@@ -13,10 +13,9 @@ from deltalake import DeltaTable
 from feast import FeatureStore, FeatureView, Field
 from feast.repo_config import RegistryConfig, RepoConfig
 from feast.types import Int64, String
+from feast_repo import ACTIVITY, USER, activity_view, at, row, store_for, write_activity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from feast_repo import ACTIVITY, USER, activity_view, at, row, store_for, write_activity
 
 from lakehouse.features.feast_delta import DeltaOfflineStore, DeltaSource, DeltaSourceError, pinned
 from lakehouse.features.point_in_time import ViewRead, point_in_time_join

@@ -48,7 +48,8 @@ def test_same_settings_give_same_bytes_whether_landed_at_once_or_day_by_day(tmp_
 
 
 def _price_fields_by_day(landing, start, days):
-    """Per landed day, the price fields of its cart adds (each lands on the day it happened when nothing is late or skewed)."""
+    """Per landed day, the price fields of its cart adds (each lands on the day it happened when nothing
+    is late or skewed)."""
     return {
         (start + timedelta(days=offset)).isoformat(): {
             "price" if "price" in event["properties"] else "price_usd"
@@ -62,7 +63,8 @@ def _price_fields_by_day(landing, start, days):
 def test_the_schema_drift_starts_in_the_middle_of_the_first_window_landed_and_keeps_its_day(
     tmp_path,
 ):
-    """Whatever the dates, a landed window shows both price schemas: here days 1-3 of 6 have price_usd, days 4-6 price and currency."""
+    """Whatever the dates, a landed window shows both price schemas: here days 1-3 of 6 have price_usd,
+    days 4-6 price and currency."""
     config = replace(CLEAN, drift_from=GeneratorConfig().drift_from)
     start = date(2031, 5, 1)  # any window: the default drift day moves with it
     manifest = generate(tmp_path, start, 6, config)
@@ -88,7 +90,8 @@ def test_the_schema_drift_starts_in_the_middle_of_the_first_window_landed_and_ke
 
 
 def test_a_folder_landed_with_the_earlier_fixed_drift_day_keeps_it(tmp_path):
-    """Earlier versions' default was 2026-11-10, recorded in the folder's manifest: landing more days there goes on with it."""
+    """Earlier versions' default was 2026-11-10, recorded in the folder's manifest: landing more days
+    there goes on with it."""
     earlier = replace(CLEAN, drift_from="2026-11-10")
     generate(tmp_path, date(2026, 11, 8), 2, earlier)
     manifest = generate(
@@ -275,8 +278,9 @@ def test_each_problem_appears_at_about_its_rate(tmp_path):
 
 def test_the_malformed_line_rule_of_this_test_knows_every_kind(tmp_path):
     """_malformed_kind must not be a rule that passes anything: a well-formed line is None, each corruption its kind."""
-    from lakehouse.events.generator import _corrupt  # noqa: PLC2415 (the corruption itself, to check the rule above)
     import numpy as np
+
+    from lakehouse.events.generator import _corrupt  # noqa: PLC2415 (the corruption itself, to check the rule above)
 
     generate(tmp_path, START, 1, replace(CLEAN, drift_from="2026-03-01"))
     rng = np.random.default_rng(0)

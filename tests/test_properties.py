@@ -4,6 +4,7 @@ import json
 import re
 from datetime import date, datetime
 
+from conftest import frame, rows_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,6 @@ from lakehouse.events.vocabulary import day_folder
 from lakehouse.tables.ingest import landed_lines
 from lakehouse.tables.schemas import CLEANED_EVENTS, QUARANTINE, RAW_EVENTS
 from lakehouse.transforms.cleaning import MAX_CONTAINERS, clean_events
-from conftest import frame, rows_of
 
 DAY = date(2026, 3, 1)
 line_text = st.text(
@@ -245,7 +245,8 @@ lenient_space = st.sampled_from(
 
 @st.composite
 def lenient_lines(draw) -> str:
-    """A generated event with one more member, in its top-level object or in its properties, spelt strictly but for one part."""
+    """A generated event with one more member, in its top-level object or in its properties, spelt
+    strictly but for one part."""
     event = draw(events)
     part = draw(st.sampled_from(["key", "value", "space", "comma", "after"]))
     key = draw(lenient_keys) if part == "key" else '"extra"'

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from mlflow.tracking import MlflowClient
+from synthetic_features import FIRST_DAY, land_feature_days
 
 from lakehouse.cli import main as cli
 from lakehouse.features.feature_store import FEATURE_SERVICE, open_store
@@ -29,7 +30,6 @@ from lakehouse.ml.serving_skew import recent_entity_rows
 from lakehouse.tables.schemas import CATEGORY_FEATURES, TRAINING_LABELS, USER_FEATURES
 from lakehouse.tables.storage import DeltaStore
 from resources import resources_for
-from synthetic_features import FIRST_DAY, land_feature_days
 
 USERS = 1000
 
@@ -153,7 +153,9 @@ def test_every_run_records_its_inputs_and_the_registered_model_carries_the_same_
         ] and len(snapshot) == int(tags["lakehouse.training_set.rows"])
         # The estimator's hyperparameters as training.py sets them, and the temporal split.
         params = run.data.params
-        assert {k: params[k] for k in ("model", "max_iter", "learning_rate", "random_state", "loss", "max_leaf_nodes", "l2_regularization")} == {
+        assert {k: params[k] for k in (
+            "model", "max_iter", "learning_rate", "random_state", "loss", "max_leaf_nodes", "l2_regularization",
+        )} == {
             "model": "HistGradientBoostingClassifier", "max_iter": "150", "learning_rate": "0.08", "random_state": "0",
             "loss": "log_loss", "max_leaf_nodes": "31", "l2_regularization": "0.0",
         }  # fmt: skip
@@ -165,7 +167,8 @@ def test_every_run_records_its_inputs_and_the_registered_model_carries_the_same_
             < pd.Timestamp(params["split_time"])
             <= pd.Timestamp(params["window_end"])
         )
-        # A description on the run and on its model version: what it predicts, its window, its features, how to reproduce it.
+        # A description on the run and on its model version: what it predicts, its window, its features,
+        # how to reproduce it.
         description = tags["mlflow.note.content"]
         assert model.description == description
         for needle in (
@@ -322,8 +325,8 @@ def test_reproduce_fails_when_the_training_set_no_longer_hashes_to_the_logged_sh
     for flags, source in (([], "snapshot"), (["--rebuild"], "rebuilt")):
         error = _reproduce_fails([old, *flags], tmp_path / "out.parquet", capsys)
         assert (
-            f"{source} training set differs from the logged one (sha256 {sha} vs {'0' * 64}, rows {rows} vs {rows}; hash form {CANONICAL_V1})"
-            in error
+            f"{source} training set differs from the logged one (sha256 {sha} vs {'0' * 64}, "
+            f"rows {rows} vs {rows}; hash form {CANONICAL_V1})" in error
         )
 
     # The digest is right but the data under the pinned labels version changed: same rows, one label
@@ -593,7 +596,8 @@ def test_training_refuses_labels_and_features_computed_from_different_cleaned_ev
     with pytest.raises(MixedInputVersionsError) as refused:
         current_inputs(store, registry)
     assert str(refused.value) == (
-        "training refused: its tables do not come from one cleaned_events version (training_labels v0 from cleaned_events v2, "
+        "training refused: its tables do not come from one cleaned_events version "
+        "(training_labels v0 from cleaned_events v2, "
         "user_features v1 from cleaned_events v3, category_features v0 from cleaned_events v2); "
         "rematerialize training_labels, user_features, category_features together"
     )

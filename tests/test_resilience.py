@@ -249,7 +249,8 @@ def test_a_run_killed_between_the_quarantine_and_the_cleaned_commit_publishes_ne
     env, first, last, store = _materialized_lake(tmp_path, start, 3, users=300)
     before = _published_pair(store, first, last)
 
-    # New content: 25 broken lines are appended to the middle day (a landed file only grows), so the next run quarantines them.
+    # New content: 25 broken lines are appended to the middle day (a landed file only grows), so the next
+    # run quarantines them.
     landed = tmp_path / "data" / "landing" / f"date={start + timedelta(days=1)}" / "events.jsonl"
     lines = landed.read_text().splitlines()
     broken = [line[:-1] for line in lines if line.startswith("{") and line.endswith("}")][:25]

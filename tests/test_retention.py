@@ -90,12 +90,15 @@ def _values(uri, version):
 @pytest.fixture
 def pages_of_two(monkeypatch):
     """A store that answers every search with at most two results: more pins than one page holds."""
+
+    def capped(search):
+        def search_capped(self, *args, max_results, **kwargs):
+            return search(self, *args, max_results=min(max_results, 2), **kwargs)
+
+        return search_capped
+
     for name in ("search_model_versions", "search_runs"):
-
-        def capped(self, *args, _search=getattr(MlflowClient, name), max_results, **kwargs):
-            return _search(self, *args, max_results=min(max_results, 2), **kwargs)
-
-        monkeypatch.setattr(MlflowClient, name, capped)
+        monkeypatch.setattr(MlflowClient, name, capped(getattr(MlflowClient, name)))
 
 
 def _maintain(tracking: str, root, **config):

@@ -3,10 +3,9 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
 from deltalake import CommitProperties
 
+from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS, TableSchema
 from lakehouse.tables.storage import (
     INPUTS_KEY,
     DataFile,
@@ -89,7 +88,7 @@ def test_a_batch_that_violates_the_schema_is_not_committed(tmp_path):
     bad = pa.table(
         {"ingest_date": [d1], "source_file": [None], "line_number": [1], "raw_line": ["b"]}
     )
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError, match="raw_bytes"):
         store.write_arrow(RAW_EVENTS, bad, DateRange("ingest_date", d1, d1))
     assert store.version("raw_events") == 0
 

@@ -317,7 +317,8 @@ def test_training_refuses_tables_from_different_or_unknown_cleaned_events_versio
             (labels, users, _table(tmp_path / "category_features", 7, compact=True))
         )
     assert str(refused.value) == (
-        "training refused: its tables do not come from one cleaned_events version (training_labels v1 from cleaned_events v7, "
+        "training refused: its tables do not come from one cleaned_events version "
+        "(training_labels v1 from cleaned_events v7, "
         "user_features v1 from cleaned_events v8, category_features v3 from cleaned_events v7); "
         "rematerialize training_labels, user_features, category_features together"
     )

@@ -30,8 +30,10 @@ BUILT_AT = Path(
 BIN = Path(sys.executable).parent
 FIRST, LAST = date(2026, 3, 1), date(2026, 3, 10)
 # What the previous release's `make cluster-demo` left in the one Dagster home both profiles shared.
-PREVIOUS_CLUSTER_INSTANCE = """# Written by resources/instance.py for LAKEHOUSE_PROFILE=cluster; delete this line to keep your own edits.
-telemetry:
+PREVIOUS_CLUSTER_INSTANCE = (
+    "# Written by resources/instance.py for LAKEHOUSE_PROFILE=cluster; "
+    "delete this line to keep your own edits.\n"
+    """telemetry:
   enabled: false
 code_servers:
   local_startup_timeout: 600
@@ -45,6 +47,7 @@ storage:
       port: 5432
       db_name: dagster
 """
+)
 
 
 def _pair(store):

@@ -5,8 +5,8 @@ import time
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-
 from conftest import frame, rows_of
+
 from lakehouse.tables.schemas import CLEANED_EVENTS, RAW_EVENTS
 from lakehouse.transforms.cleaning import clean_events
 from lakehouse.transforms.user_activity import (

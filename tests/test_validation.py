@@ -52,7 +52,8 @@ BROKEN_RULES = {
     "column event_id: not_nullable": 1,
     "column user_id: not_nullable": 1,
     "column event_ts: not_nullable": 1,
-    "column event_name: isin(['session_started', 'user_logged_in', 'product_viewed', 'cart_item_added', 'purchase_completed'])": 1,
+    "column event_name: isin(['session_started', 'user_logged_in', 'product_viewed', "
+    "'cart_item_added', 'purchase_completed'])": 1,
     "column identity: isin(['logged_in', 'stitched', 'anonymous'])": 1,
     "column platform: isin(['ios', 'android', 'web', 'unknown'])": 1,
     "column price_usd: greater_than_or_equal_to(0)": 1,

@@ -12,8 +12,8 @@ from lakehouse.events.generator import GeneratorConfig, generate
 from lakehouse.events.vocabulary import day_folder
 from lakehouse.tables.storage import DeltaStore
 from resources.delta import DeltaStorage
-from resources.landing import LandingArea
 from resources.engine import EngineResource
+from resources.landing import LandingArea
 
 warnings.simplefilter("ignore")
 START = date(2026, 3, 1)
