@@ -40,8 +40,7 @@ FEATURE_TABLES = ("user_features", "category_features")  # what the online store
     kinds={"feast"},
 )
 def feast_registry(feast: FeastResource):
-    """The Feast registry: entities, feature views and feature services of feature_repo/, as \
-`feast apply` registers them.
+    """The Feast registry: feature_repo/'s entities, views and services, as `feast apply` registers them.
 
     Applying validates that every source is a readable Delta table with its timestamp columns, and
     removes objects that were deleted from the repo.

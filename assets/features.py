@@ -17,8 +17,7 @@ from lakehouse.transforms.user_activity import (
 from resources.delta import DeltaStorage
 from resources.engine import EngineResource
 
-USER_FEATURES_DEFINITION = """What each user had done before each UTC midnight: the inputs of the \
-purchase-propensity model.
+USER_FEATURES_DEFINITION = """What each user had done before each UTC midnight: the model's inputs.
 
 One row per (user, as-of midnight D), for every D after the user's first active day up to the
 midnight after the newest event: counts of events, sessions, views, cart adds and purchases over
@@ -27,8 +26,7 @@ share of cart sessions abandoned, and the favourite category with its share of v
 end strictly before D: nothing that happened at or after D is counted.
 Limits: day granularity (an as-of time is always a midnight); rebuilt in full on each run."""
 
-CATEGORY_FEATURES_DEFINITION = """How each item category was doing before each UTC midnight: a second \
-grain for the model.
+CATEGORY_FEATURES_DEFINITION = """How each item category was doing before each UTC midnight: the model's second grain.
 
 One row per (category, as-of midnight D) after the category's first day: product views and cart
 adds in the 7 days before D and their ratio. The model sees the row of the user's favourite

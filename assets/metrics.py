@@ -121,8 +121,10 @@ _TRANSLATOR = LakehouseDbtTranslator(
     backfill_policy=BackfillPolicy.single_run(),
 )
 def dbt_seeds(context: AssetExecutionContext, dbt: DbtCliResource):
-    """Load the static reference tables (dbt/seeds/) into dbt's database and run their tests: \
-not partitioned, they have no dates."""
+    """The static reference tables (dbt/seeds/) loaded into dbt's database, and their tests run.
+
+    Not partitioned: they have no dates.
+    """
     yield from dbt.cli(["build"], context=context).stream()
 
 

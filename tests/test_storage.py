@@ -85,11 +85,17 @@ def test_a_batch_that_violates_the_schema_is_not_committed(tmp_path):
     store = DeltaStore(str(tmp_path))
     d1 = date(2026, 3, 1)
     store.write_arrow(RAW_EVENTS, _raw(d1, ["a"]), DateRange("ingest_date", d1, d1))
-    bad = pa.table(
-        {"ingest_date": [d1], "source_file": [None], "line_number": [1], "raw_line": ["b"]}
+    columns = {"ingest_date": [d1], "source_file": ["f"], "line_number": [1], "raw_line": ["b"]}
+    missing_a_column = pa.table(columns)
+    null_where_the_schema_forbids = pa.table(
+        columns | {"source_file": [None], "raw_bytes": pa.nulls(1, pa.binary())}
     )
     with pytest.raises(KeyError, match="raw_bytes"):
-        store.write_arrow(RAW_EVENTS, bad, DateRange("ingest_date", d1, d1))
+        store.write_arrow(RAW_EVENTS, missing_a_column, DateRange("ingest_date", d1, d1))
+    with pytest.raises(ValueError, match="source_file' with null values to non-nullable"):
+        store.write_arrow(
+            RAW_EVENTS, null_where_the_schema_forbids, DateRange("ingest_date", d1, d1)
+        )
     assert store.version("raw_events") == 0
 
 
