@@ -18,9 +18,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(STAMP): $(UV) uv.lock pyproject.toml scripts/fetch_jars.py
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on these machines), every
+# process would otherwise compile each module it imports from source, seconds per Dagster process.
+$(STAMP): $(UV) uv.lock pyproject.toml scripts/fetch_jars.py Makefile
 	@scripts/check_prereqs.sh
-	$(UV) sync --frozen --extra cluster --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --extra cluster --python $(PYTHON)
 	$(BIN)/python scripts/fetch_jars.py
 	@touch $@
 

@@ -6,7 +6,7 @@ range (the start_date / end_date vars) from one pinned version of cleaned_events
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -26,6 +26,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, RelationData, RelationKey
+from dagster_dbt.core.dbt_event_iterator import DbtEventIterator
 from dbt.adapters.base.column import Column
 
 from assets.automation import rebuilt_dates_eager
@@ -147,7 +148,7 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
     }
     invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
     _declare_source_schema(invocation, CLEANED_EVENTS)
-    for event in invocation.stream().fetch_column_metadata():
+    for event in _with_column_metadata(invocation):
         if isinstance(event, Output):
             table = context.asset_key_for_output(event.output_name).path[-1]
             version = store.version(table)
@@ -166,6 +167,29 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, delta: Delt
                 metadata |= _delta_metadata(store, table, version, source_version)
             event = event.with_metadata(metadata)
         yield event
+
+
+def _with_column_metadata(invocation: DbtCliInvocation) -> Iterator:
+    """dbt's events, once the dbt process has exited, with dagster-dbt's column schema and lineage.
+
+    On DuckDB, dagster-dbt fetches column metadata only after dbt exits (one writer at a time), and
+    it waits in a loop that polls without sleeping: a core taken from dbt for the whole build.
+    Collected first, the events leave it nothing to wait for. A failed build's events still come
+    out, then its error.
+    """
+    events: list = []
+    error: Exception | None = None
+    try:
+        events.extend(invocation.stream())
+    except Exception as failure:  # raised after the events before it, as dagster-dbt would
+        error = failure
+
+    def replay() -> Iterator:
+        yield from events
+        if error is not None:
+            raise error
+
+    return DbtEventIterator(replay(), invocation).fetch_column_metadata()
 
 
 def column_lineage_markdown(lineage) -> str:

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 
 from lakehouse.ml.evaluation import (
@@ -159,6 +160,40 @@ def test_permutation_importance_finds_the_signal_feature():
     assert all(
         math.isnan(v) for v in permutation_importance_by_auc(model, X_test, np.zeros(1000)).values()
     )
+
+
+class _CountingLogisticRegression(LogisticRegression):
+    """Counts the rows it is asked to score (the AUC scorer asks decision_function first)."""
+
+    rows_scored = 0
+
+    def decision_function(self, X):
+        self.rows_scored += len(X)
+        return super().decision_function(X)
+
+    def predict_proba(self, X):
+        self.rows_scored += len(X)
+        return super().predict_proba(X)
+
+
+def test_permutation_importance_on_a_large_test_set_scores_a_bounded_stratified_sample():
+    X_train, y_train = _signal_and_noise(2000, seed=1)
+    X_test, y_test = _signal_and_noise(40_000, seed=2)
+    model = _CountingLogisticRegression().fit(X_train, y_train)
+    sampled = permutation_importance_by_auc(model, X_test, y_test, repeats=3, max_rows=4000)
+    # 2 features x 3 repeats, plus the unshuffled baseline, each on about 4,000 rows (not 40,000).
+    assert 0 < model.rows_scored <= 7 * 4001
+    # The whole test set, through scikit-learn directly, gives the same ranking and close values.
+    full = permutation_importance(
+        model, X_test, y_test, scoring="roc_auc", n_repeats=3, random_state=0
+    ).importances_mean
+    assert sampled["a"] == pytest.approx(full[0], abs=0.02)
+    assert sampled["b"] == pytest.approx(full[1], abs=0.01)
+    # Three positives in 40,000 rows: the sample still holds both classes, so AUC stays defined.
+    rare = np.zeros(40_000, dtype=int)
+    rare[[5, 20_000, 39_999]] = 1
+    values = permutation_importance_by_auc(model, X_test, rare, repeats=1, max_rows=4000)
+    assert not any(math.isnan(v) for v in values.values())
 
 
 def test_figures_render_to_png():
