@@ -46,6 +46,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BUCKET = "lakehouse"
+# An object `up` reads back before it returns (see _serve_bucket); no table lives under it.
+STORE_CHECK_KEY = "_cluster/store-check"
 DATABASES = ("mlflow", "dagster", "feast")
 USER = "lakehouse"
 
@@ -698,8 +700,13 @@ def _create_databases(root: Path) -> None:
     connection.close()
 
 
-def _create_bucket(root: Path, timeout: float) -> None:
-    """The bucket, through the S3 API with the stack's key (the gateway may take a moment to reach the filer)."""
+def _serve_bucket(root: Path, timeout: float) -> None:
+    """The bucket exists, and the store serves an object it stored on an earlier start.
+
+    A restarted volume server answers its health check before the master knows its volumes, and
+    until then reading what was stored earlier fails (500): `up` returns once such a read works.
+    The object read is written on the first start (64 KiB, so that its bytes sit on a volume).
+    """
     import boto3
     from botocore.exceptions import ClientError, EndpointConnectionError
 
@@ -716,6 +723,12 @@ def _create_bucket(root: Path, timeout: float) -> None:
         try:
             if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
                 s3.create_bucket(Bucket=BUCKET)
+            try:
+                s3.get_object(Bucket=BUCKET, Key=STORE_CHECK_KEY)["Body"].read()
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "NoSuchKey":
+                    raise
+                s3.put_object(Bucket=BUCKET, Key=STORE_CHECK_KEY, Body=os.urandom(64 * 1024))
             return
         except (ClientError, EndpointConnectionError):
             if time.monotonic() > deadline:
@@ -757,7 +770,7 @@ def up(timeout: float = 300) -> None:
         (root / "pids.json").write_text(json.dumps(pids))
     for server in stack.values():
         _wait(server, timeout)
-    _create_bucket(root, timeout)
+    _serve_bucket(root, timeout)
     print(f"cluster up: every server on 127.0.0.1, state under {root}")
 
 
