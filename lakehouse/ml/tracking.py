@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from threadpoolctl import threadpool_limits
 
 from lakehouse.ml.lineage import REGISTERED_MODEL, SNAPSHOT_ARTIFACT, TrainingLineage, log_lineage
 from lakehouse.ml.training import TEST_SHARE, TrainedModel
@@ -119,14 +120,15 @@ def log_training_run(
         mlflow.log_artifact(str(snapshot), artifact_path=str(Path(SNAPSHOT_ARTIFACT).parent))
         for name, figure in (figures or {}).items():
             mlflow.log_figure(figure, f"evaluation/{name}")
-        info = mlflow.sklearn.log_model(
-            trained.model,
-            name="model",
-            input_example=training_set[trained.feature_names].head(5),
-            registered_model_name=REGISTERED_MODEL,
-            skops_trusted_types=_SKOPS_TRUSTED,
-            pip_requirements=_MODEL_REQUIREMENTS,
-        )
+        with threadpool_limits(limits=1, user_api="openmp"):  # it predicts the input example
+            info = mlflow.sklearn.log_model(
+                trained.model,
+                name="model",
+                input_example=training_set[trained.feature_names].head(5),
+                registered_model_name=REGISTERED_MODEL,
+                skops_trusted_types=_SKOPS_TRUSTED,
+                pip_requirements=_MODEL_REQUIREMENTS,
+            )
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in tags.items():
