@@ -218,7 +218,8 @@ def _dataset_classes():
         def __init__(self, uri: str, version: int):
             self.uri, self.version = uri, version
 
-        def _get_source_type(self) -> str:
+        # MLflow declares it static; it is only ever called on a source, and ours depends on its URI.
+        def _get_source_type(self) -> str:  # type: ignore[override]
             scheme = urlsplit(self.uri).scheme
             return "local" if len(scheme) <= 1 or scheme == "file" else scheme
 
@@ -292,11 +293,8 @@ def computed_from(
 
     root, table = uri.rstrip("/").rsplit("/", 1)
     store = DeltaStore(root, storage_options)
-    for limit in (
-        1,
-        16,
-        None,
-    ):  # usually the commit of `version` itself: read no more of the log than needed
+    # Usually the commit of `version` itself: read no more of the log than needed.
+    for limit in (1, 16, None):
         commits = store.history(table, version, limit)
         for commit in commits:
             if INPUTS_KEY in commit:
@@ -304,7 +302,8 @@ def computed_from(
             if commit.get("operation") not in _SAME_ROWS_OPERATIONS:
                 return None
         if limit is None or len(commits) < limit:
-            return None  # the first commit of the log, and it wrote no rows
+            break  # the first commit of the log, and it wrote no rows
+    return None
 
 
 def upstream_of(uri: str, version: int, depth: int = 1) -> list[TableVersion]:

@@ -124,6 +124,7 @@ def validate_arrow(schema: TableSchema, table) -> ValidationReport:
     import polars as pl
 
     frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)  # a Table converts to a DataFrame, never a Series
     try:
         schema.pandera_polars().validate(frame, lazy=True)
         failures: list[str] = []
