@@ -28,6 +28,7 @@ from assets.publish import (
 )
 from lakehouse.events.vocabulary import MAX_LATENESS
 from lakehouse.tables.publication import (
+    PublishedPair,
     new_batch_id,
     publish_pair,
     published_quarantine,
@@ -155,7 +156,7 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
                         + "; ".join(drops)
                     )
                 try:
-                    versions = publish_pair(store, cleaned, quarantined, replace, inputs, batch_id)
+                    published = publish_pair(store, cleaned, quarantined, replace, inputs, batch_id)
                 except StaleInputError as exc:
                     context.log.warning(
                         f"attempt {attempt}: {exc}. Computing again from raw_events v{store.version('raw_events')}."
@@ -171,7 +172,7 @@ def cleaned_events(context: AssetExecutionContext, delta: DeltaStorage, engine: 
                     result,
                     reports,
                     batch_days,
-                    versions,
+                    published,
                     inputs,
                     batch_id,
                     cleaned,
@@ -194,20 +195,20 @@ def _after_publication(
     result,
     reports,
     batch_days,
-    versions,
+    published,
     inputs,
     batch_id,
     cleaned,
     quarantined,
 ):
     """The checks read back after the commit, and the figures and metadata of both assets."""
-    cleaned_version, quarantine_version = versions
+    cleaned_version, quarantine_version = published.cleaned_version, published.quarantine_version
     attributed, counts, by_reason = (
         result.rows_by_event_date(),
         result.counts(),
         result.quarantined_by_reason(),
     )
-    gaps = accounting_gaps(store, days, attributed, cleaned_version)
+    gaps = accounting_gaps(store, days, attributed, published)
     yield AssetCheckResult(
         asset_key="cleaned_events",
         check_name="cleaned_events_accounting",
@@ -310,12 +311,23 @@ class VolumeDropError(Exception):
 
 
 def accounting_gaps(
-    store: DeltaStore, days: list[date], attributed: dict[date, int], cleaned_version: int
+    store: DeltaStore, days: list[date], attributed: dict[date, int], published: PublishedPair
 ) -> list[str]:
-    """Event dates whose raw lines do not all appear, once, in the published pair."""
-    cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date", cleaned_version)
+    """Event dates whose raw lines do not all appear, once, in the pair this run published.
+
+    Read at the versions the run's own commits made: a run that publishes some of the same dates a
+    moment later settles the quarantine, which changes its newest version, not those.
+    """
+    cleaned = store.daily_rows(CLEANED_EVENTS.name, "event_date", published.cleaned_version)
     quarantined = Counter(
-        published_quarantine(store, days[0], days[-1], cleaned_version, columns=["event_date"])
+        published_quarantine(
+            store,
+            days[0],
+            days[-1],
+            published.cleaned_version,
+            ["event_date"],
+            published.batch_version,
+        )
         .column("event_date")
         .to_pylist()
     )

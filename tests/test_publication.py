@@ -107,6 +107,25 @@ def test_readers_see_the_published_batch_of_each_date_and_never_a_half_published
     assert store.row_count(QUARANTINE.name) == 1
 
 
+def test_a_run_reads_back_its_own_publication_after_a_later_run_took_over_its_dates(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    _publish(store, "a", D1, D2, [(D1, 1), (D2, 2)], [("e1", D1)])
+    a_cleaned, a_quarantine = store.version(CLEANED_EVENTS.name), 0
+    # Run b publishes D2 before run a has read its publication back, and settles: a's D2 row goes.
+    _publish(store, "b", D2, D2, [(D2, 7)], [("e2", D2)])
+    assert _seen(store) == [(D1, 1, "a"), (D2, 7, "b")]
+
+    def as_published_by_a(**kwargs):
+        return sorted(
+            (r["event_date"], r["line_number"], r["batch_id"])
+            for r in published_quarantine(store, D1, D2, a_cleaned, **kwargs).to_pylist()
+        )
+
+    # At the quarantine version a's own commit made, a's pair is whole; the newest version lost D2.
+    assert as_published_by_a(quarantine_version=a_quarantine) == [(D1, 1, "a"), (D2, 2, "a")]
+    assert as_published_by_a() == [(D1, 1, "a")]
+
+
 def test_quarantine_rows_from_before_publications_stay_visible_until_a_date_is_published(tmp_path):
     store = DeltaStore(str(tmp_path))
     from deltalake import write_deltalake

@@ -26,6 +26,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -145,17 +146,33 @@ def published_quarantine(
     end: date,
     cleaned_version: int | None = None,
     columns: list[str] | None = None,
+    quarantine_version: int | None = None,
 ) -> pa.Table:
-    """The quarantine rows of event dates [start, end] that belong to the published pair."""
+    """The quarantine rows of event dates [start, end] that belong to the published pair.
+
+    As of `cleaned_version` (default: the newest), read from the quarantine at `quarantine_version`
+    (default: the newest). A run checking its own publication passes the version its quarantine
+    commit made: a later run that takes over some of its dates settles the quarantine, and removes
+    the earlier run's rows there from the newest version, not from that one.
+    """
     if store.version(QUARANTINE.name) is None:
         return (
             QUARANTINE.arrow().empty_table()
             if columns is None
             else QUARANTINE.arrow().empty_table().select(columns)
         )
-    rows = _quarantine_rows(store, start, end, None, columns)
+    rows = _quarantine_rows(store, start, end, quarantine_version, columns)
     kept = rows.filter(_visible(rows, published_batches(store, _days(start, end), cleaned_version)))
     return kept.select(columns or list(QUARANTINE.column_names))
+
+
+@dataclass(frozen=True)
+class PublishedPair:
+    """The versions a run's publication made."""
+
+    cleaned_version: int  # the cleaned_events commit: the publication itself
+    quarantine_version: int  # the quarantine after settling: what readers see now
+    batch_version: int  # the quarantine append that holds the run's batch, whole
 
 
 def publish_pair(
@@ -165,8 +182,8 @@ def publish_pair(
     replace: DateRange,
     inputs: dict[str, int],
     batch_id: str,
-) -> tuple[int, int]:
-    """Publish a run's pair in the three steps above; the cleaned_events and quarantine versions they leave.
+) -> PublishedPair:
+    """Publish a run's pair in the three steps above.
 
     Raises StaleInputError, having committed nothing visible, when a newer raw_events version
     already produced part of the range: the caller computes again from it.
@@ -188,9 +205,8 @@ def publish_pair(
         discard_batch(store, batch_id, replace.start, replace.end)
         raise
     fault_point("between_cleaned_commit_and_settling")
-    return cleaned_version, settle_quarantine(
-        store, replace.start, replace.end
-    ) or quarantine_version
+    settled = settle_quarantine(store, replace.start, replace.end)
+    return PublishedPair(cleaned_version, settled or quarantine_version, quarantine_version)
 
 
 def settle_quarantine(
