@@ -325,8 +325,8 @@ def accounting_gaps(
             days[0],
             days[-1],
             published.cleaned_version,
-            ["event_date"],
-            published.batch_version,
+            columns=["event_date"],
+            quarantine_version=published.batch_version,
         )
         .column("event_date")
         .to_pylist()
